@@ -1,0 +1,40 @@
+"""Where every stored artifact lives, relative to the data root ``TWOBRANCH_DATA``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = "data"
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: the argument, else ``$TWOBRANCH_DATA``, else ``./data``."""
+    chosen = root if root is not None else os.environ.get("TWOBRANCH_DATA", DEFAULT_DATA_ROOT)
+    return Path(chosen).resolve()
+
+
+def raw_dir(root: Path, dataset: str) -> Path:
+    return root / "raw" / dataset
+
+
+def tables_dir(root: Path, dataset: str) -> Path:
+    """Parsed annotation tables (images, captions, phrases, rejects) as Parquet."""
+    return root / "tables" / dataset
+
+
+def features_path(root: Path, dataset: str, kind: str, variant: str) -> Path:
+    """``features/<dataset>/<kind>_<variant>.parquet`` (DESIGN.md storage contract)."""
+    return root / "features" / dataset / f"{kind}_{variant}.parquet"
+
+
+def checkpoint_dir(root: Path, run_id: str) -> Path:
+    return root / "checkpoints" / run_id
+
+
+def report_dir(root: Path, run_id: str) -> Path:
+    return root / "reports" / run_id
+
+
+def results_db(root: Path) -> Path:
+    return root / "results.duckdb"
