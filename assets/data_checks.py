@@ -1,0 +1,84 @@
+"""Asset checks on the parsed dataset tables."""
+
+
+import dagster as dg
+
+from assets.resources import TwobranchStorage
+from ops.data_checks import (
+    CheckOutcome,
+    check_boxes_inside_images,
+    check_references,
+    check_split_counts,
+    check_unique_ids,
+)
+from ops.dataset_store import load_dataset_table
+
+
+def _result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata={k: dg.MetadataValue.json(v) if isinstance(v, dict) else v
+                  for k, v in outcome.details.items()},
+    )
+
+
+@dg.asset_check(asset="captions", additional_ins={"raw_dataset": dg.AssetIn()}, blocking=True)
+def split_counts_as_declared(
+    captions: dict, raw_dataset: dict, storage: TwobranchStorage
+) -> dg.AssetCheckResult:
+    """Images per split as the dataset declares, and enough captions per image."""
+    root, dataset = storage.root, captions["dataset"]
+    rejects = load_dataset_table(root, dataset, "rejects")
+    return _result(
+        check_split_counts(
+            load_dataset_table(root, dataset, "images"),
+            load_dataset_table(root, dataset, "captions"),
+            raw_dataset.get("declared_images"),
+            int(raw_dataset.get("min_captions_per_image", 1)),
+            rejected_images=int((rejects["stage"] == "images").sum()),
+        )
+    )
+
+
+@dg.asset_check(asset="images", blocking=True)
+def image_ids_unique(images: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+    """No image id appears twice."""
+    return _result(
+        check_unique_ids(load_dataset_table(storage.root, images["dataset"], "images"), "image_id")
+    )
+
+
+@dg.asset_check(asset="captions", blocking=True)
+def captions_reference_images(captions: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+    """Caption ids are unique and every caption's image exists."""
+    root, dataset = storage.root, captions["dataset"]
+    caption_rows = load_dataset_table(root, dataset, "captions")
+    unique = check_unique_ids(caption_rows, "caption_id")
+    if not unique.passed:
+        return _result(unique)
+    return _result(
+        check_references(
+            caption_rows, load_dataset_table(root, dataset, "images"), "image_id", "captions"
+        )
+    )
+
+
+@dg.asset_check(asset="phrases", blocking=True)
+def phrase_boxes_inside_images(phrases: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+    """Every ground-truth phrase box is non-empty and inside its image."""
+    root, dataset = storage.root, phrases["dataset"]
+    return _result(
+        check_boxes_inside_images(
+            load_dataset_table(root, dataset, "phrases"), load_dataset_table(root, dataset, "images")
+        )
+    )
+
+
+DATA_CHECKS = [
+    split_counts_as_declared,
+    image_ids_unique,
+    captions_reference_images,
+    phrase_boxes_inside_images,
+]

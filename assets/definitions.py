@@ -1,0 +1,23 @@
+"""The Dagster code location of twobranch: every asset, check, job, schedule and sensor."""
+
+
+import dagster as dg
+
+from assets.data import dataset_tables, raw_dataset
+from assets.data_checks import DATA_CHECKS
+from assets.resources import ComputeSettings, TwobranchStorage
+
+ALL_ASSETS = [raw_dataset, dataset_tables]
+
+full_pipeline = dg.define_asset_job(
+    "full_pipeline",
+    selection=dg.AssetSelection.all(),
+    description="Every asset, from the raw dataset to the report.",
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=DATA_CHECKS,
+    jobs=[full_pipeline],
+    resources={"storage": TwobranchStorage(), "compute": ComputeSettings()},
+)

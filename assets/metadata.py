@@ -1,0 +1,32 @@
+"""Small builders for the metadata every asset shows in the Dagster UI."""
+
+
+import base64
+import io
+from collections.abc import Mapping
+
+import dagster as dg
+import pandas as pd
+
+
+def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    head = frame.head(rows)
+    return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "(empty)")
+
+
+def counts_by(frame: pd.DataFrame, column: str) -> dict[str, int]:
+    if frame.empty:
+        return {}
+    return {str(k): int(v) for k, v in frame[column].value_counts().sort_index().items()}
+
+
+def png(figure) -> dg.MetadataValue:
+    """A matplotlib figure as an inline image in the asset's metadata."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
+
+
+def json_value(value: Mapping | list) -> dg.MetadataValue:
+    return dg.MetadataValue.json(value)

@@ -1,0 +1,112 @@
+"""The ``twobranch`` command: read-only SQL over results, evaluators, and a run summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ops.paths import data_root, results_db
+
+EXAMPLE_QUERIES = (
+    "SELECT split, count(*) AS captions FROM captions GROUP BY split ORDER BY split",
+    "SELECT run_id, task, network, best_val_rsum, champion FROM training_runs "
+    "ORDER BY started_at DESC",
+    "SELECT protocol, direction, r1, r5, r10, rsum FROM retrieval_metrics "
+    "WHERE method = 'single_stage' ORDER BY run_id, direction",
+)
+
+
+def _add_sql(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sql",
+        help="run one read-only SQL query over results.duckdb",
+        description="Run a read-only query (SELECT) over the project's tables and views. "
+        "Writes, DDL, ATTACH, COPY and access to files outside the data root are refused.",
+    )
+    parser.add_argument("query", help='e.g. "SELECT split, count(*) FROM captions GROUP BY 1"')
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--max-rows", type=int, default=200, help="rows shown in table format")
+    parser.set_defaults(handler=_run_sql)
+
+
+def _run_sql(args: argparse.Namespace) -> int:
+    from ops.sql import QueryRefused, format_frame, run_query
+
+    try:
+        frame = run_query(data_root(args.data_root), args.query)
+    except QueryRefused as refused:
+        print(f"twobranch sql: {refused}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a query error is the user's to read, not a traceback
+        print(f"twobranch sql: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(format_frame(frame, args.format, args.max_rows))
+    return 0
+
+
+def _add_summary(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "summary", help="print where the results are and example queries"
+    )
+    parser.set_defaults(handler=_run_summary)
+
+
+def _run_summary(args: argparse.Namespace) -> int:
+    from ops.results_store import ensure_catalogue
+
+    root = data_root(args.data_root)
+    ensure_catalogue(root)
+    print(f"Data root:        {root}")
+    print(f"Results database: {results_db(root)}")
+    reports = sorted((root / "reports").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        print(f"Latest report:    {reports[-1]}")
+    print("\nTry:")
+    for query in EXAMPLE_QUERIES:
+        print(f'  twobranch sql "{query}"')
+    return 0
+
+
+def _add_evaluators(subparsers: argparse._SubParsersAction) -> None:
+    try:
+        from ops.metrics import eval_cli
+    except ImportError:  # evaluators not installed in this build
+        return
+    retrieval = subparsers.add_parser(
+        "eval-retrieval", help="Recall@K, median/mean rank from a score matrix (.npy)"
+    )
+    eval_cli.add_eval_retrieval_arguments(retrieval)
+    retrieval.set_defaults(handler=eval_cli.run_eval_retrieval)
+    grounding = subparsers.add_parser(
+        "eval-grounding", help="phrase localization accuracy from predicted boxes (.json)"
+    )
+    eval_cli.add_eval_grounding_arguments(grounding)
+    grounding.set_defaults(handler=eval_cli.run_eval_grounding)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twobranch", description="Two-branch image-text matching networks: tools."
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="data root (default: $TWOBRANCH_DATA or ./data)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_sql(subparsers)
+    _add_summary(subparsers)
+    _add_evaluators(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

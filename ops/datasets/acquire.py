@@ -1,0 +1,111 @@
+"""From a dataset choice to files on disk, and from files on disk to DatasetTables.
+
+``acquire_*`` functions put a dataset's raw files under ``raw/<dataset>/`` (generating,
+downloading or pointing at a local copy) and describe them with a :class:`RawDataset`;
+:func:`parse_raw_dataset` runs the real-format loaders on it. The default synthetic dataset
+takes exactly the same loaders as Flickr30K Entities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ops.datasets.flickr30k_entities import load_entities_phrases
+from ops.datasets.image_check import validate_images
+from ops.datasets.karpathy import load_karpathy
+from ops.paths import raw_dir
+from ops.tables import REJECT_COLUMNS, DatasetTables, empty_frame
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Where a dataset's raw files are. Paths are absolute strings (picklable, printable)."""
+
+    dataset: str
+    karpathy_json: str
+    image_root: str
+    entities_root: str | None = None
+    declared_images: dict[str, int] | None = None
+    min_captions_per_image: int = 5
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def acquire_synthetic(
+    root: Path,
+    seed: int = 0,
+    n_train: int = 5000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    image_size: int = 128,
+) -> RawDataset:
+    from ops.datasets.synthetic import generate_synthetic
+
+    started = time.perf_counter()
+    out_dir = raw_dir(root, "synthetic")
+    generate_synthetic(
+        out_dir, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size
+    )
+    return RawDataset(
+        dataset="synthetic",
+        karpathy_json=str(out_dir / "dataset_synthetic.json"),
+        image_root=str(out_dir / "images"),
+        entities_root=str(out_dir),
+        declared_images={"train": n_train, "val": n_val, "test": n_test},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def acquire_custom(folder: Path, dataset: str = "custom") -> RawDataset:
+    folder = Path(folder).resolve()
+    candidates = sorted(p for p in folder.glob("*.json") if p.is_file())
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise FileNotFoundError(
+            f"{folder}: a custom dataset is a folder with exactly one Karpathy-style *.json "
+            f"(found {found}) and the images it names, relative to the folder"
+        )
+    entities = folder if (folder / "Sentences").is_dir() else None
+    return RawDataset(
+        dataset=dataset,
+        karpathy_json=str(candidates[0]),
+        image_root=str(folder),
+        entities_root=str(entities) if entities else None,
+        min_captions_per_image=1,
+    )
+
+
+def parse_raw_dataset(
+    raw: RawDataset, restval_to_train: bool = True, check_images: bool = True
+) -> DatasetTables:
+    """Load captions (and phrases where present), validate images, drop what they orphan."""
+    tables = load_karpathy(
+        Path(raw.karpathy_json), Path(raw.image_root), raw.dataset, restval_to_train
+    )
+    rejects = [tables.rejects]
+    images = tables.images
+    if check_images:
+        images, image_rejects = validate_images(images)
+        image_rejects = image_rejects.assign(dataset=raw.dataset)
+        rejects.append(image_rejects)
+    kept = set(images["image_id"])
+    captions = tables.captions[tables.captions["image_id"].isin(kept)].reset_index(drop=True)
+    phrases = tables.phrases
+    if raw.entities_root:
+        phrases = load_entities_phrases(Path(raw.entities_root), captions, raw.dataset)
+    all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True)
+    if all_rejects.empty:
+        all_rejects = empty_frame(REJECT_COLUMNS)
+    return DatasetTables(
+        dataset=raw.dataset,
+        images=images,
+        captions=captions,
+        phrases=phrases,
+        rejects=all_rejects,
+    ).conformed()

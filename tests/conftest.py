@@ -1,0 +1,24 @@
+"""Shared fixtures: the real-format samples and an isolated data root per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+
+
+@pytest.fixture
+def samples_dir() -> Path:
+    if not SHARED_SAMPLES.is_dir():
+        pytest.skip(f"real-format samples not found at {SHARED_SAMPLES} (../shared/samples)")
+    return SHARED_SAMPLES
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("TWOBRANCH_DATA", str(root))
+    return root
