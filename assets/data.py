@@ -1,6 +1,5 @@
 """Data assets: acquire the raw dataset, parse it into images / captions / phrases tables."""
 
-
 import time
 from typing import Literal
 
@@ -18,9 +17,7 @@ DATA_GROUP = "data"
 class DatasetConfig(dg.Config):
     """Which dataset to use. ``synthetic`` is generated offline and deterministically."""
 
-    source: Literal["synthetic", "flickr30k", "coco", "flickr30k_entities", "custom"] = (
-        "synthetic"
-    )
+    source: Literal["synthetic", "flickr30k", "coco", "flickr30k_entities", "custom"] = "synthetic"
     seed: int = 0
     synthetic_train_images: int = 5000
     synthetic_val_images: int = 1000

@@ -1,6 +1,5 @@
 """Asset checks on the parsed dataset tables."""
 
-
 import dagster as dg
 
 from assets.resources import TwobranchStorage
@@ -19,8 +18,10 @@ def _result(outcome: CheckOutcome) -> dg.AssetCheckResult:
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=outcome.description,
-        metadata={k: dg.MetadataValue.json(v) if isinstance(v, dict) else v
-                  for k, v in outcome.details.items()},
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, dict) else v
+            for k, v in outcome.details.items()
+        },
     )
 
 
@@ -71,7 +72,8 @@ def phrase_boxes_inside_images(phrases: dict, storage: TwobranchStorage) -> dg.A
     root, dataset = storage.root, phrases["dataset"]
     return _result(
         check_boxes_inside_images(
-            load_dataset_table(root, dataset, "phrases"), load_dataset_table(root, dataset, "images")
+            load_dataset_table(root, dataset, "phrases"),
+            load_dataset_table(root, dataset, "images"),
         )
     )
 

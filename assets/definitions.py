@@ -1,6 +1,5 @@
 """The Dagster code location of twobranch: every asset, check, job, schedule and sensor."""
 
-
 import dagster as dg
 
 from assets.data import dataset_tables, raw_dataset
@@ -8,6 +7,7 @@ from assets.data_checks import DATA_CHECKS
 from assets.resources import ComputeSettings, TwobranchStorage
 
 ALL_ASSETS = [raw_dataset, dataset_tables]
+ALL_CHECKS = [*DATA_CHECKS]
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
@@ -17,7 +17,7 @@ full_pipeline = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    asset_checks=DATA_CHECKS,
+    asset_checks=ALL_CHECKS,
     jobs=[full_pipeline],
     resources={"storage": TwobranchStorage(), "compute": ComputeSettings()},
 )

@@ -1,6 +1,5 @@
 """Small builders for the metadata every asset shows in the Dagster UI."""
 
-
 import base64
 import io
 from collections.abc import Mapping

@@ -1,6 +1,5 @@
 """Resources shared by every asset: where data lives and which device computes."""
 
-
 import os
 from pathlib import Path
 

@@ -177,6 +177,11 @@ DATASET_SCHEMAS: dict[str, pa.Schema] = {
             ("reason", STRING),
         ]
     ),
+}
+
+# Per-dataset derived tables: <kind>/<dataset>/<kind>.parquet (kept outside tables/<dataset>,
+# which is replaced as a whole when the dataset is re-parsed).
+DERIVED_SCHEMAS: dict[str, pa.Schema] = {
     "region_proposals": pa.schema(
         [
             ("image_id", STRING),
@@ -199,6 +204,8 @@ DATASET_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+DERIVED_FOLDERS = {"region_proposals": "proposals", "neighbors": "graph"}
 
 SCHEMA_PLACEHOLDER = "_schema"
 
@@ -237,6 +244,16 @@ def write_dataset_table(root: Path, dataset: str, table: str, frame: pd.DataFram
     return path
 
 
+def derived_table_file(root: Path, dataset: str, table: str) -> Path:
+    return root / DERIVED_FOLDERS[table] / dataset / f"{table}.parquet"
+
+
+def write_derived_table(root: Path, dataset: str, table: str, frame: pd.DataFrame) -> Path:
+    path = derived_table_file(root, dataset, table)
+    _write_parquet(path, _to_arrow(frame, DERIVED_SCHEMAS[table], table))
+    return path
+
+
 def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFrame:
     """Rows of a result table: one run's, or every run's."""
     if run_id is not None:
@@ -261,6 +278,10 @@ def _ensure_placeholders(root: Path) -> None:
         path = dataset_table_file(root, SCHEMA_PLACEHOLDER, table)
         if not path.exists():
             _write_parquet(path, schema.empty_table())
+    for table, schema in DERIVED_SCHEMAS.items():
+        path = derived_table_file(root, SCHEMA_PLACEHOLDER, table)
+        if not path.exists():
+            _write_parquet(path, schema.empty_table())
 
 
 def _quote(path: Path) -> str:
@@ -272,6 +293,9 @@ def view_definitions(root: Path) -> dict[str, str]:
     views: dict[str, str] = {}
     for table in DATASET_SCHEMAS:
         pattern = root / "tables" / "*" / f"{table}.parquet"
+        views[table] = f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
+    for table in DERIVED_SCHEMAS:
+        pattern = root / DERIVED_FOLDERS[table] / "*" / f"{table}.parquet"
         views[table] = f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
     for table in RESULT_SCHEMAS:
         pattern = root / "results" / table / "*.parquet"
@@ -309,9 +333,9 @@ def publish_catalogue(root: Path) -> Path:
 
 
 def catalogue_is_current(root: Path) -> bool:
-    return results_db(root).exists() and all(
-        result_file(root, t, SCHEMA_PLACEHOLDER).exists() for t in RESULT_SCHEMAS
-    )
+    placeholders = [result_file(root, t, SCHEMA_PLACEHOLDER) for t in RESULT_SCHEMAS]
+    placeholders += [derived_table_file(root, SCHEMA_PLACEHOLDER, t) for t in DERIVED_SCHEMAS]
+    return results_db(root).exists() and all(p.exists() for p in placeholders)
 
 
 def ensure_catalogue(root: Path) -> Path:

@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from ops.paths import results_db
-from ops.results_store import ensure_catalogue
+from ops.results_store import DERIVED_FOLDERS, ensure_catalogue
 
 ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
 LOCK_RETRY_SECONDS = 10.0
@@ -63,7 +63,8 @@ def _open_read_only(root: Path) -> duckdb.DuckDBPyConnection:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    allowed = [str(root / sub) + "/" for sub in ("tables", "results", "features")]
+    folders = ("tables", "results", "features", *DERIVED_FOLDERS.values())
+    allowed = [str(root / sub) + "/" for sub in folders]
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")

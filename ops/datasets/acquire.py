@@ -99,9 +99,10 @@ def parse_raw_dataset(
     phrases = tables.phrases
     if raw.entities_root:
         phrases = load_entities_phrases(Path(raw.entities_root), captions, raw.dataset)
-    all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True)
-    if all_rejects.empty:
-        all_rejects = empty_frame(REJECT_COLUMNS)
+    non_empty = [r for r in rejects if len(r)]
+    all_rejects = (
+        pd.concat(non_empty, ignore_index=True) if non_empty else empty_frame(REJECT_COLUMNS)
+    )
     return DatasetTables(
         dataset=raw.dataset,
         images=images,

@@ -1,0 +1,42 @@
+"""Running selections of the real asset graph in process, on a small synthetic dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.definitions import ALL_ASSETS, ALL_CHECKS
+from assets.resources import ComputeSettings, TwobranchStorage
+
+SMALL_SYNTHETIC = {
+    "synthetic_train_images": 60,
+    "synthetic_val_images": 12,
+    "synthetic_test_images": 12,
+    "synthetic_image_size": 64,
+}
+
+
+def materialize(
+    selection: list[str],
+    data_root: Path,
+    op_config: dict[str, dict] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInJobResult:
+    """Materialize the named assets (their checks run too) of the real definitions, with the
+    data root at ``data_root`` and a small synthetic dataset unless configured otherwise."""
+    ops = {"raw_dataset": {"config": dict(SMALL_SYNTHETIC)}}
+    for op, config in (op_config or {}).items():
+        ops.setdefault(op, {"config": {}})["config"].update(config)
+    return dg.materialize(
+        assets=[*ALL_ASSETS, *ALL_CHECKS],
+        selection=dg.AssetSelection.assets(*selection),
+        run_config={"ops": {op: cfg for op, cfg in ops.items() if op in selection}},
+        resources={
+            "storage": TwobranchStorage(data_root=str(data_root)),
+            "compute": ComputeSettings(device="cpu", num_workers=0),
+        },
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
