@@ -3,11 +3,12 @@
 import dagster as dg
 
 from assets.data import dataset_tables, raw_dataset
+from assets.data_checks import DATA_CHECKS
 from assets.features import image_features, phrase_features, text_features, word_vectors
 from assets.graph import neighborhood_graph
 from assets.regions import region_features, region_proposals
-from assets.data_checks import DATA_CHECKS
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.training import TRAINING_ASSETS
 
 ALL_ASSETS = [
     raw_dataset,
@@ -19,6 +20,7 @@ ALL_ASSETS = [
     text_features,
     phrase_features,
     neighborhood_graph,
+    *TRAINING_ASSETS,
 ]
 ALL_CHECKS = [*DATA_CHECKS]
 

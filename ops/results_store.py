@@ -345,7 +345,7 @@ def ensure_catalogue(root: Path) -> Path:
 
 
 def utc_now() -> pd.Timestamp:
-    return pd.Timestamp(time.time(), unit="s", tz="UTC")
+    return pd.Timestamp(time.time(), unit="s", tz="UTC").floor("us")
 
 
 def to_json(value: Mapping | list) -> str:

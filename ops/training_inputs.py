@@ -131,3 +131,19 @@ def phrase_region_splits(
             phrase_types=phrase_info["phrase_type"].to_numpy()[phrase_rows],
         )
     return result
+
+
+def first_images(split: ImageSentenceSplit, n_images: int) -> ImageSentenceSplit:
+    """The first ``n_images`` images of a split and their captions (cheaper validation)."""
+    if n_images <= 0 or n_images >= len(split.image_ids):
+        return split
+    keep = split.data.caption_image < n_images
+    return ImageSentenceSplit(
+        data=ImageSentenceData(
+            image_features=split.data.image_features[:n_images],
+            text_features=split.data.text_features[keep],
+            caption_image=split.data.caption_image[keep],
+        ),
+        image_ids=split.image_ids[:n_images],
+        caption_ids=split.caption_ids[keep],
+    )
