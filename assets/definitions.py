@@ -4,9 +4,11 @@ import dagster as dg
 
 from assets.data import dataset_tables, raw_dataset
 from assets.data_checks import DATA_CHECKS
+from assets.evaluation import EVALUATION_ASSETS
 from assets.features import image_features, phrase_features, text_features, word_vectors
 from assets.graph import neighborhood_graph
 from assets.regions import region_features, region_proposals
+from assets.report import report
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.training import TRAINING_ASSETS
 
@@ -21,6 +23,8 @@ ALL_ASSETS = [
     phrase_features,
     neighborhood_graph,
     *TRAINING_ASSETS,
+    *EVALUATION_ASSETS,
+    report,
 ]
 ALL_CHECKS = [*DATA_CHECKS]
 

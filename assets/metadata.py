@@ -23,9 +23,13 @@ def png(figure) -> dg.MetadataValue:
     """A matplotlib figure as an inline image in the asset's metadata."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
+    return png_bytes_value(buffer.getvalue())
 
 
 def json_value(value: Mapping | list) -> dg.MetadataValue:
     return dg.MetadataValue.json(value)
+
+
+def png_bytes_value(data: bytes) -> dg.MetadataValue:
+    encoded = base64.b64encode(data).decode("ascii")
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")

@@ -46,8 +46,8 @@ def _for_storage(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         if str(field.type) == "int64":
             frame[field.name] = frame[field.name].astype("Int64")
         elif str(field.type) == "string":
-            frame[field.name] = frame[field.name].astype("object").where(
-                frame[field.name].notna(), None
+            frame[field.name] = (
+                frame[field.name].astype("object").where(frame[field.name].notna(), None)
             )
     return frame
 

@@ -1,0 +1,45 @@
+"""One branch of a two-branch network: a two-layer MLP that maps features to unit vectors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Branch(nn.Module):
+    """``Linear → BatchNorm1d → ReLU → Dropout → Linear → L2-normalize``.
+
+    Linear weights use Xavier (Glorot) uniform init and zero bias, as in the authors' code.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 512,
+        dropout: float = 0.5,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if min(in_dim, hidden_dim, out_dim) <= 0:
+            raise ValueError(
+                f"dimensions must be positive, got in={in_dim} hidden={hidden_dim} out={out_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.normalize = normalize
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.bn = nn.BatchNorm1d(hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+        for linear in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(F.relu(self.bn(self.fc1(features))))
+        out = self.fc2(hidden)
+        return F.normalize(out, dim=1) if self.normalize else out

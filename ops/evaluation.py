@@ -1,0 +1,249 @@
+"""Evaluation of trained networks on the test split: retrieval (single- and two-stage) and
+phrase localization, as rows of the DESIGN.md result tables."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ops.features.device import autocast_context, resolve_device
+from ops.metrics.grounding import evaluate_grounding
+from ops.metrics.retrieval import ProtocolResult, evaluate_protocol, evaluate_protocol_scores
+from ops.training.checkpoint import load_model
+from ops.training.config import TrainConfig
+from ops.training.data import DeviceFeatures
+from ops.training.validate import embed_rows, predict_phrase_regions
+from ops.training_inputs import ImageSentenceSplit, PhraseRegionSplit
+
+
+@dataclass
+class RetrievalEvaluation:
+    method: str
+    result: ProtocolResult
+    seconds: float
+    seconds_per_query: float
+
+
+def protocols_for(n_images: int) -> list[str]:
+    """The field's protocols for a test set of ``n_images``: COCO-sized sets are reported as
+    the mean of five 1K folds and on the whole 5K; a 1K set as ``1k``; others as ``all``."""
+    if n_images >= 5000:
+        return ["5fold_1k", "5k"]
+    if n_images == 1000:
+        return ["1k"]
+    return ["all"]
+
+
+def load_trained(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, TrainConfig]:
+    model, config = load_model(checkpoint, map_location=device)
+    return model.to(device).eval(), config
+
+
+@torch.no_grad()
+def split_embeddings(
+    model: nn.Module, split: ImageSentenceSplit, device: torch.device, amp: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    features = DeviceFeatures.of(split.data, device)
+    image_emb = embed_rows(model.embed_image, features.image_features, 1024, amp)
+    text_emb = embed_rows(model.embed_text, features.text_features, 1024, amp)
+    return image_emb, text_emb
+
+
+@torch.no_grad()
+def similarity_scores(
+    model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool = True
+) -> torch.Tensor:
+    """Every (image, caption) score of the similarity network, batched through its head."""
+    rows = max(1, (1 << 18) // max(1, text_emb.shape[0]))
+    with autocast_context(image_emb.device, amp):
+        return model.score_embedding_matrix(image_emb, text_emb, rows).float()
+
+
+def _ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
+    return {"image_ids": split.image_ids, "caption_ids": split.caption_ids}
+
+
+def evaluate_retrieval_single(
+    checkpoint: str | Path, split: ImageSentenceSplit, protocol: str, device_name: str = "auto"
+) -> RetrievalEvaluation:
+    device = resolve_device(device_name)
+    model, config = load_trained(checkpoint, device)
+    started = time.perf_counter()
+    image_emb, text_emb = split_embeddings(model, split, device, config.amp)
+    caption_image = split.data.caption_image
+    if config.network == "embedding":
+        result = evaluate_protocol(
+            image_emb, text_emb, caption_image, protocol, device=device, **_ids(split)
+        )
+    else:
+        scores = similarity_scores(model, image_emb, text_emb, config.amp)
+        result = evaluate_protocol_scores(
+            scores, caption_image, protocol, device=device, **_ids(split)
+        )
+    seconds = time.perf_counter() - started
+    queries = len(split.image_ids) + len(split.caption_ids)
+    return RetrievalEvaluation("single_stage", result, seconds, seconds / queries)
+
+
+@torch.no_grad()
+def two_stage_scores(
+    embedding_scores: torch.Tensor,
+    rescore: torch.Tensor,
+    k: int,
+    dim: int,
+) -> torch.Tensor:
+    """Scores whose ranking is: the embedding network's top-``k`` candidates per query
+    (along ``dim``: 0 = per caption over images, 1 = per image over captions) in the
+    similarity network's order, then every other candidate in the embedding's order."""
+    k = min(k, embedding_scores.shape[dim])
+    top = embedding_scores.topk(k, dim=dim).indices
+    # Shift the first stage below every reranked score, keeping its order.
+    low = embedding_scores.min()
+    span = (embedding_scores.max() - low) + 1.0
+    combined = embedding_scores - low - span  # all < 0 … -span
+    chosen = rescore.gather(dim, top)
+    chosen = chosen - chosen.min() + 1.0  # all ≥ 1
+    return combined.scatter(dim, top, chosen)
+
+
+@torch.no_grad()
+def evaluate_retrieval_two_stage(
+    embedding_checkpoint: str | Path,
+    similarity_checkpoint: str | Path,
+    split: ImageSentenceSplit,
+    protocol: str,
+    k: int = 20,
+    device_name: str = "auto",
+) -> RetrievalEvaluation:
+    """The embedding network's top-``k`` per query rescored by the similarity network."""
+    device = resolve_device(device_name)
+    embed_model, embed_config = load_trained(embedding_checkpoint, device)
+    sim_model, sim_config = load_trained(similarity_checkpoint, device)
+    image_emb, text_emb = split_embeddings(embed_model, split, device, embed_config.amp)
+    first = image_emb @ text_emb.T
+    started = time.perf_counter()
+    sim_image, sim_text = split_embeddings(sim_model, split, device, sim_config.amp)
+    n_images, n_captions = first.shape
+    t2i_top = first.topk(min(k, n_images), dim=0).indices  # (k, n_captions)
+    i2t_top = first.topk(min(k, n_captions), dim=1).indices  # (n_images, k)
+    pairs = torch.cat(
+        [
+            torch.stack(
+                [
+                    t2i_top.reshape(-1),
+                    torch.arange(n_captions, device=device).repeat(t2i_top.shape[0]),
+                ],
+                dim=1,
+            ),
+            torch.stack(
+                [
+                    torch.arange(n_images, device=device).repeat_interleave(i2t_top.shape[1]),
+                    i2t_top.reshape(-1),
+                ],
+                dim=1,
+            ),
+        ]
+    )
+    pairs = torch.unique(pairs, dim=0)
+    with autocast_context(device, sim_config.amp):
+        pair_scores = sim_model.score_candidates(sim_image, sim_text, pairs).float()
+    rescore = torch.full_like(first, float("-inf"))
+    rescore[pairs[:, 0], pairs[:, 1]] = pair_scores
+    rescore = torch.where(torch.isinf(rescore), torch.zeros_like(rescore), rescore)
+    seconds = time.perf_counter() - started
+    t2i_scores = two_stage_scores(first, rescore, k, dim=0)
+    i2t_scores = two_stage_scores(first, rescore, k, dim=1)
+    caption_image = split.data.caption_image
+    t2i = evaluate_protocol_scores(
+        t2i_scores, caption_image, protocol, device=device, **_ids(split)
+    )
+    i2t = evaluate_protocol_scores(
+        i2t_scores, caption_image, protocol, device=device, **_ids(split)
+    )
+    result = _merge_directions(i2t, t2i)
+    return RetrievalEvaluation(
+        f"two_stage_k{k}", result, seconds, seconds / (n_images + n_captions)
+    )
+
+
+def _merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
+    """i2t rows from one evaluation and t2i rows from the other, with R-sum recomputed."""
+    metrics = [m for m in i2t.metrics if m["direction"] == "i2t"]
+    metrics += [m for m in t2i.metrics if m["direction"] == "t2i"]
+    frame = pd.DataFrame(metrics)
+    recall = frame[["r1", "r5", "r10"]].sum(axis=1)
+    frame["rsum"] = recall.groupby([frame["protocol"], frame["fold"]]).transform("sum")
+    ranks = pd.concat(
+        [i2t.ranks[i2t.ranks["direction"] == "i2t"], t2i.ranks[t2i.ranks["direction"] == "t2i"]],
+        ignore_index=True,
+    )
+    return ProtocolResult(metrics=frame.to_dict("records"), ranks=ranks)
+
+
+@dataclass
+class LocalizationEvaluation:
+    summary: dict
+    per_type: pd.DataFrame
+    per_phrase: pd.DataFrame
+    seconds: float
+
+
+@torch.no_grad()
+def evaluate_localization(
+    checkpoint: str | Path,
+    split: PhraseRegionSplit,
+    phrases: pd.DataFrame,
+    proposals: pd.DataFrame,
+    device_name: str = "auto",
+) -> LocalizationEvaluation:
+    """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
+    device = resolve_device(device_name)
+    model, config = load_trained(checkpoint, device)
+    started = time.perf_counter()
+    predictions = predict_phrase_regions(
+        model, split.data, DeviceFeatures.of(split.data, device), config.network, amp=config.amp
+    )
+    chosen = pd.Series(
+        np.where(
+            predictions.chosen_region >= 0,
+            split.region_ids[np.maximum(predictions.chosen_region, 0)],
+            None,
+        ),
+        index=split.phrase_ids,
+    )
+    evaluated = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
+    image_proposals = proposals[
+        proposals["image_id"].isin(set(split.image_ids)) & (proposals["source"] == "proposal")
+    ]
+    result = evaluate_grounding(evaluated, image_proposals, chosen_region=chosen)
+    return LocalizationEvaluation(
+        result.summary, result.per_type, result.per_phrase, time.perf_counter() - started
+    )
+
+
+def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame) -> float:
+    """Expected accuracy (percent) of picking one of the image's proposals uniformly: the
+    chance level that a grounding model must beat."""
+    from ops.features.boxes import pairwise_iou
+
+    boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
+    candidates = proposals[proposals["source"] == "proposal"]
+    groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
+    hits = []
+    for image_id, image_phrases in boxed.groupby("image_id", sort=False):
+        regions = groups.get(image_id)
+        if regions is None:
+            hits.extend([0.0] * len(image_phrases))
+            continue
+        iou = pairwise_iou(
+            image_phrases[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(),
+            regions[["x1", "y1", "x2", "y2"]].to_numpy(),
+        )
+        hits.extend((iou >= 0.5).mean(axis=1).tolist())
+    return float(100.0 * np.mean(hits)) if hits else 0.0

@@ -1,0 +1,43 @@
+"""Device choice shared by every feature extractor: CUDA when present, the same code on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` when available else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:N"``."""
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible"
+            )
+        return device
+    raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@contextlib.contextmanager
+def autocast_context(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """bf16 autocast on CUDA; a no-op on CPU, where bf16 convolutions are slow and inexact."""
+    if enabled and device.type == "cuda":
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def pin_memory_for(device: torch.device) -> bool:
+    """Pinned host memory only helps host-to-GPU copies."""
+    return device.type == "cuda"

@@ -1,0 +1,1 @@
+"""Text features: tokenization, word vectors, Fisher vectors and per-text feature files."""

@@ -1,0 +1,352 @@
+"""Training inputs per split, their on-device copies, the phrase batch sampler, and the
+``.npz`` bundle that carries them to a training subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ops.atomic import atomic_path
+from ops.features.boxes import pairwise_iou
+from ops.features.device import pin_memory_for
+
+
+def _matrix(name: str, value: np.ndarray, rows: int | None = None) -> np.ndarray:
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {array.shape}")
+    if rows is not None and array.shape[0] != rows:
+        raise ValueError(f"{name} has {array.shape[0]} rows, expected {rows}")
+    if not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise ValueError(f"{name} holds NaN or Inf (first at row {row})")
+    return array
+
+
+def _indices(name: str, value: np.ndarray, rows: int, upper: int | None = None) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != (rows,) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer vector of length {rows}, got {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.int64)
+    if rows and (array.min() < 0 or (upper is not None and array.max() >= upper)):
+        bad = int(np.flatnonzero((array < 0) | (array >= (upper or np.inf)))[0])
+        raise ValueError(f"{name}[{bad}] = {array[bad]} is out of range [0, {upper})")
+    return array
+
+
+def _boxes(name: str, value: np.ndarray, rows: int) -> np.ndarray:
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    if array.shape != (rows, 4):
+        raise ValueError(f"{name} must have shape ({rows}, 4), got {array.shape}")
+    if not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise ValueError(
+            f"{name} row {row} is not a finite box (phrases without a box must "
+            "be left out of training data)"
+        )
+    return array
+
+
+@dataclass(frozen=True)
+class ImageSentenceData:
+    """One split for image–sentence retrieval: ``caption_image[j]`` is the row of caption j's
+    image in ``image_features``."""
+
+    image_features: np.ndarray
+    text_features: np.ndarray
+    caption_image: np.ndarray
+
+    def __post_init__(self) -> None:
+        images = _matrix("image_features", self.image_features)
+        texts = _matrix("text_features", self.text_features)
+        object.__setattr__(self, "image_features", images)
+        object.__setattr__(self, "text_features", texts)
+        object.__setattr__(
+            self,
+            "caption_image",
+            _indices("caption_image", self.caption_image, texts.shape[0], images.shape[0]),
+        )
+
+    @property
+    def image_dim(self) -> int:
+        return int(self.image_features.shape[1])
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.text_features.shape[1])
+
+
+@dataclass(frozen=True)
+class PhraseRegionData:
+    """One split for phrase localization. Regions are proposals plus, where
+    ``region_is_gt``, ground-truth boxes (used for training only); boxes are 0-based
+    ``x1, y1, x2, y2`` with exclusive x2, y2; a phrase's box is the union of its boxes."""
+
+    region_features: np.ndarray
+    region_image: np.ndarray
+    region_boxes: np.ndarray
+    phrase_features: np.ndarray
+    phrase_image: np.ndarray
+    phrase_boxes: np.ndarray
+    region_is_gt: np.ndarray
+
+    def __post_init__(self) -> None:
+        regions = _matrix("region_features", self.region_features)
+        phrases = _matrix("phrase_features", self.phrase_features)
+        n_reg, n_ph = regions.shape[0], phrases.shape[0]
+        is_gt = np.asarray(self.region_is_gt)
+        if is_gt.shape != (n_reg,):
+            raise ValueError(f"region_is_gt must have length {n_reg}, got {is_gt.shape}")
+        checked = {
+            "region_features": regions,
+            "phrase_features": phrases,
+            "region_image": _indices("region_image", self.region_image, n_reg),
+            "phrase_image": _indices("phrase_image", self.phrase_image, n_ph),
+            "region_boxes": _boxes("region_boxes", self.region_boxes, n_reg),
+            "phrase_boxes": _boxes("phrase_boxes", self.phrase_boxes, n_ph),
+            "region_is_gt": is_gt.astype(bool),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def image_dim(self) -> int:
+        return int(self.region_features.shape[1])
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.phrase_features.shape[1])
+
+    @property
+    def n_images(self) -> int:
+        ends = [a.max() + 1 for a in (self.region_image, self.phrase_image) if a.size]
+        return int(max(ends, default=0))
+
+
+SplitData = ImageSentenceData | PhraseRegionData
+
+
+def task_of(data: SplitData) -> str:
+    return "image_sentence" if isinstance(data, ImageSentenceData) else "phrase_region"
+
+
+def data_signature(data: SplitData) -> dict[str, int]:
+    """Shapes that a resumed run must see again (a cheap guard against swapped inputs)."""
+    return {f.name: int(np.asarray(getattr(data, f.name)).size) for f in fields(data)}
+
+
+# ---------------------------------------------------------------------------------------------
+# On-device copies
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if pin_memory_for(device):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Rows grouped by image: image i owns ``order[start[i] : start[i] + count[i]]``."""
+
+    order: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def of(cls, row_image: np.ndarray, n_images: int) -> Grouping:
+        order = np.argsort(row_image, kind="stable")
+        count = np.bincount(row_image, minlength=n_images).astype(np.int64)
+        start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+        return cls(order.astype(np.int64), start, count)
+
+    def rows_of(self, images: np.ndarray) -> np.ndarray:
+        """All rows of ``images``, image by image, in the order given."""
+        counts = self.count[images]
+        if counts.sum() == 0:
+            return np.zeros(0, dtype=np.int64)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.order[np.repeat(self.start[images], counts) + offsets]
+
+
+@dataclass(frozen=True)
+class DeviceFeatures:
+    """Feature matrices on the training device; batches gather rows by index there."""
+
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+
+    @classmethod
+    def of(cls, data: SplitData, device: torch.device) -> DeviceFeatures:
+        if isinstance(data, ImageSentenceData):
+            return cls(
+                _to_device(data.image_features, device), _to_device(data.text_features, device)
+            )
+        return cls(
+            _to_device(data.region_features, device), _to_device(data.phrase_features, device)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Phrase batches
+
+
+@dataclass(frozen=True)
+class PhraseBatch:
+    """Phrases of whole images and all their regions; ``positive``/``negative`` are
+    ``(n_phrase, n_region)`` masks over the rows ``phrase_idx`` × ``region_idx``."""
+
+    phrase_idx: np.ndarray
+    region_idx: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+
+
+class PhraseBatchSampler:
+    """Batches for the phrase task, drawn from ``default_rng([seed, epoch])``.
+
+    Each epoch shuffles the images that have phrases and fills a batch with whole images
+    until it holds at least ``phrases_per_batch`` phrases, so a batch has every phrase of its
+    images and every region (proposals and ground-truth boxes) of those images. A region is
+    positive for a phrase when it is in the phrase's image and its IoU with the phrase box is
+    ≥ ``positive_iou``; negative when in the same image with IoU < ``negative_iou`` — and,
+    with ``cross_image_negatives``, every region of the other images of the batch (off by
+    default: another image may well show the same kind of thing). A short last batch joins
+    the one before it.
+    """
+
+    def __init__(
+        self,
+        data: PhraseRegionData,
+        phrases_per_batch: int = 200,
+        positive_iou: float = 0.6,
+        negative_iou: float = 0.3,
+        cross_image_negatives: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.data = data
+        self.phrases_per_batch = phrases_per_batch
+        self.positive_iou = positive_iou
+        self.negative_iou = negative_iou
+        self.cross_image_negatives = cross_image_negatives
+        self.seed = seed
+        self.epoch = 0
+        n_images = data.n_images
+        self._phrases = Grouping.of(data.phrase_image, n_images)
+        self._regions = Grouping.of(data.region_image, n_images)
+        self._images = np.flatnonzero(self._phrases.count > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _image_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        images = rng.permutation(self._images)
+        if images.size == 0:
+            return []
+        filled = np.cumsum(self._phrases.count[images])
+        cuts = []
+        target = self.phrases_per_batch
+        for index, total in enumerate(filled):
+            if total >= target:
+                cuts.append(index + 1)
+                target = total + self.phrases_per_batch
+        if not cuts or cuts[-1] < images.size:
+            tail_phrases = filled[-1] - (filled[cuts[-1] - 1] if cuts else 0)
+            if cuts and tail_phrases < self.phrases_per_batch // 2:
+                cuts[-1] = images.size
+            else:
+                cuts.append(images.size)
+        return np.split(images, cuts[:-1])
+
+    def __len__(self) -> int:
+        return len(self._image_batches())
+
+    def __iter__(self) -> Iterator[PhraseBatch]:
+        for images in self._image_batches():
+            yield self.batch_of(images)
+
+    def batch_of(self, images: np.ndarray) -> PhraseBatch:
+        data = self.data
+        phrase_idx = self._phrases.rows_of(images)
+        region_idx = self._regions.rows_of(images)
+        same_image = data.phrase_image[phrase_idx][:, None] == data.region_image[region_idx][None]
+        iou = pairwise_iou(data.phrase_boxes[phrase_idx], data.region_boxes[region_idx])
+        positive = same_image & (iou >= self.positive_iou)
+        negative = same_image & (iou < self.negative_iou)
+        if self.cross_image_negatives:
+            negative |= ~same_image
+        return PhraseBatch(phrase_idx, region_idx, positive, negative)
+
+
+def sample_phrase_pairs(
+    batch: PhraseBatch, negatives_per_positive: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(region rows, phrase rows, labels ±1) for the similarity network: every positive pair,
+    and per phrase ``negatives_per_positive`` × its positives negatives drawn without
+    replacement from its negative regions (all of them when there are fewer)."""
+    pos_phrase, pos_region = np.nonzero(batch.positive)
+    quota = negatives_per_positive * batch.positive.sum(axis=1)
+    keys = rng.random(batch.negative.shape)
+    keys[~batch.negative] = np.inf
+    order = np.argsort(keys, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
+    chosen = batch.negative & (rank < quota[:, None])
+    neg_phrase, neg_region = np.nonzero(chosen)
+    regions = np.concatenate([batch.region_idx[pos_region], batch.region_idx[neg_region]])
+    phrases = np.concatenate([batch.phrase_idx[pos_phrase], batch.phrase_idx[neg_phrase]])
+    labels = np.concatenate(
+        [np.ones(pos_phrase.size, np.float32), -np.ones(neg_phrase.size, np.float32)]
+    )
+    return regions, phrases, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundle file
+
+
+def save_bundle(path: str | Path, train: SplitData, val: SplitData | None = None) -> Path:
+    """Write the splits to one ``.npz`` (atomically) for ``python -m ops.training``."""
+    if val is not None and type(val) is not type(train):
+        raise ValueError("train and val splits must be of the same kind")
+    arrays: dict[str, np.ndarray] = {"task": np.array(task_of(train))}
+    for split, data in (("train", train), ("val", val)):
+        if data is not None:
+            for f in fields(data):
+                arrays[f"{split}__{f.name}"] = np.asarray(getattr(data, f.name))
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def load_bundle(path: str | Path) -> tuple[SplitData, SplitData | None]:
+    """Read ``(train, val)`` written by :func:`save_bundle`; ``val`` is None if absent."""
+    with np.load(Path(path), allow_pickle=False) as bundle:
+        try:
+            task = str(bundle["task"])
+        except KeyError:
+            raise ValueError(f"{path}: not a training bundle (no 'task' entry)") from None
+        kind = {"image_sentence": ImageSentenceData, "phrase_region": PhraseRegionData}.get(task)
+        if kind is None:
+            raise ValueError(f"{path}: unknown task {task!r}")
+        splits: list[SplitData | None] = []
+        for split in ("train", "val"):
+            names = [f.name for f in fields(kind)]
+            present = [f"{split}__{name}" in bundle.files for name in names]
+            if not any(present):
+                splits.append(None)
+                continue
+            if not all(present):
+                missing = [n for n, p in zip(names, present, strict=True) if not p]
+                raise ValueError(f"{path}: split {split!r} lacks {missing}")
+            splits.append(kind(**{name: bundle[f"{split}__{name}"] for name in names}))
+    if splits[0] is None:
+        raise ValueError(f"{path}: no training split")
+    return splits[0], splits[1]

@@ -1,0 +1,305 @@
+"""Training loop on small synthetic problems: both tasks, both networks, checkpoints,
+early stopping, data validation and the bundle file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ops.features.boxes import pairwise_iou
+from ops.training import (
+    ImageSentenceData,
+    PhraseRegionData,
+    TrainConfig,
+    build_model,
+    load_bundle,
+    load_checkpoint,
+    load_model,
+    save_bundle,
+    train,
+)
+from ops.training import trainer as trainer_module
+from ops.training import validate as validate_module
+from ops.training.data import DeviceFeatures, PhraseBatchSampler, sample_phrase_pairs
+from ops.training.validate import validate
+
+SMALL = {
+    "hidden_dim": 32,
+    "embed_dim": 16,
+    "fusion_dim": 32,
+    "batch_images": 50,
+    "similarity_batch": 50,
+    "phrases_per_batch": 36,
+    "margin": 0.2,
+    "lr": 1e-2,
+    "dropout": 0.1,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread avoids contention and fixes the float summation order.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_image_sentence(
+    n_images: int, seed: int, image_dim: int = 64, text_dim: int = 48, noise: float = 0.5
+) -> ImageSentenceData:
+    """Five captions per image; a caption is a fixed linear map of its image plus noise."""
+    mapping = np.random.default_rng(1234).normal(size=(image_dim, text_dim)) / np.sqrt(image_dim)
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n_images, image_dim)).astype(np.float32)
+    caption_image = np.repeat(np.arange(n_images), 5)
+    texts = images[caption_image] @ mapping + noise * rng.normal(
+        size=(caption_image.size, text_dim)
+    )
+    return ImageSentenceData(images, texts.astype(np.float32), caption_image)
+
+
+def make_phrase_region(
+    n_images: int, seed: int, region_dim: int = 64, text_dim: int = 48, noise: float = 0.3
+) -> PhraseRegionData:
+    """Three objects of distinct classes per image, two phrases per object. Candidates: the
+    three ground-truth boxes, two jittered copies of each, ten random boxes; a region's
+    feature mixes the class vectors of the objects it overlaps (weighted by IoU)."""
+    fixed = np.random.default_rng(99)
+    classes = fixed.normal(size=(8, 32))
+    to_region = fixed.normal(size=(32, region_dim)) / np.sqrt(32)
+    to_text = fixed.normal(size=(32, text_dim)) / np.sqrt(32)
+    rng = np.random.default_rng(seed)
+    regions: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": [], "gt": []}
+    phrases: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": []}
+    for image in range(n_images):
+        kinds = rng.choice(8, 3, replace=False)
+        corner = rng.uniform(0, 60, size=(3, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(20, 40, size=(3, 2))], 1)
+        jittered = np.repeat(boxes, 2, 0) + rng.uniform(-3, 3, size=(6, 4))
+        corner = rng.uniform(0, 70, size=(10, 2))
+        random = np.concatenate([corner, corner + rng.uniform(10, 40, size=(10, 2))], 1)
+        candidates = np.concatenate([boxes, jittered, random])
+        content = pairwise_iou(candidates, boxes) @ classes[kinds]
+        regions["features"].append(
+            content @ to_region + noise * rng.normal(size=(len(candidates), region_dim))
+        )
+        regions["image"].append(np.full(len(candidates), image))
+        regions["boxes"].append(candidates)
+        regions["gt"].append(np.arange(len(candidates)) < 3)
+        for obj in np.repeat(np.arange(3), 2):
+            phrases["features"].append(
+                (classes[kinds[obj]] @ to_text + noise * rng.normal(size=text_dim))[None]
+            )
+            phrases["image"].append(np.array([image]))
+            phrases["boxes"].append(boxes[obj][None])
+    return PhraseRegionData(
+        region_features=np.concatenate(regions["features"]),
+        region_image=np.concatenate(regions["image"]),
+        region_boxes=np.concatenate(regions["boxes"]),
+        phrase_features=np.concatenate(phrases["features"]),
+        phrase_image=np.concatenate(phrases["image"]),
+        phrase_boxes=np.concatenate(phrases["boxes"]),
+        region_is_gt=np.concatenate(regions["gt"]),
+    )
+
+
+def random_proposal_accuracy(data: PhraseRegionData) -> float:
+    """Expected accuracy (%) of picking a proposal of the phrase's image at random."""
+    hits = []
+    for phrase in range(data.phrase_image.size):
+        mine = (data.region_image == data.phrase_image[phrase]) & ~data.region_is_gt
+        iou = pairwise_iou(data.phrase_boxes[phrase : phrase + 1], data.region_boxes[mine])[0]
+        hits.append(np.mean(iou >= 0.5))
+    return 100.0 * float(np.mean(hits))
+
+
+# Chance R-sum for 40 images × 5 captions: t2i R@K = K/40, i2t R@K ≈ 1 − C(195,K)/C(200,K).
+CHANCE_RSUM_40 = 100 * (1 + 5 + 10) / 40 + 100 * sum(
+    1 - np.prod([(195 - i) / (200 - i) for i in range(k)]) for k in (1, 5, 10)
+)
+
+
+@pytest.mark.parametrize("network", ["embedding", "similarity"])
+def test_image_sentence_training_lowers_loss_and_beats_chance(network, tmp_path):
+    train_data, val_data = make_image_sentence(120, 0), make_image_sentence(40, 1)
+    config = TrainConfig(network=network, epochs=4, **SMALL)
+    seen = []
+    result = train(config, train_data, val_data, tmp_path, on_epoch=seen.append)
+
+    losses = [record.loss for record in result.epochs]
+    assert [record.epoch for record in result.epochs] == [1, 2, 3, 4]
+    assert seen == result.epochs
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(record.steps == 600 // 50 for record in result.epochs)
+    assert result.best_val_score == max(record.val_score for record in result.epochs)
+    assert result.best_val_score > CHANCE_RSUM_40 + 100
+    assert set(result.best_val_metrics) >= {"rsum", "i2t_r1", "t2i_r10", "i2t_median_rank"}
+    # The decay is applied once per epoch.
+    lrs = [record.lr for record in result.epochs]
+    assert lrs == pytest.approx([1e-2 * 0.794**e for e in range(4)])
+    if network == "embedding":
+        assert set(result.epochs[0].loss_terms) == {"sentence", "image", "neighbor"}
+    else:
+        assert set(result.epochs[0].loss_terms) == {"logistic"}
+
+
+@pytest.mark.parametrize("network", ["embedding", "similarity"])
+def test_phrase_region_training_beats_random_proposals(network, tmp_path):
+    train_data, val_data = make_phrase_region(60, 0), make_phrase_region(20, 1)
+    config = TrainConfig(task="phrase_region", network=network, epochs=3, **SMALL)
+    result = train(config, train_data, val_data, tmp_path)
+
+    chance = random_proposal_accuracy(val_data)
+    assert chance < 25
+    assert result.best_val_score > chance + 40
+    assert result.best_val_metrics["upper_bound"] == 100.0
+    assert result.best_val_metrics["n_phrases"] == val_data.phrase_image.size
+    assert result.epochs[-1].loss < result.epochs[0].loss
+
+
+def test_phrase_batches_cover_whole_images_with_iou_masks():
+    data = make_phrase_region(10, 3)
+    sampler = PhraseBatchSampler(data, phrases_per_batch=16, seed=5)
+    sampler.set_epoch(2)
+    batches = list(sampler)
+    # Whole images (6 phrases each) until 16 are reached; the short tail joins the last batch.
+    assert [batch.phrase_idx.size for batch in batches] == [18, 18, 24] and len(sampler) == 3
+    seen = np.concatenate([batch.phrase_idx for batch in batches])
+    assert sorted(seen.tolist()) == list(range(data.phrase_image.size))
+    for batch in batches:
+        images = np.unique(data.phrase_image[batch.phrase_idx])
+        assert (
+            sorted(batch.region_idx.tolist())
+            == np.flatnonzero(np.isin(data.region_image, images)).tolist()
+        )
+        iou = pairwise_iou(data.phrase_boxes[batch.phrase_idx], data.region_boxes[batch.region_idx])
+        same = data.phrase_image[batch.phrase_idx][:, None] == data.region_image[batch.region_idx]
+        np.testing.assert_array_equal(batch.positive, same & (iou >= 0.6))
+        np.testing.assert_array_equal(batch.negative, same & (iou < 0.3))
+        # Every phrase's own ground-truth box is among the regions, so it has a positive.
+        assert batch.positive.any(1).all()
+    # Same (seed, epoch) → same batches; another epoch → another order.
+    again = list(sampler)
+    assert all(
+        np.array_equal(a.phrase_idx, b.phrase_idx) for a, b in zip(batches, again, strict=True)
+    )
+    sampler.set_epoch(3)
+    assert not np.array_equal(next(iter(sampler)).phrase_idx, batches[0].phrase_idx)
+
+    regions, phrases, labels = sample_phrase_pairs(batches[0], 2, np.random.default_rng(0))
+    n_pos = int(batches[0].positive.sum())
+    assert (labels == 1).sum() == n_pos
+    assert 0 < (labels == -1).sum() <= 2 * n_pos
+    row_of_region = {r: i for i, r in enumerate(batches[0].region_idx)}
+    row_of_phrase = {p: i for i, p in enumerate(batches[0].phrase_idx)}
+    for region, phrase, label in zip(regions, phrases, labels, strict=True):
+        mask = batches[0].positive if label == 1 else batches[0].negative
+        assert mask[row_of_phrase[phrase], row_of_region[region]]
+
+
+def test_checkpoints_hold_full_state_and_load_with_weights_only(tmp_path):
+    train_data, val_data = make_image_sentence(60, 0), make_image_sentence(20, 1)
+    config = TrainConfig(epochs=2, **SMALL)
+    result = train(config, train_data, val_data, tmp_path)
+
+    for name in ("last.pt", "best.pt"):
+        payload = torch.load(tmp_path / name, weights_only=True)
+        assert set(payload) >= {
+            "model", "optimizer", "scheduler", "epoch", "best_val_score",
+            "epochs_without_improvement", "history", "rng", "config",
+        }  # fmt: skip
+        assert TrainConfig.from_json(payload["config"]) == config
+        assert payload["scheduler"]["last_epoch"] == payload["epoch"]
+        assert payload["optimizer"]["state"], "Adam moments are saved"
+        rng = payload["rng"]["ranks"][0]
+        assert rng["torch"].dtype == torch.uint8
+        assert rng["numpy"]["keys"].shape == (624,)
+        assert len(rng["python"]["internal"]) == 625
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == result.best_epoch
+    assert best["best_val_score"] == result.best_val_score
+
+    model, stored_config = load_model(tmp_path / "best.pt")
+    assert stored_config == config and not model.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, result.model_state[name])
+    features = DeviceFeatures.of(val_data, torch.device("cpu"))
+    score, _ = validate(model, val_data, features, "embedding", amp=False)
+    assert score == result.best_val_score
+
+
+def test_similarity_retrieval_scored_in_blocks_matches_the_stored_matrix(monkeypatch):
+    train_data, val_data = make_image_sentence(60, 0), make_image_sentence(30, 1)
+    config = TrainConfig(network="similarity", **SMALL)
+    torch.manual_seed(0)
+    model = build_model(config, train_data.image_dim, train_data.text_dim)
+    # A few batch-norm updates so the head's statistics are not the initial ones.
+    model.train()
+    for _ in range(3):
+        model(torch.randn(40, 64), torch.randn(40, 48))
+    features = DeviceFeatures.of(val_data, torch.device("cpu"))
+    stored = validate(model, val_data, features, "similarity", chunk=16, amp=False)
+    monkeypatch.setattr(validate_module, "MAX_STORED_SCORES", 0)
+    blocked = validate(model, val_data, features, "similarity", chunk=16, amp=False)
+    assert stored == blocked
+    assert 0 < stored[0] < 600
+
+
+def test_early_stopping_stops_after_patience(tmp_path, monkeypatch):
+    scores = iter([10.0, 12.0, 11.0, 12.0, 9.0, 30.0, 40.0])
+    monkeypatch.setattr(
+        trainer_module, "validate", lambda *args, **kwargs: (next(scores), {"rsum": 0.0})
+    )
+    train_data, val_data = make_image_sentence(60, 0), make_image_sentence(20, 1)
+    config = TrainConfig(epochs=7, early_stopping_patience=3, **SMALL)
+    result = train(config, train_data, val_data, tmp_path)
+    assert [record.val_score for record in result.epochs] == [10.0, 12.0, 11.0, 12.0, 9.0]
+    assert [record.improved for record in result.epochs] == [True, True, False, False, False]
+    assert result.stopped_early and result.best_epoch == 2 and result.best_val_score == 12.0
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["stopped_early"] is True
+
+    # Training the finished run again does nothing more.
+    again = train(config, train_data, val_data, tmp_path)
+    assert again.epochs == result.epochs and again.resumed_from_epoch == 5
+
+
+def test_split_data_is_validated():
+    images = np.zeros((3, 4), np.float32)
+    texts = np.zeros((6, 2), np.float32)
+    with pytest.raises(ValueError, match=r"caption_image\[5\] = 3"):
+        ImageSentenceData(images, texts, np.array([0, 0, 1, 1, 2, 3]))
+    bad = texts.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(ValueError, match="text_features holds NaN or Inf .*row 4"):
+        ImageSentenceData(images, bad, np.array([0, 0, 1, 1, 2, 2]))
+    data = make_phrase_region(2, 0)
+    boxes = data.phrase_boxes.copy()
+    boxes[3] = np.nan
+    with pytest.raises(ValueError, match="phrase_boxes row 3"):
+        PhraseRegionData(**{**data.__dict__, "phrase_boxes": boxes})
+    with pytest.raises(ValueError, match="task is image_sentence"):
+        train(TrainConfig(**SMALL), data, None, Path("/nonexistent"))
+
+
+@pytest.mark.parametrize("kind", ["image_sentence", "phrase_region"])
+def test_bundle_round_trip(kind, tmp_path):
+    if kind == "image_sentence":
+        train_data, val_data = make_image_sentence(6, 0), make_image_sentence(4, 1)
+    else:
+        train_data, val_data = make_phrase_region(3, 0), make_phrase_region(2, 1)
+    path = save_bundle(tmp_path / "bundle.npz", train_data, val_data)
+    loaded_train, loaded_val = load_bundle(path)
+    for original, loaded in ((train_data, loaded_train), (val_data, loaded_val)):
+        assert type(loaded) is type(original)
+        for name, value in original.__dict__.items():
+            np.testing.assert_array_equal(getattr(loaded, name), value)
+    only_train, none = load_bundle(save_bundle(tmp_path / "train_only.npz", train_data))
+    assert none is None and type(only_train) is type(train_data)
