@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.metadata import counts_by, preview
 from assets.resources import TwobranchStorage
-from ops.dataset_store import publish_dataset_tables
+from ops.dataset_store import publish_dataset_tables, tables_fingerprint
 from ops.datasets.acquire import RawDataset, acquire_custom, acquire_synthetic, parse_raw_dataset
 from ops.results_store import publish_catalogue
 
@@ -94,7 +94,8 @@ def dataset_tables(
     folder = publish_dataset_tables(root, tables)
     publish_catalogue(root)
     seconds = round(time.perf_counter() - started, 2)
-    manifest = {"dataset": tables.dataset, "tables_dir": str(folder)}
+    fingerprint = tables_fingerprint(tables)
+    manifest = {"dataset": tables.dataset, "tables_dir": str(folder), "fingerprint": fingerprint}
     n_rejects = len(tables.rejects)
     if n_rejects:
         context.log.warning(f"{n_rejects} items rejected; see the rejects table")
@@ -117,6 +118,7 @@ def dataset_tables(
             "rows": len(tables.captions),
             "per_split": counts_by(tables.captions, "split"),
             "captions_per_image": round(len(tables.captions) / max(1, len(tables.images)), 3),
+            "data_fingerprint": fingerprint,
             "preview": preview(tables.captions[["caption_id", "split", "text"]]),
         },
     )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.automation import JOBS, SCHEDULES, SENSORS
 from assets.data import dataset_tables, raw_dataset
 from assets.data_checks import DATA_CHECKS
 from assets.evaluation import EVALUATION_ASSETS
@@ -28,15 +29,11 @@ ALL_ASSETS = [
 ]
 ALL_CHECKS = [*DATA_CHECKS]
 
-full_pipeline = dg.define_asset_job(
-    "full_pipeline",
-    selection=dg.AssetSelection.all(),
-    description="Every asset, from the raw dataset to the report.",
-)
-
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[full_pipeline],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={"storage": TwobranchStorage(), "compute": ComputeSettings()},
 )

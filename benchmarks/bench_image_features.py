@@ -106,15 +106,38 @@ def peak_rss_mib(count: int, folder: Path, size: int) -> float:
     return int(result.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is KiB on Linux
 
 
-def region_rates(images: pd.DataFrame, folder: Path) -> tuple[float, float, float]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool and loader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def region_rates(images: pd.DataFrame, folder: Path) -> list[tuple[str, str, str]]:
+    """Proposal and region-feature rates at their defaults, with CPU seconds per image.
+
+    CPU time is far less sensitive than wall time to other processes on the machine; on two
+    idle cores a perfectly parallel step takes about ``cpu_per_image * n / 2`` seconds.
+    """
     from ops.features.proposals import propose_regions
     from ops.features.region_features import extract_region_features
 
+    count = len(images)
+    before = cpu_seconds()
     proposals = propose_regions(images, folder / "proposals.parquet")
+    proposal_cpu = (cpu_seconds() - before) / count
+    before = cpu_seconds()
     regions = extract_region_features(
         images, folder / "proposals.parquet", folder / "regions.parquet", device="cpu"
     )
-    return proposals.images_per_second, proposals.proposals_per_image, regions.images_per_second
+    region_cpu = (cpu_seconds() - before) / count
+    return [
+        ("proposals (images/s)", f"{proposals.images_per_second:.1f}", "selective_search_fast"),
+        ("proposals, CPU ms per image", f"{1000 * proposal_cpu:.1f}", ""),
+        ("proposals per image", f"{proposals.proposals_per_image:.1f}", "incl. whole image"),
+        ("region features (images/s)", f"{regions.images_per_second:.1f}", "resnet18, 224 px"),
+        ("region features, CPU ms per image", f"{1000 * region_cpu:.1f}", ""),
+    ]
 
 
 def main() -> None:
@@ -154,12 +177,7 @@ def main() -> None:
             ("RSS growth", f"{rss_large / rss_small - 1:+.1%}", "goal ≤ 10%"),
         ]
         if args.regions:
-            proposal_rate, per_image, region_rate = region_rates(images, folder)
-            rows += [
-                ("proposals (images/s)", f"{proposal_rate:.1f}", "selective_search_fast"),
-                ("proposals per image", f"{per_image:.1f}", "incl. whole image"),
-                ("region features (images/s)", f"{region_rate:.1f}", "resnet18, 224 px"),
-            ]
+            rows += region_rates(images, folder)
         load_after = os.getloadavg()[0]
     print(f"resnet18, {args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads")
     print(f"1-min load average: {load_before:.1f} before, {load_after:.1f} after")

@@ -2,15 +2,16 @@
 and vs a per-query argsort evaluator in the style of the field's public code.
 
     python benchmarks/bench_retrieval_eval.py [--images 5000] [--dim 512] [--chunk N]
+        [--threads T] [--device auto]
 
-Prints one table: seconds, ratio to the product, peak memory above the inputs, and whether
-the ranks agree with the per-query evaluator on its subset of queries.
+Prints one table: wall and CPU seconds, their ratio to the product, peak memory above the
+inputs, and whether the ranks agree with the per-query evaluator on its subset of queries.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import threading
 import time
 from pathlib import Path
 
@@ -18,30 +19,39 @@ import numpy as np
 import torch
 
 from ops.features.device import resolve_device
-from ops.metrics.retrieval import _auto_chunk, rank_embeddings
+from ops.metrics.retrieval import default_chunk, rank_embeddings
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def reset_peak_rss() -> bool:
-    """Linux lets a process reset its own high-water mark; elsewhere peaks accumulate."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+class PeakRss:
+    """Samples the resident set every few milliseconds while active (Linux)."""
 
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-def current_peak_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mib()
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self.start = rss_mib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib())
 
 
 def synchronize(device: torch.device) -> None:
@@ -49,12 +59,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(function, device: torch.device) -> tuple[float, object]:
+def timed(function, device: torch.device) -> tuple[tuple[float, float], object]:
+    """(wall seconds, process CPU seconds) and the result. On a busy shared machine the CPU
+    time is the steadier of the two."""
     synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = function()
     synchronize(device)
-    return time.perf_counter() - start, result
+    return (time.perf_counter() - start, time.process_time() - cpu_start), result
 
 
 def product_only(images: torch.Tensor, texts: torch.Tensor, chunk: int) -> float:
@@ -101,7 +113,10 @@ def main() -> None:
     parser.add_argument("--reference-queries", type=int, default=500)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for timed runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
     per_image = args.captions_per_image
@@ -115,20 +130,17 @@ def main() -> None:
     caption_image = np.repeat(np.arange(args.images), per_image)
     images_np, texts_np = images.numpy(), texts.numpy()
     images, texts = images.to(device), texts.to(device)
-    chunk = args.chunk or _auto_chunk(args.images, device)
+    chunk = args.chunk or default_chunk(args.images, device)
 
     # Warm-up: library initialisation and first-touch allocations are not what is measured.
     product_only(images, texts[: 4 * chunk], chunk)
     rank_embeddings(images[:50], texts[: 50 * per_image], caption_image[: 50 * per_image], chunk)
 
-    baseline = current_peak_mib()
-    could_reset = reset_peak_rss()
-    baseline = current_peak_mib() if could_reset else baseline
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds, ranks = timed(lambda: rank_embeddings(images, texts, caption_image, chunk), device)
+    with PeakRss() as memory:
+        seconds, ranks = timed(lambda: rank_embeddings(images, texts, caption_image, chunk), device)
     evaluation_times = [seconds]
-    peak_delta = current_peak_mib() - baseline
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     # Alternate the two so that a busy shared machine slows both alike.
     product_times = []
@@ -147,9 +159,6 @@ def main() -> None:
     t2i_seconds, t2i_reference = timed(
         lambda: field_style_t2i(images_np, texts_np, per_image, queries), device
     )
-    field_total = (
-        i2t_seconds * args.images / n_reference + t2i_seconds * len(caption_image) / n_reference
-    )
     i2t_differ = np.flatnonzero(ranks.i2t[:n_reference] != i2t_reference)
     t2i_differ = np.flatnonzero(ranks.t2i[:n_reference] != t2i_reference)
     # Where the two disagree, float64 scores show which float32 ordering was the true one.
@@ -164,32 +173,51 @@ def main() -> None:
         f"float64 sides with ours on {ours_right}"
     )
 
-    product = min(product_times)
-    evaluation = min(evaluation_times)
+    product = tuple(min(times) for times in zip(*product_times, strict=True))
+    evaluation = tuple(min(times) for times in zip(*evaluation_times, strict=True))
+    field = (
+        i2t_seconds[0] * args.images / n_reference
+        + t2i_seconds[0] * len(caption_image) / n_reference,
+        i2t_seconds[1] * args.images / n_reference
+        + t2i_seconds[1] * len(caption_image) / n_reference,
+    )
     block_mib = args.images * chunk * 4 / 2**20
+    full_mib = args.images * len(caption_image) * 4 / 2**20
     print(
         f"5K protocol: {args.images} images x {len(caption_image)} captions, d={args.dim}, "
-        f"device={device}, torch threads={torch.get_num_threads()}"
+        f"device={device}, torch threads={torch.get_num_threads()}, best of {args.repeats}"
     )
-    print(f"chunk = {chunk} caption columns per block ({block_mib:.1f} MiB of float32 scores)")
+    print(
+        f"chunk = {chunk} caption columns per block ({block_mib:.1f} MiB of float32 scores; "
+        f"the full matrix would be {full_mib:.0f} MiB)"
+    )
     print()
     rows = [
         ("score product alone (chunked)", product, "-"),
         ("counting evaluator, both directions", evaluation, "-"),
         (
             f"per-query argsort, extrapolated from {n_reference}+{n_reference} queries",
-            field_total,
+            field,
             differ_note,
         ),
     ]
     width = max(len(name) for name, _, _ in rows)
-    print(f"{'what':<{width}}  {'seconds':>8}  {'x product':>9}  note")
-    for name, seconds, note in rows:
-        print(f"{name:<{width}}  {seconds:8.2f}  {seconds / product:9.2f}  {note}")
+    header = f"{'what':<{width}}  {'wall s':>8}  {'x product':>9}  {'CPU s':>8}  {'x product':>9}"
+    print(header + "  note")
+    for name, (wall, cpu), note in rows:
+        print(
+            f"{name:<{width}}  {wall:8.2f}  {wall / product[0]:9.2f}  {cpu:8.2f}  "
+            f"{cpu / product[1]:9.2f}  {note}"
+        )
     print()
-    print(f"evaluator speed-up over the per-query evaluator: {field_total / evaluation:.1f}x")
-    reset_note = "" if could_reset else " (peak could not be reset: includes earlier work)"
-    print(f"peak RSS above inputs during evaluation: {peak_delta:.1f} MiB{reset_note}")
+    print(
+        f"evaluator speed-up over the per-query evaluator: {field[0] / evaluation[0]:.1f}x wall, "
+        f"{field[1] / evaluation[1]:.1f}x CPU"
+    )
+    print(
+        f"peak RSS during evaluation: {memory.peak - memory.start:.1f} MiB above the "
+        f"{memory.start:.0f} MiB held before it (inputs, libraries)"
+    )
     if cuda_peak is not None:
         print(f"peak CUDA memory allocated: {cuda_peak:.1f} MiB")
     recalls = {

@@ -59,3 +59,16 @@ def load_dataset_table(root: Path, dataset: str, name: str) -> pd.DataFrame:
             f"{path} does not exist: materialize the dataset assets for {dataset!r} first"
         )
     return pd.read_parquet(path)
+
+
+def tables_fingerprint(tables: DatasetTables) -> str:
+    """A content hash of the parsed tables: equal exactly when the data is the same."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("images", "captions", "phrases"):
+        frame = getattr(tables, name).drop(columns=["path"], errors="ignore")
+        hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False)
+        digest.update(name.encode())
+        digest.update(hashed.to_numpy().tobytes())
+    return digest.hexdigest()

@@ -250,3 +250,38 @@ def test_nothing_fitted_depends_on_val_or_test_text(tmp_path, source):
     edited_train = [*train[:-1], "a red ball on the grass with a small dog"]
     edited, _, _ = _fit_and_build(_split_texts(edited_train, held_out), source, tmp_path, "edit")
     assert edited.fingerprint() != base.fingerprint()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_count_weighted_gmm_equals_sklearn_on_the_expanded_data():
+    from sklearn.mixture import GaussianMixture
+
+    from ops.text.fisher import fit_diagonal_gmm, log_posteriors
+
+    rng = np.random.default_rng(4)
+    points = np.concatenate([rng.normal(-2, 0.5, (15, 2)), rng.normal(2, 1.0, (15, 2))])
+    counts = rng.integers(1, 6, len(points)).astype(np.float64)
+    init = (np.array([0.5, 0.5]), np.array([[-1.0, 0.0], [1.0, 0.5]]), np.ones((2, 2)))
+    ours = fit_diagonal_gmm(points, counts, 2, max_iter=7, tol=0.0, init=init)
+    theirs = GaussianMixture(
+        2,
+        covariance_type="diag",
+        max_iter=7,
+        tol=0.0,
+        weights_init=init[0],
+        means_init=init[1],
+        precisions_init=1.0 / init[2],
+    ).fit(np.repeat(points, counts.astype(int), axis=0))
+    assert ours.n_iter == theirs.n_iter_ == 7
+    np.testing.assert_allclose(ours.weights, theirs.weights_, rtol=1e-9)
+    np.testing.assert_allclose(ours.means, theirs.means_, rtol=1e-9)
+    np.testing.assert_allclose(ours.variances, theirs.covariances_, rtol=1e-9)
+    np.testing.assert_allclose(
+        np.exp(log_posteriors(points, ours.weights, ours.means, ours.variances)),
+        theirs.predict_proba(points),
+        atol=1e-9,
+    )
+    # Default init (count-weighted k-means) separates the two clusters.
+    fitted = fit_diagonal_gmm(points, counts, 2, seed=0)
+    assert fitted.converged
+    np.testing.assert_allclose(np.sort(fitted.means[:, 0]), [-2, 2], atol=0.6)

@@ -187,6 +187,9 @@ def extract_region_features(
     size = net.input_size
     output_size = roi_output_size or default_roi_output_size(net)
     paths = images.assign(image_id=images["image_id"].astype(str)).set_index("image_id")["path"]
+    if paths.index.has_duplicates:
+        repeated = paths.index[paths.index.duplicated()].unique().tolist()
+        raise ValueError(f"images table repeats image ids, e.g. {repeated[:3]}")
     order = proposal_image_order(Path(proposals_path))
     unknown = [image_id for image_id in order if image_id not in paths.index]
     if unknown:
@@ -223,9 +226,16 @@ def extract_region_features(
                 with autocast_context(torch_device):
                     conv_maps = net.trunk(to_device(pixels, torch_device))
                 _write_batch(
-                    writer, net, conv_maps, batch, sizes.numpy(), size, output_size,
-                    spatial_features, torch_device,
-                )  # fmt: skip
+                    writer,
+                    net,
+                    conv_maps,
+                    batch,
+                    sizes=sizes.numpy(),
+                    input_size=size,
+                    output_size=output_size,
+                    spatial_features=spatial_features,
+                    device=torch_device,
+                )
                 images_done += len(batch)
                 if progress is not None:
                     progress(images_done, len(order))

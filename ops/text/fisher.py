@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import logsumexp
+from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA, IncrementalPCA
-from sklearn.mixture import GaussianMixture
 
 from ops.text.word_vectors import WordVectors
 
@@ -108,6 +110,7 @@ class FisherVectorEncoder:
         self.means_: np.ndarray | None = None
         self.variances_: np.ndarray | None = None
         self.fit_words_: int = 0
+        self.converged_: bool = False
         self._wv: WordVectors | None = None
         self._word_features: np.ndarray | None = None
         self._word_posteriors: np.ndarray | None = None
@@ -138,44 +141,48 @@ class FisherVectorEncoder:
     def fit(self, token_index_lists: TokenLists, wv: WordVectors) -> FisherVectorEncoder:
         """Fit the word transform and the mixture on the words of the given (training) texts.
 
-        Words are taken in occurrence order, so the fit depends only on these texts' words
-        and their vectors, not on row numbers in ``wv``; beyond ``max_fit_words`` a seeded
-        random subset of occurrences is used.
+        The mixture is fitted on every occurrence, exactly and cheaply: occurrences of one
+        word share a vector, so EM runs over distinct words weighted by their counts. The
+        word transform is fitted on at most ``max_fit_words`` occurrences (a seeded random
+        subset). Words are taken in first-occurrence order, so the fit depends only on these
+        texts and their words' vectors, never on row numbers in ``wv``.
         """
         index_lists = as_index_lists(token_index_lists, wv)
         occurrences = np.concatenate(index_lists) if index_lists else np.zeros(0, np.int64)
-        if len(occurrences) < max(self.n_components, 2):
+        rows, first_seen, counts = np.unique(occurrences, return_index=True, return_counts=True)
+        order = np.argsort(first_seen)
+        rows, counts = rows[order], counts[order]
+        if len(rows) < max(self.n_components, 2):
             raise ValueError(
-                f"Fisher vector fit needs at least {self.n_components} in-vocabulary words, "
-                f"got {len(occurrences)}"
+                f"Fisher vector fit needs at least {self.n_components} distinct "
+                f"in-vocabulary words, got {len(rows)}"
             )
-        rng = np.random.default_rng(self.seed)
-        if len(occurrences) > self.max_fit_words:
-            keep = np.sort(rng.choice(len(occurrences), self.max_fit_words, replace=False))
-            occurrences = occurrences[keep]
-        vectors = wv.matrix[occurrences].astype(np.float64)
 
         self.transform_ = None
         if self.pca_words:
+            sample = occurrences
+            if len(sample) > self.max_fit_words:
+                rng = np.random.default_rng(self.seed)
+                sample = sample[np.sort(rng.choice(len(sample), self.max_fit_words, False))]
             if self.word_transform == "pca":
                 self.transform_ = PCA(self.pca_words, whiten=True, random_state=self.seed)
             else:
                 self.transform_ = FastICA(
                     self.pca_words, whiten="unit-variance", random_state=self.seed, max_iter=400
                 )
-            vectors = self.transform_.fit_transform(vectors)
+            self.transform_.fit(wv.matrix[sample].astype(np.float64))
 
-        mixture = GaussianMixture(
-            n_components=self.n_components,
-            covariance_type="diag",
-            random_state=self.seed,
+        mixture = fit_diagonal_gmm(
+            self.word_features(wv.matrix[rows]),
+            counts.astype(np.float64),
+            self.n_components,
+            seed=self.seed,
             max_iter=self.max_iter,
-            reg_covar=1e-6,
-        ).fit(vectors)
-        self._mixture = mixture
-        self.weights_ = mixture.weights_.astype(np.float64)
-        self.means_ = mixture.means_.astype(np.float64)
-        self.variances_ = mixture.covariances_.astype(np.float64)
+        )
+        self.weights_ = mixture.weights
+        self.means_ = mixture.means
+        self.variances_ = mixture.variances
+        self.converged_ = mixture.converged
         self.fit_words_ = len(occurrences)
         self.attach(wv)
         return self
@@ -186,12 +193,13 @@ class FisherVectorEncoder:
         Words are discrete, so a word's posterior is computed once, not per occurrence.
         Attaching other vectors (e.g. a larger vocabulary) changes nothing fitted.
         """
+        assert self.weights_ is not None and self.means_ is not None
+        assert self.variances_ is not None
         self._wv = wv
         self._word_features = self.word_features(wv.matrix)
-        if len(wv):
-            self._word_posteriors = self._mixture.predict_proba(self._word_features)
-        else:
-            self._word_posteriors = np.zeros((0, self.n_components))
+        self._word_posteriors = np.exp(
+            log_posteriors(self._word_features, self.weights_, self.means_, self.variances_)
+        )
 
     def raw_fisher_vectors(self, token_lists_or_indices: TokenLists) -> np.ndarray:
         """Fisher vectors before power and L2 normalization, shape (n, 2 K d), float64."""
@@ -239,6 +247,93 @@ class FisherVectorEncoder:
             _update_hash(digest, reducer.mean_, reducer.components_)
         _update_hash(digest, self.weights_, self.means_, self.variances_)
         return digest.hexdigest()
+
+
+@dataclass
+class DiagonalMixture:
+    weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, d)
+    variances: np.ndarray  # (K, d)
+    n_iter: int
+    converged: bool
+
+
+def log_posteriors(
+    points: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray
+) -> np.ndarray:
+    """log p(k | x) of each point under a diagonal Gaussian mixture, shape (n, K)."""
+    log_joint = _log_joint(points, weights, means, variances)
+    return log_joint - logsumexp(log_joint, axis=1, keepdims=True)
+
+
+def _log_joint(
+    points: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray
+) -> np.ndarray:
+    precisions = 1.0 / variances
+    squared = (
+        (points**2) @ precisions.T
+        - 2.0 * points @ (means * precisions).T
+        + np.sum(means**2 * precisions, axis=1)
+    )
+    log_norm = -0.5 * (points.shape[1] * np.log(2 * np.pi) + np.sum(np.log(variances), axis=1))
+    return np.log(weights) + log_norm - 0.5 * squared
+
+
+def _m_step(
+    points: np.ndarray, counts: np.ndarray, resp: np.ndarray, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    weighted = resp * counts[:, None]
+    totals = weighted.sum(axis=0) + 10 * np.finfo(np.float64).eps
+    means = weighted.T @ points / totals[:, None]
+    variances = weighted.T @ (points**2) / totals[:, None] - means**2 + reg_covar
+    return totals / counts.sum(), means, variances
+
+
+def fit_diagonal_gmm(
+    points: np.ndarray,
+    counts: np.ndarray,
+    n_components: int,
+    seed: int = 0,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> DiagonalMixture:
+    """EM for a diagonal-covariance Gaussian mixture over points repeated ``counts`` times.
+
+    Identical to fitting sklearn's ``GaussianMixture(covariance_type="diag")`` on the
+    expanded data (same updates, same stopping rule on the mean log-likelihood), at the
+    cost of the distinct points only. Initialized by count-weighted k-means unless ``init``
+    gives (weights, means, variances).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if init is None:
+        labels = (
+            KMeans(n_components, n_init=1, random_state=seed)
+            .fit(points, sample_weight=counts)
+            .labels_
+        )
+        resp = np.zeros((len(points), n_components))
+        resp[np.arange(len(points)), labels] = 1.0
+        weights, means, variances = _m_step(points, counts, resp, reg_covar)
+    else:
+        weights, means, variances = (np.asarray(a, dtype=np.float64) for a in init)
+    total = counts.sum()
+    bound = -np.inf
+    converged = False
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        log_joint = _log_joint(points, weights, means, variances)
+        log_norm = logsumexp(log_joint, axis=1, keepdims=True)
+        resp = np.exp(log_joint - log_norm)
+        weights, means, variances = _m_step(points, counts, resp, reg_covar)
+        previous, bound = bound, float(counts @ log_norm[:, 0] / total)
+        if abs(bound - previous) < tol:
+            converged = True
+            break
+    return DiagonalMixture(weights, means, variances, n_iter, converged)
 
 
 def fit_pca(

@@ -1,0 +1,104 @@
+"""Jobs, schedule, sensor and champion promotion, through Dagster's testing APIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.automation import retrain_on_new_data, retrain_schedule
+from assets.definitions import defs
+from ops.results_store import publish_catalogue, read_result
+from ops.run_records import current_champion, promote_if_better
+from ops.sql import run_query
+from tests.pipeline_helpers import materialize
+
+DATA = ["raw_dataset", "images", "captions", "phrases"]
+
+
+def test_definitions_load_with_every_job_schedule_and_sensor() -> None:
+    repository = defs.get_repository_def()
+    assert {j.name for j in repository.get_all_jobs()} >= {
+        "full_pipeline",
+        "retrain",
+        "refresh_from_data",
+    }
+    retrain = defs.resolve_job_def("retrain")
+    keys = {k.to_user_string() for k in retrain.asset_layer.executable_asset_keys}
+    assert keys == {
+        "image_sentence_embedding_net",
+        "image_sentence_similarity_net",
+        "phrase_region_embedding_net",
+        "phrase_region_similarity_net",
+        "retrieval_eval",
+        "localization_eval",
+        "report",
+    }
+    refresh = defs.resolve_job_def("refresh_from_data")
+    refresh_keys = {k.to_user_string() for k in refresh.asset_layer.executable_asset_keys}
+    assert "image_features" in refresh_keys and "captions" not in refresh_keys
+
+
+def test_weekly_schedule_requests_a_retrain_run_and_starts_off() -> None:
+    assert retrain_schedule.cron_schedule == "0 3 * * 1"
+    assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    context = dg.build_schedule_context(
+        scheduled_execution_time=pd.Timestamp("2026-11-30 03:00", tz="UTC").to_pydatetime()
+    )
+    requests = retrain_schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1
+    assert retrain_schedule.job_name == "retrain"
+
+
+def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return retrain_on_new_data.evaluate_tick(context)
+
+
+def test_sensor_retrains_only_when_the_data_changes(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance:
+        first = _sensor_tick(instance, None)
+        assert not first.run_requests and "not been materialized" in first.skip_message
+
+        small = {"synthetic_train_images": 20, "synthetic_val_images": 4,
+                 "synthetic_test_images": 4, "synthetic_image_size": 32}
+        assert materialize(DATA, tmp_path / "a", {"raw_dataset": small}, instance).success
+        recorded = _sensor_tick(instance, None)
+        assert not recorded.run_requests and "recorded" in recorded.skip_message
+        cursor = recorded.cursor
+
+        # The same data again: no retraining.
+        assert materialize(DATA, tmp_path / "b", {"raw_dataset": small}, instance).success
+        same = _sensor_tick(instance, cursor)
+        assert not same.run_requests and "not changed" in same.skip_message
+
+        # Different data (another seed): one run of refresh_from_data.
+        changed = {**small, "seed": 7}
+        assert materialize(DATA, tmp_path / "c", {"raw_dataset": changed}, instance).success
+        fired = _sensor_tick(instance, cursor)
+        assert len(fired.run_requests) == 1
+        assert fired.run_requests[0].tags["twobranch/trigger"] == "new-data"
+        assert fired.cursor != cursor
+        assert not _sensor_tick(instance, fired.cursor).run_requests
+
+
+def test_champion_is_promoted_only_when_validation_improves(tmp_path: Path) -> None:
+    key = ("image_sentence", "embedding", "synthetic")
+    promoted, reason = promote_if_better(tmp_path, "run-a", *key, 150.0)
+    assert promoted and "first model" in reason
+    promoted, reason = promote_if_better(tmp_path, "run-b", *key, 140.0)
+    assert not promoted and "does not beat" in reason
+    assert current_champion(tmp_path, *key)["run_id"] == "run-a"
+    promoted, reason = promote_if_better(tmp_path, "run-c", *key, 150.0)
+    assert not promoted  # a tie keeps the champion
+    promoted, reason = promote_if_better(tmp_path, "run-d", *key, 171.5)
+    assert promoted and "beats champion run-a" in reason
+    champion = current_champion(tmp_path, *key)
+    assert champion["run_id"] == "run-d" and champion["previous_run_id"] == "run-a"
+    # Another network keeps its own champion.
+    assert promote_if_better(tmp_path, "run-s", "image_sentence", "similarity", "synthetic", 1.0)[0]
+    publish_catalogue(tmp_path)
+    champions = run_query(tmp_path, "SELECT network, run_id FROM champions ORDER BY network")
+    assert champions.values.tolist() == [["embedding", "run-d"], ["similarity", "run-s"]]
+    assert len(read_result(tmp_path, "champions")) == 2
