@@ -13,7 +13,7 @@ from ops.data_checks import (
 from ops.dataset_store import load_dataset_table
 
 
-def _result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -32,7 +32,7 @@ def split_counts_as_declared(
     """Images per split as the dataset declares, and enough captions per image."""
     root, dataset = storage.root, captions["dataset"]
     rejects = load_dataset_table(root, dataset, "rejects")
-    return _result(
+    return outcome_result(
         check_split_counts(
             load_dataset_table(root, dataset, "images"),
             load_dataset_table(root, dataset, "captions"),
@@ -46,7 +46,7 @@ def split_counts_as_declared(
 @dg.asset_check(asset="images", blocking=True)
 def image_ids_unique(images: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
     """No image id appears twice."""
-    return _result(
+    return outcome_result(
         check_unique_ids(load_dataset_table(storage.root, images["dataset"], "images"), "image_id")
     )
 
@@ -58,8 +58,8 @@ def captions_reference_images(captions: dict, storage: TwobranchStorage) -> dg.A
     caption_rows = load_dataset_table(root, dataset, "captions")
     unique = check_unique_ids(caption_rows, "caption_id")
     if not unique.passed:
-        return _result(unique)
-    return _result(
+        return outcome_result(unique)
+    return outcome_result(
         check_references(
             caption_rows, load_dataset_table(root, dataset, "images"), "image_id", "captions"
         )
@@ -70,7 +70,7 @@ def captions_reference_images(captions: dict, storage: TwobranchStorage) -> dg.A
 def phrase_boxes_inside_images(phrases: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
     """Every ground-truth phrase box is non-empty and inside its image."""
     root, dataset = storage.root, phrases["dataset"]
-    return _result(
+    return outcome_result(
         check_boxes_inside_images(
             load_dataset_table(root, dataset, "phrases"),
             load_dataset_table(root, dataset, "images"),

@@ -70,10 +70,8 @@ def _run_summary(args: argparse.Namespace) -> int:
 
 
 def _add_evaluators(subparsers: argparse._SubParsersAction) -> None:
-    try:
-        from ops.metrics import eval_cli
-    except ImportError:  # evaluators not installed in this build
-        return
+    from ops.metrics import eval_cli
+
     retrieval = subparsers.add_parser(
         "eval-retrieval", help="Recall@K, median/mean rank from a score matrix (.npy)"
     )

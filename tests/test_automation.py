@@ -61,8 +61,12 @@ def test_sensor_retrains_only_when_the_data_changes(tmp_path: Path) -> None:
         first = _sensor_tick(instance, None)
         assert not first.run_requests and "not been materialized" in first.skip_message
 
-        small = {"synthetic_train_images": 20, "synthetic_val_images": 4,
-                 "synthetic_test_images": 4, "synthetic_image_size": 32}
+        small = {
+            "synthetic_train_images": 20,
+            "synthetic_val_images": 4,
+            "synthetic_test_images": 4,
+            "synthetic_image_size": 32,
+        }
         assert materialize(DATA, tmp_path / "a", {"raw_dataset": small}, instance).success
         recorded = _sensor_tick(instance, None)
         assert not recorded.run_requests and "recorded" in recorded.skip_message

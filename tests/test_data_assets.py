@@ -79,28 +79,6 @@ def _custom_dataset(folder: Path, bad: dict[str, bytes]) -> None:
     (folder / "data.json").write_text(json.dumps({"images": records}))
 
 
-def test_bad_images_are_skipped_counted_and_listed(tmp_path: Path) -> None:
-    folder = tmp_path / "custom"
-    good = folder / "probe.jpg"
-    folder.mkdir()
-    Image.new("RGB", (32, 24)).save(good, "JPEG")
-    truncated = good.read_bytes()[:200]
-    good.unlink()
-    _custom_dataset(folder, {"im1.jpg": truncated, "im2.jpg": b"", "im4.jpg": b"not an image"})
-    result = materialize(
-        DATA, tmp_path / "data", {"raw_dataset": {"source": "custom", "local_path": str(folder)}}
-    )
-    assert result.success
-    root = tmp_path / "data"
-    images = load_dataset_table(root, "custom", "images")
-    assert sorted(images["image_id"]) == ["im0", "im3", "im5"]
-    rejects = load_dataset_table(root, "custom", "rejects")
-    assert sorted(rejects["item_id"]) == ["im1", "im2", "im4"]
-    assert set(rejects["stage"]) == {"images"}
-    captions = load_dataset_table(root, "custom", "captions")
-    assert sorted(captions["image_id"]) == ["im0", "im3", "im5"]
-
-
 def test_a_failed_parse_leaves_the_previous_tables_intact(tmp_path: Path) -> None:
     folder = tmp_path / "custom"
     _custom_dataset(folder, {})

@@ -73,4 +73,4 @@ def test_report_is_self_contained_html_with_plots(pipeline) -> None:
     assert html.count("data:image/png;base64,") >= 5
     for heading in ("Training runs", "Recall@K", "Published numbers", "Grounding gallery"):
         assert heading in html
-    assert "src=\"http" not in html  # nothing fetched from elsewhere
+    assert 'src="http' not in html  # nothing fetched from elsewhere

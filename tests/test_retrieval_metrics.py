@@ -79,6 +79,16 @@ def test_matrix_ranks_match_argsort_reference(tied: bool, shuffle: bool, chunk: 
     np.testing.assert_array_equal(i2t_top1, expected_i2t_top1)
 
 
+def test_counts_over_more_than_255_rows_and_columns() -> None:
+    # Counts are summed in bytes over groups of 255; cross several groups in both directions.
+    rng = np.random.default_rng(4)
+    mapping = variable_mapping(rng, 600, shuffle=True)
+    scores = rng.integers(0, 4, size=(600, len(mapping)))
+    ranks = rank_scores(scores, mapping, chunk=700)
+    np.testing.assert_array_equal(ranks.t2i, reference_t2i(scores, mapping)[0])
+    np.testing.assert_array_equal(ranks.i2t, reference_i2t(scores, mapping)[0])
+
+
 def test_tied_scores_with_tiny_band_capacity_fall_back_to_recount(monkeypatch) -> None:
     # Heavy ties overflow the near-tie store; the affected images are recounted exactly.
     monkeypatch.setattr("ops.metrics.retrieval.BAND_CAPACITY", 5)

@@ -18,7 +18,7 @@ from ops.datasets.flickr30k_entities import load_entities_phrases
 from ops.datasets.image_check import validate_images
 from ops.datasets.karpathy import load_karpathy
 from ops.paths import raw_dir
-from ops.tables import REJECT_COLUMNS, DatasetTables, empty_frame
+from ops.tables import REJECT_COLUMNS, SPLITS, DatasetFormatError, DatasetTables, empty_frame
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,14 @@ def parse_raw_dataset(
     tables = load_karpathy(
         Path(raw.karpathy_json), Path(raw.image_root), raw.dataset, restval_to_train
     )
+    present = set(tables.images["split"])
+    missing = [split for split in SPLITS if split not in present]
+    if missing:
+        raise DatasetFormatError(
+            raw.karpathy_json,
+            f"split(s) {', '.join(missing)} have no images; training needs train, model "
+            f"selection needs val and evaluation needs test",
+        )
     rejects = [tables.rejects]
     images = tables.images
     if check_images:

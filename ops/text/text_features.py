@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -56,7 +56,6 @@ class TextEncoders:
     fisher: FisherVectorEncoder | None = None
     pca: PCA | IncrementalPCA | None = None
     train_rows: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def variant(self) -> str:

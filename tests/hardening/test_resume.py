@@ -18,7 +18,7 @@ from ops.training import CheckpointError, TrainConfig, load_checkpoint, load_mod
 from ops.training import train as run_training
 from tests.test_trainer import SMALL, make_image_sentence, make_phrase_region
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
