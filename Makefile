@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dagster job execute -m assets.definitions -j full_pipeline
+	$(BIN)/dagster job execute -m assets.definitions -j full_pipeline -c configs/synthetic_demo.yaml
 	$(BIN)/twobranch summary
 
 test: $(STAMP)

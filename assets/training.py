@@ -53,6 +53,7 @@ class TrainingConfig(dg.Config):
     sampler: Literal["neighborhood", "triplet"] = "neighborhood"
     hidden_dim: int | None = None
     embed_dim: int = 512
+    fusion_dim: int = 1024
     dropout: float = 0.5
     margin: float = 0.05
     top_k: int = 10

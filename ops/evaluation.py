@@ -45,6 +45,25 @@ def load_trained(checkpoint: str | Path, device: torch.device) -> tuple[nn.Modul
     return model.to(device).eval(), config
 
 
+def input_dims(model: nn.Module) -> tuple[int, int]:
+    """(image, text) feature dimensions a two-branch network was trained on."""
+    first = [m for m in model.image_branch.modules() if isinstance(m, nn.Linear)][0]
+    first_text = [m for m in model.text_branch.modules() if isinstance(m, nn.Linear)][0]
+    return first.in_features, first_text.in_features
+
+
+def check_feature_dims(
+    model: nn.Module, checkpoint: str | Path, image_dim: int, text_dim: int
+) -> None:
+    expected = input_dims(model)
+    if expected != (image_dim, text_dim):
+        raise ValueError(
+            f"{checkpoint}: the network takes image/text features of dimension "
+            f"{expected[0]}/{expected[1]}, but the features given have {image_dim}/{text_dim}; "
+            "evaluate with the feature files it was trained on"
+        )
+
+
 @torch.no_grad()
 def split_embeddings(
     model: nn.Module, split: ImageSentenceSplit, device: torch.device, amp: bool = True
@@ -74,6 +93,7 @@ def evaluate_retrieval_single(
 ) -> RetrievalEvaluation:
     device = resolve_device(device_name)
     model, config = load_trained(checkpoint, device)
+    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
     started = time.perf_counter()
     image_emb, text_emb = split_embeddings(model, split, device, config.amp)
     caption_image = split.data.caption_image
@@ -125,6 +145,8 @@ def evaluate_retrieval_two_stage(
     device = resolve_device(device_name)
     embed_model, embed_config = load_trained(embedding_checkpoint, device)
     sim_model, sim_config = load_trained(similarity_checkpoint, device)
+    for model, path in ((embed_model, embedding_checkpoint), (sim_model, similarity_checkpoint)):
+        check_feature_dims(model, path, split.data.image_dim, split.data.text_dim)
     image_emb, text_emb = split_embeddings(embed_model, split, device, embed_config.amp)
     first = image_emb @ text_emb.T
     started = time.perf_counter()
@@ -205,6 +227,7 @@ def evaluate_localization(
     """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
     device = resolve_device(device_name)
     model, config = load_trained(checkpoint, device)
+    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
     started = time.perf_counter()
     predictions = predict_phrase_regions(
         model, split.data, DeviceFeatures.of(split.data, device), config.network, amp=config.amp

@@ -154,7 +154,12 @@ def add_eval_grounding_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = PREDICTIONS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("predictions", type=Path, metavar="PREDICTIONS.json")
+    parser.add_argument(
+        "predictions",
+        type=Path,
+        metavar="PREDICTIONS.json",
+        help="one predicted box per phrase (format below)",
+    )
     parser.add_argument(
         "--annotations",
         type=Path,
