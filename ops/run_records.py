@@ -114,8 +114,7 @@ def promote_if_better(
         )
     previous = champion["run_id"] if champion is not None else None
     reason = (
-        f"validation {val_score:.3f} beats champion {previous} "
-        f"({float(champion['val_rsum']):.3f})"
+        f"validation {val_score:.3f} beats champion {previous} ({float(champion['val_rsum']):.3f})"
         if champion is not None
         else f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
     )
