@@ -6,6 +6,7 @@ from assets.automation import JOBS, SCHEDULES, SENSORS
 from assets.data import dataset_tables, raw_dataset
 from assets.data_checks import DATA_CHECKS
 from assets.evaluation import EVALUATION_ASSETS
+from assets.evaluation_checks import EVALUATION_CHECKS
 from assets.feature_checks import FEATURE_CHECKS
 from assets.features import image_features, phrase_features, text_features, word_vectors
 from assets.graph import neighborhood_graph
@@ -28,7 +29,7 @@ ALL_ASSETS = [
     *EVALUATION_ASSETS,
     report,
 ]
-ALL_CHECKS = [*DATA_CHECKS, *FEATURE_CHECKS]
+ALL_CHECKS = [*DATA_CHECKS, *FEATURE_CHECKS, *EVALUATION_CHECKS]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,

@@ -36,7 +36,13 @@ def test_every_asset_materializes_and_every_check_passes(pipeline) -> None:
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == set(ALL_KEYS)
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    # With 12 test images chance R@10 is 83%, so the tiny models' evaluation checks may go
+    # either way; every data and feature check must pass.
+    evaluation_checks = {"retrieval_above_chance", "localization_above_random"}
+    assert evaluation_checks <= set(checks)
+    assert all(passed for name, passed in checks.items() if name not in evaluation_checks)
+    assert len(checks) == 10
 
 
 def test_results_are_queryable_per_run(pipeline) -> None:
