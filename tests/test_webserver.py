@@ -51,7 +51,13 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def webserver(tmp_path: Path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # No daemon runs in this test, so runs launch at once instead of waiting in a queue.
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n"
+        "  module: dagster._core.run_coordinator.default_run_coordinator\n"
+        "  class: DefaultRunCoordinator\n"
+    )
     port = _free_port()
     env = os.environ | {
         "DAGSTER_HOME": str(home),

@@ -121,7 +121,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        AttributeError,
+        TypeError,
+        OSError,  # a truncated or corrupted archive
+    ) as error:
         raise CheckpointError(
             f"{path}: refused to load — not a plain-tensor twobranch checkpoint "
             f"(weights_only=True rejected it: {str(error).splitlines()[0]})"
