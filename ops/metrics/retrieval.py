@@ -20,6 +20,7 @@ Score sources must be deterministic: computing the same block twice gives the sa
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ BlockFunction = Callable[[int, int], "np.ndarray | torch.Tensor"]
 Similarity = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class _ScoreSource:
+class _ScoreSource(abc.ABC):
     """Deterministic blocks of caption columns of an ``(n_images, n_captions)`` score matrix."""
 
     n_images: int
@@ -53,8 +54,9 @@ class _ScoreSource:
     # since a product's rounding may depend on the shape it is computed in.
     any_block_shape = False
 
+    @abc.abstractmethod
     def block(self, start: int, stop: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Scores of caption columns ``start:stop`` for every image row."""
 
     def rows_block(self, rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return self.block(start, stop)[rows]
