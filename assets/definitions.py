@@ -5,6 +5,7 @@ import dagster as dg
 from assets.automation import JOBS, SCHEDULES, SENSORS
 from assets.data import dataset_tables, raw_dataset
 from assets.data_checks import DATA_CHECKS
+from assets.deployment import executor_from_env, io_manager_from_env
 from assets.evaluation import EVALUATION_ASSETS
 from assets.evaluation_checks import EVALUATION_CHECKS
 from assets.feature_checks import FEATURE_CHECKS
@@ -37,5 +38,10 @@ defs = dg.Definitions(
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"storage": TwobranchStorage(), "compute": ComputeSettings()},
+    resources={
+        "storage": TwobranchStorage(),
+        "compute": ComputeSettings(),
+        **io_manager_from_env(),
+    },
+    executor=executor_from_env(),
 )

@@ -1,15 +1,26 @@
 """Feature assets: CNN image and region features, word vectors, sentence and phrase features."""
 
+from collections.abc import Iterator
 from typing import Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from assets.deployment import accelerator_step_tags
 from assets.metadata import counts_by
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.sharding import (
+    merged_features,
+    same_config_for_ops,
+    shard_outputs,
+    shard_result,
+    shard_spec,
+)
 from ops.dataset_store import load_dataset_table
 from ops.features.image_features import extract_image_features, image_variant
+from ops.features.shards import shard_file
 from ops.features.word_store import load_word_vectors_file, save_word_vectors
 from ops.paths import features_path
 from ops.text.text_features import build_text_features, dataset_vocabulary, fit_text_encoders
@@ -27,29 +38,44 @@ class ImageFeatureConfig(dg.Config):
     """CNN image features: any torchvision classification backbone by name.
 
     ``weights``: ``none`` (random init, seeded), a torchvision weights name such as
-    ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file."""
+    ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file. ``shards`` splits
+    the images into that many contiguous parts, each extracted in its own step."""
 
     backbone: str = "resnet18"
     weights: str = "none"
     image_size: int | None = None
     ten_crop: bool = False
     batch_size: int = 64
+    shards: int = Field(default=1, ge=1)
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"})
-def image_features(
-    context: dg.AssetExecutionContext,
+def _image_feature_file(root, dataset: str, config: ImageFeatureConfig):
+    variant = image_variant(config.backbone, config.ten_crop, config.image_size)
+    return variant, features_path(root, dataset, "image", variant)
+
+
+@dg.op(out=dg.DynamicOut(dict))
+def image_features_plan(
+    config: ImageFeatureConfig, images: dict, storage: TwobranchStorage
+) -> Iterator[dg.DynamicOutput]:
+    """One shard per contiguous range of the images table."""
+    table = load_dataset_table(storage.root, images["dataset"], "images")
+    yield from shard_outputs(len(table), config.shards, dataset=images["dataset"])
+
+
+@dg.op(tags=accelerator_step_tags())
+def image_features_shard(
+    context: dg.OpExecutionContext,
     config: ImageFeatureConfig,
-    images: dict,
+    shard: dict,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
-    """One CNN vector per image (the backbone's penultimate representation), streamed to
-    ``features/<dataset>/image_<backbone>.parquet``."""
-    root, dataset = storage.root, images["dataset"]
-    table = load_dataset_table(root, dataset, "images")
-    variant = image_variant(config.backbone, config.ten_crop, config.image_size)
-    path = features_path(root, dataset, "image", variant)
+) -> dict:
+    """CNN features of one shard's images, to that shard's own file."""
+    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
+    table = load_dataset_table(root, dataset, "images").iloc[spec.start : spec.stop]
+    _, final_path = _image_feature_file(root, dataset, config)
+    path = shard_file(final_path, spec, context.run_id)
     stats = extract_image_features(
         table,
         path,
@@ -61,18 +87,35 @@ def image_features(
         num_workers=compute.num_workers,
         device=compute.device,
         dataset=dataset,
-        progress=progress_logger(context, "image features"),
+        progress=progress_logger(context, f"image features {spec.key}"),
     )
-    return dg.Output(
-        _manifest(dataset, path, stats.rows, stats.dim, variant),
-        metadata={
-            "rows": stats.rows,
-            "dim": stats.dim,
-            "path": dg.MetadataValue.path(str(path)),
-            "seconds": round(stats.seconds, 2),
-            "images_per_second": round(stats.images_per_second, 1),
-        },
+    return shard_result(shard, path, stats.rows, stats.seconds, dim=stats.dim)
+
+
+@dg.op
+def image_features_merge(
+    config: ImageFeatureConfig, shards: list[dict], storage: TwobranchStorage
+) -> dg.Output[dict]:
+    """The shards' files joined, in order, into ``features/<dataset>/image_<variant>.parquet``."""
+    variant, path = _image_feature_file(storage.root, shards[0]["dataset"], config)
+    return merged_features(shards, path, variant)
+
+
+@dg.config_mapping
+def _image_features_config(values: ImageFeatureConfig) -> dict:
+    return same_config_for_ops(
+        values, "image_features_plan", "image_features_shard", "image_features_merge"
     )
+
+
+@dg.graph_asset(
+    config=_image_features_config, group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"}
+)
+def image_features(images: dict) -> dict:
+    """One CNN vector per image (the backbone's penultimate representation), extracted in
+    ``shards`` parallel steps and joined into ``features/<dataset>/image_<variant>.parquet``."""
+    shards = image_features_plan(images).map(image_features_shard)
+    return image_features_merge(shards.collect())
 
 
 class WordVectorConfig(dg.Config):

@@ -7,7 +7,7 @@ import dagster as dg
 
 
 def progress_logger(
-    context: dg.AssetExecutionContext, what: str, every_s: float = 10.0
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, what: str, every_s: float = 10.0
 ) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback that logs at most every ``every_s`` seconds."""
     started = time.monotonic()

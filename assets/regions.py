@@ -1,16 +1,34 @@
 """Region assets for phrase localization: proposals per image and their CNN features."""
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from assets.deployment import accelerator_step_tags
 from assets.metadata import preview
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.sharding import (
+    in_shard_order,
+    merged_features,
+    same_config_for_ops,
+    shard_outputs,
+    shard_result,
+    shard_spec,
+    shard_table,
+)
 from ops.dataset_store import load_dataset_table
 from ops.features.proposals import proposal_upper_bound, propose_regions
-from ops.features.region_features import extract_region_features, region_variant
+from ops.features.region_features import (
+    extract_region_features,
+    proposal_image_order,
+    region_variant,
+)
+from ops.features.shards import merge_shard_files, shard_file
 from ops.paths import features_path
 from ops.results_store import derived_table_file
 
@@ -20,7 +38,8 @@ FEATURES_GROUP = "features"
 class ProposalConfig(dg.Config):
     """Region proposals: up to ``max_proposals`` per image (the paper used 200 EdgeBoxes).
     ``edge_boxes`` needs OpenCV's structured-edge model file at ``edge_model_path``.
-    ``max_images_per_split`` limits the phrase task to a subset of images (0 = all)."""
+    ``max_images_per_split`` limits the phrase task to a subset of images (0 = all);
+    ``shards`` splits the images into that many parts, each searched in its own step."""
 
     max_proposals: int = 200
     method: Literal["selective_search_fast", "selective_search_quality", "edge_boxes"] = (
@@ -28,6 +47,7 @@ class ProposalConfig(dg.Config):
     )
     edge_model_path: str | None = None
     max_images_per_split: int = 0
+    shards: int = Field(default=1, ge=1)
 
 
 def _phrase_images(images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int) -> pd.DataFrame:
@@ -39,33 +59,61 @@ def _phrase_images(images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: i
     return chosen.reset_index(drop=True)
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"opencv", "parquet"})
-def region_proposals(
-    context: dg.AssetExecutionContext,
-    config: ProposalConfig,
-    images: dict,
-    phrases: dict,
-    storage: TwobranchStorage,
-    compute: ComputeSettings,
-) -> dg.Output[dict]:
-    """Candidate boxes per image (selective search), plus the ground-truth phrase boxes of
-    the training split only; reports the proposals' upper bound per split."""
-    root, dataset = storage.root, images["dataset"]
+def _proposal_inputs(
+    root, dataset: str, config: ProposalConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(phrases table, images chosen for the phrase task) — the same in every step."""
     phrase_rows = load_dataset_table(root, dataset, "phrases")
     chosen = _phrase_images(
         load_dataset_table(root, dataset, "images"), phrase_rows, config.max_images_per_split
     )
-    path = derived_table_file(root, dataset, "region_proposals")
+    return phrase_rows, chosen
+
+
+@dg.op(out=dg.DynamicOut(dict))
+def region_proposals_plan(
+    config: ProposalConfig, images: dict, phrases: dict, storage: TwobranchStorage
+) -> Iterator[dg.DynamicOutput]:
+    """One shard per contiguous range of the images that have boxed phrases."""
+    _, chosen = _proposal_inputs(storage.root, images["dataset"], config)
+    yield from shard_outputs(len(chosen), config.shards, dataset=images["dataset"])
+
+
+@dg.op
+def region_proposals_shard(
+    context: dg.OpExecutionContext,
+    config: ProposalConfig,
+    shard: dict,
+    storage: TwobranchStorage,
+    compute: ComputeSettings,
+) -> dict:
+    """Proposals for one shard's images, to that shard's own file."""
+    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
+    phrase_rows, chosen = _proposal_inputs(root, dataset, config)
+    path = shard_file(derived_table_file(root, dataset, "region_proposals"), spec, context.run_id)
     stats = propose_regions(
-        chosen,
+        chosen.iloc[spec.start : spec.stop],
         path,
         max_proposals=config.max_proposals,
         method=config.method,
         include_ground_truth_for=phrase_rows[phrase_rows["split"] == "train"],
         num_workers=max(1, compute.num_workers),
-        progress=progress_logger(context, "region proposals"),
+        progress=progress_logger(context, f"region proposals {spec.key}"),
         model_path=config.edge_model_path,
     )
+    return shard_result(shard, path, stats.images, stats.seconds)
+
+
+@dg.op
+def region_proposals_merge(
+    config: ProposalConfig, shards: list[dict], storage: TwobranchStorage
+) -> dg.Output[dict]:
+    """The shards' proposals joined, in order; reports the proposals' upper bound per split."""
+    shards = in_shard_order(shards)
+    root, dataset = storage.root, shards[0]["dataset"]
+    phrase_rows, chosen = _proposal_inputs(root, dataset, config)
+    path = derived_table_file(root, dataset, "region_proposals")
+    merge_shard_files([shard["path"] for shard in shards], path)
     proposals = pd.read_parquet(path)
     bound = proposal_upper_bound(
         phrase_rows[phrase_rows["image_id"].isin(set(chosen["image_id"]))], proposals
@@ -78,39 +126,75 @@ def region_proposals(
             "regions": len(proposals),
             "proposals_per_image_mean": round(float(per_image.mean()), 1),
             "upper_bound": preview(bound),
-            "seconds": round(stats.seconds, 2),
+            "shards": len(shards),
+            "shard_table": shard_table(shards),
+            "seconds": round(sum(float(shard["seconds"]) for shard in shards), 2),
         },
     )
 
 
+@dg.config_mapping
+def _region_proposals_config(values: ProposalConfig) -> dict:
+    return same_config_for_ops(
+        values, "region_proposals_plan", "region_proposals_shard", "region_proposals_merge"
+    )
+
+
+@dg.graph_asset(
+    config=_region_proposals_config, group_name=FEATURES_GROUP, kinds={"opencv", "parquet"}
+)
+def region_proposals(images: dict, phrases: dict) -> dict:
+    """Candidate boxes per image (selective search), plus the ground-truth phrase boxes of
+    the training split only, searched in ``shards`` parallel steps; reports the proposals'
+    upper bound per split."""
+    shards = region_proposals_plan(images, phrases).map(region_proposals_shard)
+    return region_proposals_merge(shards.collect())
+
+
 class RegionFeatureConfig(dg.Config):
     """Region features: RoIAlign over the backbone's last conv map, then the backbone's head;
-    ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area)."""
+    ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area);
+    ``shards`` splits the images into that many parts, each extracted in its own step."""
 
     backbone: str = "resnet18"
     weights: str = "none"
     image_size: int | None = None
     spatial_features: bool = True
     batch_size: int = 32
+    shards: int = Field(default=1, ge=1)
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"})
-def region_features(
-    context: dg.AssetExecutionContext,
+def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
+    variant = region_variant(config.backbone, config.image_size, config.spatial_features)
+    return variant, features_path(root, dataset, "region", variant)
+
+
+@dg.op(out=dg.DynamicOut(dict))
+def region_features_plan(
+    config: RegionFeatureConfig, images: dict, region_proposals: dict
+) -> Iterator[dg.DynamicOutput]:
+    """One shard per contiguous range of the proposals file's images."""
+    total = len(proposal_image_order(Path(region_proposals["path"])))
+    yield from shard_outputs(
+        total, config.shards, dataset=images["dataset"], proposals=region_proposals["path"]
+    )
+
+
+@dg.op(tags=accelerator_step_tags())
+def region_features_shard(
+    context: dg.OpExecutionContext,
     config: RegionFeatureConfig,
-    images: dict,
-    region_proposals: dict,
+    shard: dict,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
-    """One vector per proposal (and per training ground-truth box), streamed to Parquet."""
-    root, dataset = storage.root, images["dataset"]
-    table = load_dataset_table(root, dataset, "images")
-    variant = region_variant(config.backbone, config.image_size, config.spatial_features)
-    path = features_path(root, dataset, "region", variant)
+) -> dict:
+    """Region vectors of one shard's images, to that shard's own file."""
+    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
+    _, final_path = _region_feature_file(root, dataset, config)
+    path = shard_file(final_path, spec, context.run_id)
     stats = extract_region_features(
-        table,
-        region_proposals["path"],
+        load_dataset_table(root, dataset, "images"),
+        shard["proposals"],
         path,
         backbone=config.backbone,
         weights=config.weights,
@@ -119,21 +203,34 @@ def region_features(
         batch_size=config.batch_size,
         num_workers=compute.num_workers,
         device=compute.device,
-        progress=progress_logger(context, "region features"),
+        progress=progress_logger(context, f"region features {spec.key}"),
         dataset=dataset,
+        image_range=(spec.start, spec.stop),
     )
-    return dg.Output(
-        {
-            "dataset": dataset,
-            "path": str(path),
-            "rows": stats.rows,
-            "dim": stats.dim,
-            "variant": variant,
-        },
-        metadata={
-            "rows": stats.rows,
-            "dim": stats.dim,
-            "path": dg.MetadataValue.path(str(path)),
-            "seconds": round(stats.seconds, 2),
-        },
+    return shard_result(shard, path, stats.rows, stats.seconds, dim=stats.dim)
+
+
+@dg.op
+def region_features_merge(
+    config: RegionFeatureConfig, shards: list[dict], storage: TwobranchStorage
+) -> dg.Output[dict]:
+    """The shards' files joined, in order, into ``features/<dataset>/region_<variant>.parquet``."""
+    variant, path = _region_feature_file(storage.root, shards[0]["dataset"], config)
+    return merged_features(shards, path, variant)
+
+
+@dg.config_mapping
+def _region_features_config(values: RegionFeatureConfig) -> dict:
+    return same_config_for_ops(
+        values, "region_features_plan", "region_features_shard", "region_features_merge"
     )
+
+
+@dg.graph_asset(
+    config=_region_features_config, group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"}
+)
+def region_features(images: dict, region_proposals: dict) -> dict:
+    """One vector per proposal (and per training ground-truth box), extracted in ``shards``
+    parallel steps and joined into ``features/<dataset>/region_<variant>.parquet``."""
+    shards = region_features_plan(images, region_proposals).map(region_features_shard)
+    return region_features_merge(shards.collect())

@@ -11,6 +11,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from assets.deployment import accelerator_step_tags  # noqa: E402
 from assets.metadata import png  # noqa: E402
 from assets.resources import ComputeSettings, TwobranchStorage  # noqa: E402
 from ops.dataset_store import load_dataset_table  # noqa: E402
@@ -237,7 +238,12 @@ def run_training(
     )
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"pytorch"}, deps=["neighborhood_graph"])
+@dg.asset(
+    group_name=TRAINING_GROUP,
+    kinds={"pytorch"},
+    deps=["neighborhood_graph"],
+    op_tags=accelerator_step_tags(),
+)
 def image_sentence_embedding_net(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -261,7 +267,12 @@ def image_sentence_embedding_net(
     )
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"pytorch"}, deps=["neighborhood_graph"])
+@dg.asset(
+    group_name=TRAINING_GROUP,
+    kinds={"pytorch"},
+    deps=["neighborhood_graph"],
+    op_tags=accelerator_step_tags(),
+)
 def image_sentence_similarity_net(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -293,7 +304,12 @@ def _phrase_inputs(region_features: dict, region_proposals: dict, phrase_feature
     }
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"pytorch"}, deps=["neighborhood_graph"])
+@dg.asset(
+    group_name=TRAINING_GROUP,
+    kinds={"pytorch"},
+    deps=["neighborhood_graph"],
+    op_tags=accelerator_step_tags(),
+)
 def phrase_region_embedding_net(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -317,7 +333,12 @@ def phrase_region_embedding_net(
     )
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"pytorch"}, deps=["neighborhood_graph"])
+@dg.asset(
+    group_name=TRAINING_GROUP,
+    kinds={"pytorch"},
+    deps=["neighborhood_graph"],
+    op_tags=accelerator_step_tags(),
+)
 def phrase_region_similarity_net(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,

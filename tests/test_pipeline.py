@@ -18,6 +18,7 @@ TRAINED = [
     "phrase_region_similarity_net",
 ]
 TINY_TRAINING = {"epochs": 3, "batch_images": 20, "hidden_dim": 64, "embed_dim": 32}
+SHARDED = ["image_features", "region_proposals", "region_features"]
 ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
 
 
@@ -25,7 +26,10 @@ ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
 def pipeline(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("pipeline")
     with dg.instance_for_test() as instance:
-        result = materialize(ALL_KEYS, root, {name: TINY_TRAINING for name in TRAINED}, instance)
+        config = {name: TINY_TRAINING for name in TRAINED} | {
+            name: {"shards": 3} for name in SHARDED
+        }
+        result = materialize(ALL_KEYS, root, config, instance)
         outputs = {key: result.output_for_node(key) for key in ("retrieval_eval", "report")}
         outputs |= {name: result.output_for_node(name) for name in TRAINED}
         yield root, result, outputs, instance
@@ -80,3 +84,22 @@ def test_report_is_self_contained_html_with_plots(pipeline) -> None:
     for heading in ("Training runs", "Recall@K", "Published numbers", "Grounding gallery"):
         assert heading in html
     assert 'src="http' not in html  # nothing fetched from elsewhere
+
+
+def test_feature_extraction_ran_as_shard_steps_and_cleaned_up(pipeline) -> None:
+    root, result, _, _ = pipeline
+    steps = {event.step_key for event in result.get_step_success_events()}
+    materializations = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    for name in SHARDED:
+        shard_steps = sorted(step for step in steps if step.startswith(f"{name}.{name}_shard["))
+        assert len(shard_steps) == 3, shard_steps
+        assert {f"{name}.{name}_plan", f"{name}.{name}_merge"} <= steps
+        assert materializations[name]["shards"].value == 3
+    assert not list(root.rglob(".shards")), "merged shard files must be removed"
+    region_rows = materializations["region_features"]["rows"].value
+    proposals = run_query(root, "SELECT count(*) AS n FROM region_proposals")["n"][0]
+    assert region_rows == proposals  # every proposal of every shard has a vector
+    assert materializations["image_features"]["rows"].value == 60 + 12 + 12  # every image once

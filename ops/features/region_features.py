@@ -11,6 +11,7 @@ a 7×7 map at about 3.5× the trunk cost. ``spatial_features`` appends the box g
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -172,8 +173,12 @@ def extract_region_features(
     device: str = "auto",
     progress: Progress | None = None,
     dataset: str = "",
+    image_range: tuple[int, int] | None = None,
 ) -> RegionFeatureStats:
     """One vector per proposal row of ``proposals_path`` (plus 5 geometry values), in order.
+
+    ``image_range``: ``(start, stop)`` restricts the work to those images, counted in the
+    proposals file's image order (one shard of the extraction; see ``ops.features.shards``).
 
     ``image_size``: side of the square network input (default: the backbone's, 224);
     ``roi_output_size``: RoIAlign grid (default: what the head expects, see
@@ -191,6 +196,12 @@ def extract_region_features(
         repeated = paths.index[paths.index.duplicated()].unique().tolist()
         raise ValueError(f"images table repeats image ids, e.g. {repeated[:3]}")
     order = proposal_image_order(Path(proposals_path))
+    first, last = (0, len(order)) if image_range is None else image_range
+    if not 0 <= first <= last <= len(order):
+        raise ValueError(
+            f"image_range {image_range} is outside the {len(order)} images of {proposals_path}"
+        )
+    order = order[first:last]
     unknown = [image_id for image_id in order if image_id not in paths.index]
     if unknown:
         raise ValueError(
@@ -217,7 +228,7 @@ def extract_region_features(
         "roi_output_size": str(output_size),
         "spatial_features": str(bool(spatial_features)),
     }
-    groups = proposal_groups(Path(proposals_path))
+    groups = itertools.islice(proposal_groups(Path(proposals_path)), first, last)
     images_done = 0
     with FeatureWriter(out_path, REGION_ID_COLUMNS, dim, metadata) as writer:
         with torch.inference_mode():

@@ -1,0 +1,62 @@
+"""Where and how runs execute: chosen by environment variables, so one code location serves a
+laptop and a Kubernetes cluster unchanged.
+
+- ``TWOBRANCH_EXECUTOR``: ``multiprocess`` (default; Dagster's multiprocess-or-in-process
+  executor, picked per run in the run config) or ``k8s`` (``dagster_k8s.k8s_job_executor``:
+  every step, and so every feature shard, runs in its own pod).
+- ``TWOBRANCH_IO_DIR``: where step outputs (small manifests) are pickled. Steps in separate
+  pods must share it, so a cluster points it at the shared data volume; unset, Dagster keeps
+  them under ``DAGSTER_HOME``.
+- ``TWOBRANCH_STEP_GPUS``: GPUs each CNN-feature and training step requests on Kubernetes
+  (``nvidia.com/gpu``; default 1, ``0`` requests none). ``TWOBRANCH_STEP_CPU`` and
+  ``TWOBRANCH_STEP_MEMORY`` set those steps' CPU and memory requests. The requests are op
+  tags that only the Kubernetes executor reads; other executors ignore them.
+"""
+
+import os
+
+import dagster as dg
+
+EXECUTORS = ("multiprocess", "k8s")
+K8S_CONFIG_TAG = "dagster-k8s/config"
+
+
+def executor_from_env() -> dg.ExecutorDefinition | None:
+    """The executor named by ``TWOBRANCH_EXECUTOR`` (``None``: Dagster's default)."""
+    name = os.environ.get("TWOBRANCH_EXECUTOR", "multiprocess").strip() or "multiprocess"
+    if name not in EXECUTORS:
+        raise ValueError(f"TWOBRANCH_EXECUTOR={name!r}: choose one of {EXECUTORS}")
+    if name == "multiprocess":
+        return None
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as err:
+        raise ImportError(
+            "TWOBRANCH_EXECUTOR=k8s needs dagster-k8s: pip install -e '.[k8s]'"
+        ) from err
+    return k8s_job_executor
+
+
+def io_manager_from_env() -> dict[str, dg.ConfigurableIOManager]:
+    """``{"io_manager": ...}`` on ``TWOBRANCH_IO_DIR`` when set, else nothing (the default)."""
+    base_dir = os.environ.get("TWOBRANCH_IO_DIR", "").strip()
+    return {"io_manager": dg.FilesystemIOManager(base_dir=base_dir)} if base_dir else {}
+
+
+def accelerator_step_tags() -> dict[str, object]:
+    """Kubernetes resource requests for steps that run a CNN or train a network."""
+    gpus = int(os.environ.get("TWOBRANCH_STEP_GPUS", "1"))
+    if gpus < 0:
+        raise ValueError(f"TWOBRANCH_STEP_GPUS={gpus}: must be 0 or more")
+    requests = {
+        "cpu": os.environ.get("TWOBRANCH_STEP_CPU", "4"),
+        "memory": os.environ.get("TWOBRANCH_STEP_MEMORY", "16Gi"),
+    }
+    limits: dict[str, str] = {}
+    if gpus:
+        # Extended resources such as GPUs are requested through limits.
+        limits["nvidia.com/gpu"] = str(gpus)
+    resources: dict[str, dict[str, str]] = {"requests": requests}
+    if limits:
+        resources["limits"] = limits
+    return {K8S_CONFIG_TAG: {"container_config": {"resources": resources}}}

@@ -1,0 +1,70 @@
+"""Shards as separate processes: the multiprocess executor runs each shard step in its own
+process, and step outputs pass through the shared ``TWOBRANCH_IO_DIR`` (as pods on a cluster
+do through the shared volume)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.definitions import ALL_ASSETS, ALL_CHECKS
+from assets.deployment import io_manager_from_env
+from assets.resources import ComputeSettings, TwobranchStorage
+from ops.parquet_io import read_features
+from tests.multiprocess_job import sharded_image_features_job
+from tests.pipeline_helpers import SMALL_SYNTHETIC
+
+DATA = ["raw_dataset", "images", "captions", "phrases"]
+
+
+def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, io_dir = tmp_path / "data", tmp_path / "shared_io"
+    monkeypatch.setenv("TWOBRANCH_IO_DIR", str(io_dir))
+    resources = {
+        "storage": TwobranchStorage(data_root=str(root)),
+        "compute": ComputeSettings(device="cpu", num_workers=0),
+        **io_manager_from_env(),
+    }
+    with dg.instance_for_test() as instance:
+        upstream = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=dg.AssetSelection.assets(*DATA),
+            run_config={"ops": {"raw_dataset": {"config": SMALL_SYNTHETIC}}},
+            resources=resources,
+            instance=instance,
+        )
+        assert upstream.success
+        features = {"backbone": "squeezenet1_1", "image_size": 32, "batch_size": 8, "shards": 2}
+        result = dg.execute_job(
+            dg.reconstructable(sharded_image_features_job),
+            instance=instance,
+            run_config={
+                "ops": {"image_features": {"config": features}},
+                "resources": {"storage": {"config": {"data_root": str(root)}}},
+            },
+        )
+        assert result.success
+        shard_pids = {
+            event.step_key: event.pid
+            for event in result.all_events
+            if event.is_step_success and "_shard[" in (event.step_key or "")
+        }
+        assert len(shard_pids) == 2
+        assert len(set(shard_pids.values())) == 2 and os.getpid() not in shard_pids.values()
+    # The asset's output and every shard step's output went through the shared folder.
+    manifest = pickle.loads((io_dir / "image_features").read_bytes())
+    run_folder = io_dir / result.run_id
+    shard_outputs = sorted(p.parent.name for p in run_folder.glob("*_shard[[]*]/result"))
+    assert shard_outputs == [
+        "image_features.image_features_shard[shard_000_of_002]",
+        "image_features.image_features_shard[shard_001_of_002]",
+    ]
+    ids, matrix = read_features(manifest["path"])
+    assert len(ids) == manifest["rows"] == 84 and matrix.shape == (84, 512)
+    assert ids["image_id"].is_unique
