@@ -50,7 +50,7 @@ class ImageFeatureConfig(dg.Config):
 
 
 def _image_feature_file(root, dataset: str, config: ImageFeatureConfig):
-    variant = image_variant(config.backbone, config.ten_crop, config.image_size)
+    variant = image_variant(config.backbone, config.ten_crop, config.image_size, config.weights)
     return variant, features_path(root, dataset, "image", variant)
 
 

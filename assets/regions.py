@@ -165,7 +165,9 @@ class RegionFeatureConfig(dg.Config):
 
 
 def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
-    variant = region_variant(config.backbone, config.image_size, config.spatial_features)
+    variant = region_variant(
+        config.backbone, config.image_size, config.spatial_features, config.weights
+    )
     return variant, features_path(root, dataset, "region", variant)
 
 

@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms as T
 
-from ops.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from ops.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, weights_tag
 from ops.features.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.image_features import extract_image_features, image_variant
 from ops.parquet_io import read_features
@@ -175,6 +175,9 @@ def test_variant_names_and_device_helpers() -> None:
     assert image_variant("resnet18") == "resnet18"
     assert image_variant("vgg19", ten_crop=True) == "vgg19_10crop"
     assert image_variant("resnet152", image_size=448) == "resnet152_448"
+    # Weights are part of the name, so random and pretrained features never share a file.
+    assert image_variant("vgg19", True, weights="IMAGENET1K_V1") == "vgg19_imagenet1k_v1_10crop"
+    assert image_variant("vgg19", weights="none") == "vgg19"
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
@@ -185,3 +188,14 @@ def test_variant_names_and_device_helpers() -> None:
         assert not torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert pin_memory_for(cpu) is False
+
+
+def test_local_weights_are_named_by_file(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "finetuned.pt", tmp_path / "b" / "finetuned.pt"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"")
+    tags = weights_tag(str(first)), weights_tag(str(second))
+    assert all(tag.startswith("finetuned-") for tag in tags) and tags[0] != tags[1]
+    assert weights_tag(str(first)) == tags[0]  # stable: reruns find their own file
+    assert weights_tag("none") is None and weights_tag("DEFAULT") == "default"

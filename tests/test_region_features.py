@@ -148,3 +148,4 @@ def test_bad_proposal_files_are_named(setup, tmp_path: Path) -> None:
 def test_region_variant_names() -> None:
     assert region_variant("resnet18") == "resnet18_spatial"
     assert region_variant("vgg19", 448, spatial_features=False) == "vgg19_448"
+    assert region_variant("vgg19", weights="IMAGENET1K_V1") == "vgg19_imagenet1k_v1_spatial"

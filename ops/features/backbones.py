@@ -11,7 +11,9 @@ cache, or the path of a local state-dict file.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,21 @@ class _StackCrops:
 
     def __call__(self, crops: tuple[Any, ...]) -> torch.Tensor:
         return torch.stack([self.per_crop(crop) for crop in crops])
+
+
+def weights_tag(weights: str) -> str | None:
+    """A file-name part that tells weights apart: ``None`` for random init, the torchvision
+    weights name in lower case (``imagenet1k_v1``), or a local file's stem plus a short hash
+    of its absolute path (``finetuned-3f2a9c1b``)."""
+    weights = (weights or "none").strip()
+    if weights.lower() == "none":
+        return None
+    if _is_local_path(weights):
+        path = Path(weights).expanduser().resolve()
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        stem = re.sub(r"[^a-z0-9]+", "_", path.name.split(".")[0].lower()).strip("_")
+        return f"{stem or 'weights'}-{digest}"
+    return re.sub(r"[^a-z0-9]+", "_", weights.lower()).strip("_")
 
 
 def _is_local_path(weights: str) -> bool:

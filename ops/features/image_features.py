@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ops.features.backbones import Backbone, build_backbone, ten_crop_transform
+from ops.features.backbones import Backbone, build_backbone, ten_crop_transform, weights_tag
 from ops.features.device import autocast_context, pin_memory_for, resolve_device
 from ops.parquet_io import FeatureWriter
 
@@ -38,9 +38,15 @@ class ImageFeatureStats:
     variant: str
 
 
-def image_variant(backbone: str, ten_crop: bool = False, image_size: int | None = None) -> str:
-    """File-name variant: ``resnet18``, ``resnet18_128``, ``vgg19_10crop``."""
+def image_variant(
+    backbone: str, ten_crop: bool = False, image_size: int | None = None, weights: str = "none"
+) -> str:
+    """File-name variant: ``resnet18``, ``resnet18_128``, ``vgg19_imagenet1k_v1_10crop``
+    (random-init weights add nothing; other weights add :func:`weights_tag`)."""
     parts = [backbone]
+    tag = weights_tag(weights)
+    if tag:
+        parts.append(tag)
     if image_size:
         parts.append(str(int(image_size)))
     if ten_crop:
@@ -133,7 +139,7 @@ def extract_image_features(
     transform = (
         ten_crop_transform(image_size or 224, net.mean, net.std) if ten_crop else net.transform
     )
-    variant = image_variant(backbone, ten_crop, image_size)
+    variant = image_variant(backbone, ten_crop, image_size, weights)
     image_ids = images["image_id"].astype(str).to_numpy()
     splits = images["split"].astype(str).to_numpy()
     loader = make_loader(

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from torchvision.ops import roi_align
 
-from ops.features.backbones import Backbone, build_backbone, resize_transform
+from ops.features.backbones import Backbone, build_backbone, resize_transform, weights_tag
 from ops.features.device import autocast_context, resolve_device
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
 from ops.parquet_io import FeatureWriter
@@ -49,10 +49,17 @@ class RegionFeatureStats:
 
 
 def region_variant(
-    backbone: str, image_size: int | None = None, spatial_features: bool = True
+    backbone: str,
+    image_size: int | None = None,
+    spatial_features: bool = True,
+    weights: str = "none",
 ) -> str:
-    """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19``."""
+    """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19_imagenet1k_v1``
+    (random-init weights add nothing; other weights add :func:`weights_tag`)."""
     parts = [backbone]
+    tag = weights_tag(weights)
+    if tag:
+        parts.append(tag)
     if image_size:
         parts.append(str(int(image_size)))
     if spatial_features:
@@ -217,7 +224,7 @@ def extract_region_features(
         torch_device,
     )
     dim = net.dim + (SPATIAL_DIM if spatial_features else 0)
-    variant = region_variant(backbone, image_size, spatial_features)
+    variant = region_variant(backbone, image_size, spatial_features, weights)
     metadata = {
         "kind": "region",
         "dataset": dataset,
