@@ -120,6 +120,7 @@ def dataset_tables(
             "captions_per_image": round(len(tables.captions) / max(1, len(tables.images)), 3),
             "data_fingerprint": fingerprint,
             "preview": preview(tables.captions[["caption_id", "split", "text"]]),
+            "seconds": seconds,
         },
     )
     yield dg.Output(
@@ -131,5 +132,6 @@ def dataset_tables(
             "preview": preview(
                 tables.phrases[["phrase_id", "text", "phrase_type", "gt_x1", "gt_y1"]]
             ),
+            "seconds": seconds,
         },
     )

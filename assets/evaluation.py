@@ -1,6 +1,8 @@
 """Evaluation assets: retrieval (single- and two-stage) and phrase localization on the test
 split, written to the DuckDB result tables, one set of rows per training run."""
 
+import time
+
 import dagster as dg
 import matplotlib
 import numpy as np
@@ -68,6 +70,7 @@ def retrieval_eval(
     """Recall@1/5/10 both directions, median/mean rank and R-sum of the models it is given,
     per protocol; two-stage retrieval reranks the embedding network's top-k with the
     similarity network. Per-query ranks go to ``retrieval_ranks``."""
+    started = time.perf_counter()
     root = storage.root
     runs = [image_sentence_embedding_net, image_sentence_similarity_net]
     features = image_sentence_embedding_net["features"]
@@ -150,6 +153,8 @@ def retrieval_eval(
             "metrics": preview(summary.round(2), rows=50),
             "recall_at_k": plot,
             "timings": dg.MetadataValue.json(timings),
+            "rows": len(split.image_ids) + len(split.caption_ids),  # queries, both directions
+            "seconds": round(time.perf_counter() - started, 2),
             "test_images": len(split.image_ids),
             "test_captions": len(split.caption_ids),
         },
@@ -166,6 +171,7 @@ def localization_eval(
 ) -> dg.Output[dict]:
     """Phrase localization accuracy (top-1 proposal at IoU ≥ 0.5 with the ground truth),
     with the proposals' upper bound, per phrase type, for the models it is given."""
+    started = time.perf_counter()
     root = storage.root
     runs = [phrase_region_embedding_net, phrase_region_similarity_net]
     dataset = phrase_region_embedding_net["dataset"]
@@ -231,6 +237,8 @@ def localization_eval(
             "summary": preview(table.round(2)),
             "per_type": preview(per_type_all.round(2), rows=40),
             "random_proposal_accuracy": round(chance, 2),
+            "rows": len(split.phrase_ids),  # test phrases, each a query
+            "seconds": round(time.perf_counter() - started, 2),
         },
     )
 

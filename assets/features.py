@@ -1,5 +1,6 @@
 """Feature assets: CNN image and region features, word vectors, sentence and phrase features."""
 
+import time
 from collections.abc import Iterator
 from typing import Literal
 
@@ -8,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
-from assets.metadata import counts_by
+from assets.metadata import counts_by, feature_preview, preview
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.sharding import (
@@ -137,6 +138,7 @@ def word_vectors(
     storage: TwobranchStorage,
 ) -> dg.Output[dict]:
     """Word vectors for the dataset's vocabulary, with out-of-vocabulary rates per split."""
+    started = time.perf_counter()
     root, dataset = storage.root, captions["dataset"]
     caption_rows = load_dataset_table(root, dataset, "captions")
     train_tokens = [tokenize(t) for t in caption_rows.loc[caption_rows["split"] == "train", "text"]]
@@ -157,7 +159,16 @@ def word_vectors(
     context.log.info(f"{len(wv)} words, dim {wv.dim}, OOV rate per split {oov}")
     return dg.Output(
         _manifest(dataset, path, len(wv), wv.dim, wv.name),
-        metadata={"words": len(wv), "dim": wv.dim, "oov_rate": dg.MetadataValue.json(oov)},
+        metadata={
+            "rows": len(wv),
+            "dim": wv.dim,
+            "oov_rate": dg.MetadataValue.json(oov),
+            "preview": preview(
+                pd.DataFrame({"split": list(oov), "oov_rate": list(oov.values())}), rows=10
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+            "seconds": round(time.perf_counter() - started, 2),
+        },
     )
 
 
@@ -216,6 +227,7 @@ def _text_features(
             "fitted_on_train_rows": len(train_texts),
             "encoder_fingerprint": encoders.fingerprint(),
             "per_split": counts_by(rows, "split"),
+            "preview": feature_preview(str(path)),
             "seconds": round(stats.seconds, 2),
         },
     )

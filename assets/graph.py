@@ -1,5 +1,7 @@
 """The neighborhood graph asset: positives and neighborhoods the losses are built on."""
 
+import time
+
 import dagster as dg
 import matplotlib
 
@@ -50,6 +52,7 @@ def neighborhood_graph(
 ) -> dg.Output[dict]:
     """Image→sentence positives, sentence→sentence neighbors (same image), phrase→region
     positives (IoU ≥ threshold) and region→region neighbors; queryable as ``neighbors``."""
+    started = time.perf_counter()
     root, dataset = storage.root, captions["dataset"]
     edges = build_neighborhood_graph(
         load_dataset_table(root, dataset, "captions"),
@@ -71,9 +74,11 @@ def neighborhood_graph(
     return dg.Output(
         {"dataset": dataset, "path": str(path), "edges": stats.edges},
         metadata={
+            "rows": len(edges),
             "edges": dg.MetadataValue.json(stats.edges),
             "degrees": dg.MetadataValue.json(stats.degrees),
             "degree_histogram": plot,
             "preview": preview(edges),
+            "seconds": round(time.perf_counter() - started, 2),
         },
     )

@@ -123,9 +123,11 @@ def region_proposals_merge(
         {"dataset": dataset, "path": str(path), "images": len(chosen), "method": config.method},
         metadata={
             "images": len(chosen),
+            "rows": len(proposals),
             "regions": len(proposals),
             "proposals_per_image_mean": round(float(per_image.mean()), 1),
             "upper_bound": preview(bound),
+            "preview": preview(proposals),
             "shards": len(shards),
             "shard_table": shard_table(shards),
             "seconds": round(sum(float(shard["seconds"]) for shard in shards), 2),

@@ -1,5 +1,7 @@
 """The report asset: a self-contained HTML report of the evaluated models."""
 
+import time
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -95,6 +97,7 @@ def report(
     """``reports/<run_id>/report.html``: training curves, Recall@K for K = 1..50, every run
     beside the paper's published numbers, grounding accuracy per phrase type, and galleries
     of retrieved images and localized phrases."""
+    started = time.perf_counter()
     root = storage.root
     trained = [
         image_sentence_embedding_net,
@@ -165,5 +168,6 @@ def report(
             "per_type": png_bytes_value(per_type_png),
             "retrieval_gallery": png_bytes_value(retrieval_png),
             "grounding_gallery": png_bytes_value(grounding_png),
+            "seconds": round(time.perf_counter() - started, 2),
         },
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.metadata import preview
+from assets.metadata import feature_preview, preview
 from ops.features.shards import ShardSpec, merge_shard_files, plan_shards
 
 
@@ -78,6 +78,7 @@ def merged_features(shards: list[dict], path: Path, variant: str) -> dg.Output[d
             "path": dg.MetadataValue.path(str(path)),
             "shards": len(shards),
             "shard_table": shard_table(shards),
+            "preview": feature_preview(str(path)),
             "seconds": round(extract_seconds, 2),
             "merge_seconds": round(time.perf_counter() - started, 2),
             "rows_per_second": round(rows / extract_seconds, 1) if extract_seconds else 0.0,

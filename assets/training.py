@@ -25,6 +25,7 @@ from ops.run_records import (  # noqa: E402
     write_run,
 )
 from ops.training.config import TrainConfig  # noqa: E402
+from ops.training.data import ImageSentenceData, PhraseRegionData  # noqa: E402
 from ops.training.trainer import train  # noqa: E402
 from ops.training_inputs import (  # noqa: E402
     first_images,
@@ -106,6 +107,11 @@ def _load_splits(task: str, inputs: dict, root, dataset: str):
     )
 
 
+def _training_rows(data: ImageSentenceData | PhraseRegionData) -> int:
+    texts = data.text_features if isinstance(data, ImageSentenceData) else data.phrase_features
+    return int(texts.shape[0])
+
+
 def run_training(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -161,6 +167,7 @@ def run_training(
             last_logged[0] = time.monotonic()
             context.log.info(f"epoch {epoch}: step {step}/{steps}")
 
+    train_started = time.perf_counter()
     try:
         result = train(
             cfg,
@@ -181,6 +188,7 @@ def run_training(
             **record,
         )
         raise
+    seconds = time.perf_counter() - train_started
     all_epochs = [e.to_dict() for e in result.epochs]
     write_epochs(root, run_id, all_epochs)
     write_run(
@@ -222,6 +230,9 @@ def run_training(
         manifest,
         metadata={
             "run_id": run_id,
+            # Training sentences or phrases, each seen once per epoch.
+            "rows": _training_rows(splits["train"].data),
+            "seconds": round(seconds, 2),
             "device": result.device,
             "best_epoch": result.best_epoch,
             f"best_val_{score_name}": result.best_val_score,

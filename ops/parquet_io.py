@@ -102,6 +102,20 @@ def read_features(
     return ids, matrix
 
 
+def head_features(path: str | os.PathLike[str], rows: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """The first ``rows`` rows of a feature file, read without loading the rest."""
+    parquet = pq.ParquetFile(path)
+    dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
+    batch = next(parquet.iter_batches(batch_size=max(1, rows)), None)
+    if batch is None:
+        ids = pd.DataFrame(columns=[n for n in parquet.schema_arrow.names if n != FEATURE_COLUMN])
+        return ids, np.zeros((0, dim), dtype=np.float32)
+    table = pa.Table.from_batches([batch])
+    feature = table.column(FEATURE_COLUMN).combine_chunks()
+    matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return table.drop([FEATURE_COLUMN]).to_pandas(), matrix
+
+
 def feature_dim(path: str | os.PathLike[str]) -> int:
     return pq.read_schema(path).field(FEATURE_COLUMN).type.list_size
 

@@ -103,3 +103,21 @@ def test_feature_extraction_ran_as_shard_steps_and_cleaned_up(pipeline) -> None:
     proposals = run_query(root, "SELECT count(*) AS n FROM region_proposals")["n"][0]
     assert region_rows == proposals  # every proposal of every shard has a vector
     assert materializations["image_features"]["rows"].value == 60 + 12 + 12  # every image once
+
+
+def test_every_asset_reports_seconds_rows_and_something_to_look_at(pipeline) -> None:
+    _, result, _, _ = pipeline
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    visual = {"preview", "metrics", "summary", "curves", "recall_at_k", "training_curves"}
+    for key, values in metadata.items():
+        assert "seconds" in values and values["seconds"].value >= 0, key
+        if key in {"raw_dataset", "report"}:  # files on disk, not rows
+            continue
+        assert values["rows"].value > 0, key
+        assert visual & set(values), key
+    image_preview = metadata["image_features"]["preview"].value
+    assert "norm" in image_preview and "first_values" in image_preview
+    assert image_preview.count("\n") >= 6  # header, rule and five rows

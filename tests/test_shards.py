@@ -12,7 +12,7 @@ import pytest
 from ops.features.image_features import extract_image_features
 from ops.features.region_features import extract_region_features
 from ops.features.shards import merge_shard_files, plan_shards, shard_file
-from ops.parquet_io import FeatureWriter, read_features, read_table, write_table
+from ops.parquet_io import FeatureWriter, head_features, read_features, read_table, write_table
 from tests.test_region_features import make_images, make_proposals
 
 
@@ -128,3 +128,16 @@ def test_sharded_region_features_equal_one_pass(tmp_path: Path) -> None:
         extract_region_features(
             images, proposals_path, tmp_path / "bad.parquet", image_range=(2, 5), **options
         )
+
+
+def test_head_features_reads_only_the_first_rows(tmp_path: Path) -> None:
+    path = tmp_path / "f.parquet"
+    _write(path, [f"i{k}" for k in range(10)])
+    ids, matrix = head_features(path, rows=3)
+    assert ids["image_id"].tolist() == ["i0", "i1", "i2"]
+    assert matrix.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    empty = tmp_path / "empty.parquet"
+    with FeatureWriter(empty, {"image_id": pa.string()}, 3):
+        pass
+    ids, matrix = head_features(empty)
+    assert list(ids.columns) == ["image_id"] and matrix.shape == (0, 3)
