@@ -12,7 +12,6 @@ case folding), so that looking up a token finds a cased entry such as ``Paris`` 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 import unicodedata
@@ -24,6 +23,12 @@ from typing import Literal
 import numpy as np
 
 from ops.tables import DatasetFormatError
+from ops.text.vector_files import (
+    header_counts,
+    open_bytes,
+    read_binary_vectors,
+    read_text_vectors,
+)
 
 WordVectorSource = Literal["glove_6b_50d", "file", "word2vec_train"]
 WORD_VECTOR_SOURCES: tuple[str, ...] = ("glove_6b_50d", "file", "word2vec_train")
@@ -212,19 +217,6 @@ def _train_word2vec(
 # --- word-vector files -----------------------------------------------------------------
 
 
-def _open_bytes(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-
-
-def _header_counts(line: bytes) -> tuple[int, int] | None:
-    parts = line.split()
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
-        return int(parts[0]), int(parts[1])
-    return None
-
-
 def _looks_binary(sample: bytes) -> bool:
     text = sample.decode("utf-8", errors="replace")
     return any(ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r") for ch in text)
@@ -233,14 +225,14 @@ def _looks_binary(sample: bytes) -> bool:
 def detect_vector_format(path: Path) -> tuple[bool, bool]:
     """``(binary, has_header)`` for a word-vector file."""
     try:
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             first = handle.readline(1 << 16)
             sample = handle.read(4096)
     except (OSError, EOFError) as err:
         raise DatasetFormatError(path, f"cannot read word-vector file: {err}") from err
     if not first.strip():
         raise DatasetFormatError(path, "empty word-vector file", line=1)
-    has_header = _header_counts(first) is not None
+    has_header = header_counts(first) is not None
     suffixes = [s.lower() for s in path.suffixes]
     by_extension = ".bin" in suffixes
     binary = by_extension or (has_header and _looks_binary(sample[:-8] or sample))
@@ -258,19 +250,18 @@ def _short_name(path: Path) -> str:
 
 
 def _load_vector_file(path: Path, vocab_filter: set[str] | None) -> WordVectors:
-    from gensim.models import KeyedVectors
-
     if not path.is_file():
         raise DatasetFormatError(path, "word-vector file not found")
     binary, has_header = detect_vector_format(path)
-    try:
-        kv = KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=not has_header)
-    except (ValueError, EOFError, UnicodeDecodeError, IndexError, TypeError) as err:
-        if binary:
-            raise DatasetFormatError(path, f"not a valid word2vec binary file ({err})") from err
-        line, message = _diagnose_text_file(path, has_header)
-        raise DatasetFormatError(path, message or f"cannot parse ({err})", line) from err
-    return _from_keyed_vectors(kv.index_to_key, kv.vectors, vocab_filter, _short_name(path))
+
+    def wanted(word: str) -> bool:
+        return vocab_filter is None or normalize_word(word) in vocab_filter
+
+    if binary:
+        words, vectors = read_binary_vectors(path, wanted)
+    else:
+        words, vectors = read_text_vectors(path, has_header, wanted)
+    return _from_keyed_vectors(words, vectors, vocab_filter, _short_name(path))
 
 
 def _from_keyed_vectors(
@@ -290,38 +281,3 @@ def _from_keyed_vectors(
         len(keys), vectors.shape[1]
     )
     return WordVectors({k: i for i, k in enumerate(keys)}, matrix, name, "file")
-
-
-def _diagnose_text_file(path: Path, has_header: bool) -> tuple[int | None, str | None]:
-    """Find the first line of a text vector file that gensim could not parse."""
-    declared: tuple[int, int] | None = None
-    dim: int | None = None
-    data_lines = 0
-    with _open_bytes(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return line_no, "line is not valid UTF-8"
-            if line_no == 1 and has_header:
-                declared = _header_counts(raw)
-                dim = declared[1] if declared else None
-                continue
-            parts = line.rstrip().split(" ")
-            if len(parts) < 2:
-                return line_no, f"expected a word followed by numbers, got {line.strip()!r:.60}"
-            if dim is None:
-                dim = len(parts) - 1
-            if len(parts) - 1 != dim:
-                return line_no, f"line has {len(parts) - 1} values, expected {dim}"
-            for value in parts[1:]:
-                try:
-                    float(value)
-                except ValueError:
-                    return line_no, f"not a number: {value!r:.40}"
-            data_lines += 1
-            if declared and data_lines == declared[0]:
-                return None, None
-    if declared and data_lines < declared[0]:
-        return None, f"header declares {declared[0]} vectors but the file has {data_lines}"
-    return None, None
