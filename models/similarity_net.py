@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,11 +56,31 @@ class SimilarityNet(nn.Module):
         """Logits ``(N,)`` for row-aligned embedded pairs."""
         return self.head(image_emb * text_emb)
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N,)`` for row-aligned pairs ``(image_features[i], text_features[i])``."""
-        return self.score_embeddings(
-            self.embed_image(image_features), self.embed_text(text_features)
-        )
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        text_index: torch.Tensor | None = None,
+        combine: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(N,)`` for row-aligned pairs ``(image_features[i], text_features[i])``.
+
+        With ``image_index`` and ``text_index`` the features hold each item once and pair
+        ``i`` is ``(image_index[i], text_index[i])``: an item in many pairs is embedded once
+        (its BatchNorm statistics then count each item once, not once per pair).
+        ``combine(embeddings, "image" | "text")``, in data-parallel training, joins this
+        process's share of the items with the other processes' before the pairs are formed.
+        """
+        image_emb = self.embed_image(image_features)
+        text_emb = self.embed_text(text_features)
+        if combine is not None:
+            image_emb, text_emb = combine(image_emb, "image"), combine(text_emb, "text")
+        if image_index is not None:
+            image_emb = image_emb[image_index]
+        if text_index is not None:
+            text_emb = text_emb[text_index]
+        return self.score_embeddings(image_emb, text_emb)
 
     def score_matrix(
         self,

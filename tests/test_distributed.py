@@ -141,7 +141,7 @@ def test_training_matches_one_process(distributed_run, name, tmp_path):
     compared = 0
     for key, value in reference.items():
         if value.is_floating_point() and not key.endswith(PRE_NORM):
-            torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=0)
+            torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=0, msg=key)
             compared += 1
         else:
             assert weights[key].shape == value.shape

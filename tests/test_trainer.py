@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.losses import logistic_loss
 from ops.features.boxes import pairwise_iou
 from ops.training import (
     ImageSentenceData,
@@ -21,6 +22,7 @@ from ops.training import (
     save_bundle,
     train,
 )
+from ops.training import distributed as dist_utils
 from ops.training import trainer as trainer_module
 from ops.training import validate as validate_module
 from ops.training.data import DeviceFeatures, PhraseBatchSampler, sample_phrase_pairs
@@ -303,3 +305,31 @@ def test_bundle_round_trip(kind, tmp_path):
             np.testing.assert_array_equal(getattr(loaded, name), value)
     only_train, none = load_bundle(save_bundle(tmp_path / "train_only.npz", train_data))
     assert none is None and type(only_train) is type(train_data)
+
+
+def test_similarity_batches_embed_each_item_once_with_the_loss_of_the_pairs() -> None:
+    data = make_phrase_region(12, 0)
+    config = TrainConfig(task="phrase_region", network="similarity", **SMALL)
+    model = build_model(config, data.image_dim, data.text_dim).eval()
+    plan = trainer_module.BatchPlan(config, data)
+    plan.set_epoch(1)
+    batch = next(iter(plan))
+    assert trainer_module._has_repeated_items(batch)
+    embedded: list[int] = []
+    hook = model.image_branch.register_forward_hook(
+        lambda module, inputs, output: embedded.append(inputs[0].shape[0])
+    )
+    features = DeviceFeatures.of(data, torch.device("cpu"))
+    with torch.no_grad():
+        loss, _ = trainer_module._loss(
+            model, features, batch, config, dist_utils.DistContext(), torch.device("cpu")
+        )
+        hook.remove()
+        logits = model(
+            features.image_features[torch.from_numpy(batch.image_rows)],
+            features.text_features[torch.from_numpy(batch.text_rows)],
+        )
+    # Each region once, not once per pair; in eval mode the loss is the pairs' loss exactly.
+    assert embedded == [np.unique(batch.image_rows).size] and embedded[0] < batch.image_rows.size
+    expected = logistic_loss(logits, torch.from_numpy(batch.labels))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)

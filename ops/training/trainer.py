@@ -213,6 +213,61 @@ def _check_batch_rows(batch: StepBatch) -> bool:
 # One step
 
 
+def _has_repeated_items(batch: StepBatch) -> bool:
+    # Unique embedding needs two or more items per branch (BatchNorm in training mode).
+    images, texts = np.unique(batch.image_rows), np.unique(batch.text_rows)
+    return (
+        images.size >= 2
+        and texts.size >= 2
+        and (images.size < batch.image_rows.size or texts.size < batch.text_rows.size)
+    )
+
+
+def _similarity_loss_on_unique_items(
+    model: nn.Module,
+    features: DeviceFeatures,
+    batch: StepBatch,
+    config: TrainConfig,
+    context: dist_utils.DistContext,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logistic loss with every image (region) and sentence (phrase) of the batch embedded
+    once, however many pairs it is in.
+
+    Ranks split the batch's items, embed their share and gather everyone's embeddings (so
+    normalization sees each item once, as one process would); then each rank scores its
+    share of the pairs and the logits are gathered for the loss.
+    """
+    unique_images, image_of_pair = np.unique(batch.image_rows, return_inverse=True)
+    unique_texts, text_of_pair = np.unique(batch.text_rows, return_inverse=True)
+    bounds = {
+        "image": dist_utils.shard_bounds(unique_images.size, context.world_size),
+        "text": dist_utils.shard_bounds(unique_texts.size, context.world_size),
+        "pair": dist_utils.shard_bounds(batch.image_rows.size, context.world_size),
+    }
+    image_lo, image_hi = bounds["image"][context.rank]
+    text_lo, text_hi = bounds["text"][context.rank]
+    pair_lo, pair_hi = bounds["pair"][context.rank]
+
+    def combine(embeddings: torch.Tensor, side: str) -> torch.Tensor:
+        return dist_utils.gather_rows(embeddings, bounds[side])
+
+    image_rows = torch.from_numpy(unique_images[image_lo:image_hi]).to(device)
+    text_rows = torch.from_numpy(unique_texts[text_lo:text_hi]).to(device)
+    with autocast_context(device, config.amp):
+        output = model(
+            features.image_features[image_rows],
+            features.text_features[text_rows],
+            image_index=torch.from_numpy(image_of_pair[pair_lo:pair_hi]).to(device),
+            text_index=torch.from_numpy(text_of_pair[pair_lo:pair_hi]).to(device),
+            combine=combine,
+        )
+    logits = dist_utils.gather_rows(output.float(), bounds["pair"])
+    assert batch.labels is not None
+    loss = logistic_loss(logits, torch.from_numpy(batch.labels).to(device))
+    return loss, {"logistic": loss}
+
+
 def _loss(
     model: nn.Module,
     features: DeviceFeatures,
@@ -221,6 +276,8 @@ def _loss(
     context: dist_utils.DistContext,
     device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    if config.network == "similarity" and _has_repeated_items(batch):
+        return _similarity_loss_on_unique_items(model, features, batch, config, context, device)
     image_bounds = dist_utils.shard_bounds(batch.image_rows.size, context.world_size)
     text_bounds = dist_utils.shard_bounds(batch.text_rows.size, context.world_size)
     image_lo, image_hi = image_bounds[context.rank]
