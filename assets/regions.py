@@ -28,7 +28,7 @@ from ops.features.region_features import (
     proposal_image_order,
     region_variant,
 )
-from ops.features.shards import merge_shard_files, shard_file
+from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
 from ops.paths import features_path
 from ops.results_store import derived_table_file
 
@@ -114,6 +114,7 @@ def region_proposals_merge(
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
     path = derived_table_file(root, dataset, "region_proposals")
     merge_shard_files([shard["path"] for shard in shards], path)
+    remove_abandoned_shards(path)
     proposals = pd.read_parquet(path)
     bound = proposal_upper_bound(
         phrase_rows[phrase_rows["image_id"].isin(set(chosen["image_id"]))], proposals
@@ -126,6 +127,8 @@ def region_proposals_merge(
             "rows": len(proposals),
             "regions": len(proposals),
             "proposals_per_image_mean": round(float(per_image.mean()), 1),
+            # No candidate box at all: their phrases are left out of training and evaluation.
+            "images_without_regions": int(len(chosen) - proposals["image_id"].nunique()),
             "upper_bound": preview(bound),
             "preview": preview(proposals),
             "shards": len(shards),

@@ -15,7 +15,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.metadata import feature_preview, preview
-from ops.features.shards import ShardSpec, merge_shard_files, plan_shards
+from ops.features.shards import (
+    ShardSpec,
+    merge_shard_files,
+    plan_shards,
+    remove_abandoned_shards,
+)
 
 
 def shard_outputs(total: int, count: int, **context: object) -> Iterator[dg.DynamicOutput]:
@@ -61,6 +66,7 @@ def merged_features(shards: list[dict], path: Path, variant: str) -> dg.Output[d
     shards = in_shard_order(shards)
     started = time.perf_counter()
     rows = merge_shard_files([shard["path"] for shard in shards], path)
+    abandoned = remove_abandoned_shards(path)
     dim = int(shards[0]["dim"])
     extract_seconds = sum(float(shard["seconds"]) for shard in shards)
     manifest = {
@@ -81,6 +87,7 @@ def merged_features(shards: list[dict], path: Path, variant: str) -> dg.Output[d
             "preview": feature_preview(str(path)),
             "seconds": round(extract_seconds, 2),
             "merge_seconds": round(time.perf_counter() - started, 2),
+            "abandoned_shard_folders_removed": abandoned,
             "rows_per_second": round(rows / extract_seconds, 1) if extract_seconds else 0.0,
         },
     )

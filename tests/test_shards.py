@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,12 @@ import pytest
 
 from ops.features.image_features import extract_image_features
 from ops.features.region_features import extract_region_features
-from ops.features.shards import merge_shard_files, plan_shards, shard_file
+from ops.features.shards import (
+    merge_shard_files,
+    plan_shards,
+    remove_abandoned_shards,
+    shard_file,
+)
 from ops.parquet_io import FeatureWriter, head_features, read_features, read_table, write_table
 from tests.test_region_features import make_images, make_proposals
 
@@ -141,3 +148,17 @@ def test_head_features_reads_only_the_first_rows(tmp_path: Path) -> None:
         pass
     ids, matrix = head_features(empty)
     assert list(ids.columns) == ["image_id"] and matrix.shape == (0, 3)
+
+
+def test_abandoned_shard_folders_are_removed_after_a_day_only(tmp_path: Path) -> None:
+    final = tmp_path / "features" / "image_x.parquet"
+    spec = plan_shards(4, 2)[0]
+    old, recent = shard_file(final, spec, "failed-run"), shard_file(final, spec, "running")
+    for path in (old, recent):
+        _write(path, ["i0"])
+    day_ago = time.time() - 25 * 3600
+    for path in (old, old.parent):
+        os.utime(path, (day_ago, day_ago))
+    assert remove_abandoned_shards(final) == 1
+    assert not old.parent.exists() and recent.exists()
+    assert remove_abandoned_shards(final) == 0

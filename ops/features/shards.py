@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from ops.atomic import atomic_path
 
 SHARD_FOLDER = ".shards"
+ABANDONED_AFTER_S = 24 * 3600
 _SAFE_TAG = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -137,3 +140,25 @@ def remove_shard_files(paths: Sequence[Path]) -> None:
         for folder in (run_folder, run_folder.parent, run_folder.parent.parent):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # succeeds only when empty
+
+
+def remove_abandoned_shards(
+    final_path: str | os.PathLike[str], older_than_s: float = ABANDONED_AFTER_S
+) -> int:
+    """Delete shard folders of ``final_path`` untouched for ``older_than_s`` seconds (left by
+    runs that failed and were never re-executed); returns how many were removed. Younger
+    folders may belong to a run still in progress and are kept."""
+    root = Path(final_path).parent / SHARD_FOLDER / Path(final_path).stem
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in root.iterdir():
+        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+        if folder.is_dir() and max(newest, folder.stat().st_mtime) < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    with contextlib.suppress(OSError):
+        root.rmdir()
+        root.parent.rmdir()
+    return removed
