@@ -1,6 +1,6 @@
-"""Shards as separate processes: the multiprocess executor runs each shard step in its own
-process, and step outputs pass through the shared ``TWOBRANCH_IO_DIR`` (as pods on a cluster
-do through the shared volume)."""
+"""Shards as separate steps: the multiprocess executor runs each shard in its own process,
+step outputs pass through the shared ``TWOBRANCH_IO_DIR`` (as pods on a cluster do through
+the shared volume), and re-executing a failed run redoes only the failed shard."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.deployment import io_manager_from_env
 from assets.resources import ComputeSettings, TwobranchStorage
+from ops.dataset_store import load_dataset_table
 from ops.parquet_io import read_features
-from tests.multiprocess_job import sharded_image_features_job
+from ops.paths import features_path
 from tests.pipeline_helpers import SMALL_SYNTHETIC
+from tests.sharded_jobs import sharded_image_features_job, sharded_image_features_job_in_process
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]
 
@@ -68,3 +70,52 @@ def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
     ids, matrix = read_features(manifest["path"])
     assert len(ids) == manifest["rows"] == 84 and matrix.shape == (84, 512)
     assert ids["image_id"].is_unique
+
+
+def test_reexecution_from_failure_redoes_only_the_failed_shard(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    resources = {
+        "storage": TwobranchStorage(data_root=str(root)),
+        "compute": ComputeSettings(device="cpu", num_workers=0),
+    }
+    run_config = {
+        "ops": {
+            "image_features": {
+                "config": {"backbone": "squeezenet1_1", "image_size": 32, "shards": 2}
+            }
+        },
+        "resources": {"storage": {"config": {"data_root": str(root)}}},
+    }
+    job = dg.reconstructable(sharded_image_features_job_in_process)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=dg.AssetSelection.assets(*DATA),
+            run_config={"ops": {"raw_dataset": {"config": SMALL_SYNTHETIC}}},
+            resources=resources,
+            instance=instance,
+        ).success
+        images = load_dataset_table(root, "synthetic", "images")
+        victim = Path(images["path"].iloc[60])  # in the second shard (rows 42..83)
+        original = victim.read_bytes()
+        victim.write_bytes(b"not an image any more")  # e.g. a storage hiccup
+        first = dg.execute_job(job, instance=instance, run_config=run_config)
+        assert not first.success
+        failed = {e.step_key for e in first.all_events if e.is_step_failure}
+        assert failed == {"image_features.image_features_shard[shard_001_of_002]"}
+        victim.write_bytes(original)
+        second = dg.execute_job(
+            job,
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+        )
+        assert second.success
+        ran = {e.step_key for e in second.all_events if e.is_step_success}
+    assert ran == {
+        "image_features.image_features_shard[shard_001_of_002]",
+        "image_features.image_features_merge",
+        "image_features_image_features_valid",  # the asset's check
+    }
+    ids, _ = read_features(features_path(root, "synthetic", "image", "squeezenet1_1_32"))
+    assert ids["image_id"].tolist() == images["image_id"].tolist()
+    assert not list(root.rglob(".shards"))
