@@ -73,8 +73,10 @@ def image_features_shard(
     compute: ComputeSettings,
 ) -> dict:
     """CNN features of one shard's images, to that shard's own file."""
-    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
-    table = load_dataset_table(root, dataset, "images").iloc[spec.start : spec.stop]
+    root, dataset = storage.root, shard["dataset"]
+    images = load_dataset_table(root, dataset, "images")
+    spec = shard_spec(shard, len(images))
+    table = images.iloc[spec.start : spec.stop]
     _, final_path = _image_feature_file(root, dataset, config)
     path = shard_file(final_path, spec, context.run_id)
     stats = extract_image_features(

@@ -51,12 +51,14 @@ class ProposalConfig(dg.Config):
 
 
 def _phrase_images(images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int) -> pd.DataFrame:
-    """Images that have at least one visual, boxed phrase (optionally the first N per split)."""
+    """Images that have at least one visual, boxed phrase (optionally the first N per split),
+    grouped by split: each split's proposals and region features are then one contiguous run
+    of rows, which training maps from disk without copying."""
     boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
     chosen = images[images["image_id"].isin(set(boxed["image_id"]))]
     if max_per_split:
         chosen = chosen.groupby("split", sort=False).head(max_per_split)
-    return chosen.reset_index(drop=True)
+    return chosen.sort_values("split", kind="stable").reset_index(drop=True)
 
 
 def _proposal_inputs(
@@ -88,8 +90,9 @@ def region_proposals_shard(
     compute: ComputeSettings,
 ) -> dict:
     """Proposals for one shard's images, to that shard's own file."""
-    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
+    root, dataset = storage.root, shard["dataset"]
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
+    spec = shard_spec(shard, len(chosen))
     path = shard_file(derived_table_file(root, dataset, "region_proposals"), spec, context.run_id)
     stats = propose_regions(
         chosen.iloc[spec.start : spec.stop],
@@ -196,7 +199,8 @@ def region_features_shard(
     compute: ComputeSettings,
 ) -> dict:
     """Region vectors of one shard's images, to that shard's own file."""
-    root, dataset, spec = storage.root, shard["dataset"], shard_spec(shard)
+    root, dataset = storage.root, shard["dataset"]
+    spec = shard_spec(shard, len(proposal_image_order(Path(shard["proposals"]))))
     _, final_path = _region_feature_file(root, dataset, config)
     path = shard_file(final_path, spec, context.run_id)
     stats = extract_region_features(

@@ -29,8 +29,16 @@ def shard_outputs(total: int, count: int, **context: object) -> Iterator[dg.Dyna
         yield dg.DynamicOutput({**context, **spec.as_dict()}, mapping_key=spec.key)
 
 
-def shard_spec(shard: Mapping) -> ShardSpec:
-    return ShardSpec.from_dict(dict(shard))
+def shard_spec(shard: Mapping, total: int) -> ShardSpec:
+    """The shard's spec, after checking that the items it was planned on are still ``total``
+    (the table changed between planning and extraction: the ranges would be wrong)."""
+    spec = ShardSpec.from_dict(dict(shard))
+    if spec.total != total:
+        raise dg.Failure(
+            f"{spec.key} was planned on {spec.total} items but {total} are there now; "
+            "the input changed during the run — run the asset again"
+        )
+    return spec
 
 
 def in_shard_order(shards: list[dict]) -> list[dict]:

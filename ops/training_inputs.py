@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ops.features.feature_cache import mapped_features
 from ops.parquet_io import read_features
 from ops.training.data import ImageSentenceData, PhraseRegionData
 
@@ -29,6 +30,13 @@ class PhraseRegionSplit:
     region_ids: np.ndarray
     phrase_ids: np.ndarray
     phrase_types: np.ndarray
+
+
+def rows_of(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]``, as a view (no copy) when ``rows`` is one contiguous ascending run."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and (np.diff(rows) == 1).all():
+        return matrix[rows[0] : rows[-1] + 1]
+    return matrix[rows]
 
 
 def check_finite(matrix: np.ndarray, path: str | Path) -> None:
@@ -84,9 +92,10 @@ def phrase_region_splits(
 
     Ground-truth regions are only kept in the training split (they are candidates for
     training only)."""
-    region_ids, region_matrix = read_features(region_path)
+    # Region features are the big matrix: mapped from disk, and each split's rows are a view
+    # when they are contiguous in the file (region_proposals writes images grouped by split).
+    region_ids, region_matrix = mapped_features(region_path)
     phrase_ids, phrase_matrix = read_features(phrase_path)
-    check_finite(region_matrix, region_path)
     check_finite(phrase_matrix, phrase_path)
     boxes = proposals.set_index("region_id")[[*BOX_COLUMNS, "source"]]
     region_info = boxes.loc[region_ids["region_id"].to_numpy()]
@@ -113,7 +122,7 @@ def phrase_region_splits(
         position = pd.Series(np.arange(len(images_with_regions)), index=images_with_regions)
         result[split] = PhraseRegionSplit(
             data=PhraseRegionData(
-                region_features=region_matrix[region_rows],
+                region_features=rows_of(region_matrix, region_rows),
                 region_image=position.loc[
                     region_ids["image_id"].to_numpy()[region_rows]
                 ].to_numpy(),

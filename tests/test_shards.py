@@ -6,11 +6,13 @@ import os
 import time
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.sharding import shard_spec
 from ops.features.image_features import extract_image_features
 from ops.features.region_features import extract_region_features
 from ops.features.shards import (
@@ -162,3 +164,10 @@ def test_abandoned_shard_folders_are_removed_after_a_day_only(tmp_path: Path) ->
     assert remove_abandoned_shards(final) == 1
     assert not old.parent.exists() and recent.exists()
     assert remove_abandoned_shards(final) == 0
+
+
+def test_a_shard_refuses_to_run_when_its_input_changed_since_planning() -> None:
+    planned = plan_shards(10, 2)[1].as_dict()
+    assert shard_spec(planned, 10).start == 5
+    with pytest.raises(dg.Failure, match="planned on 10 items but 9 are there now"):
+        shard_spec(planned, 9)

@@ -21,10 +21,21 @@ def _matrix(name: str, value: np.ndarray, rows: int | None = None) -> np.ndarray
         raise ValueError(f"{name} must be a 2-D matrix, got shape {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} has {array.shape[0]} rows, expected {rows}")
-    if not np.isfinite(array).all():
-        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+    row = first_non_finite_row(array)
+    if row is not None:
         raise ValueError(f"{name} holds NaN or Inf (first at row {row})")
     return array
+
+
+def first_non_finite_row(matrix: np.ndarray, chunk_elements: int = 1 << 22) -> int | None:
+    """The first row holding NaN or Inf, checked in chunks of about ``chunk_elements`` values
+    (memory-mapped matrices stay mapped: no matrix-sized temporary is made)."""
+    chunk_rows = max(1, chunk_elements // max(1, matrix.shape[1]))
+    for start in range(0, matrix.shape[0], chunk_rows):
+        finite = np.isfinite(matrix[start : start + chunk_rows]).all(axis=1)
+        if not finite.all():
+            return start + int(np.flatnonzero(~finite)[0])
+    return None
 
 
 def _indices(name: str, value: np.ndarray, rows: int, upper: int | None = None) -> np.ndarray:

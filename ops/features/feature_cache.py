@@ -1,0 +1,72 @@
+"""A memory-mapped float32 copy of a feature file's matrix, for training and evaluation.
+
+Region features at the paper's settings run to ~100 GB; reading them into memory would need
+that much RAM (and each split's copy as much again). The first use of a feature file writes
+its matrix, row group by row group, to ``.cache/<file stem>.<size>-<mtime>.npy`` beside it
+(atomically); later uses map that file, so pages are read on demand and stay evictable page
+cache rather than process memory. A changed feature file gets a new cache file (its size or
+modification time differ) and the stale one is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ops.atomic import atomic_path
+from ops.parquet_io import FEATURE_COLUMN
+
+CACHE_FOLDER = ".cache"
+
+
+def cache_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    stat = path.stat()
+    return path.parent / CACHE_FOLDER / f"{path.stem}.{stat.st_size}-{stat.st_mtime_ns}.npy"
+
+
+def mapped_features(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """(id columns, ``(n, D)`` float32 matrix mapped from the cache file) for a feature file.
+
+    The matrix is copy-on-write: changes stay in this process. A row that is NaN or Inf is
+    an error naming the file and the row, found while the cache is written.
+    """
+    path = Path(path)
+    parquet = pq.ParquetFile(path)
+    id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
+    ids = parquet.read(columns=id_columns).to_pandas()
+    target = cache_path(path)
+    if not target.exists():
+        _write_cache(parquet, path, target)
+    matrix = np.load(target, mmap_mode="c")
+    if matrix.shape[0] != len(ids):
+        raise ValueError(f"{target}: {matrix.shape[0]} rows but {path} has {len(ids)}")
+    return ids, matrix
+
+
+def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
+    dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
+    rows = parquet.metadata.num_rows
+    for stale in target.parent.glob(f"{source.stem}.*.npy"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    with atomic_path(target) as tmp:
+        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+        start = 0
+        for group in range(parquet.num_row_groups):
+            column = parquet.read_row_group(group, columns=[FEATURE_COLUMN]).column(0)
+            block = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            block = block.reshape(-1, dim)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"{source}: feature row {row} holds NaN or Inf")
+            matrix[start : start + len(block)] = block
+            start += len(block)
+        matrix.flush()
+        del matrix
