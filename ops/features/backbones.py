@@ -147,6 +147,13 @@ def weights_tag(weights: str) -> str | None:
     return re.sub(r"[^a-z0-9]+", "_", weights.lower()).strip("_")
 
 
+def variant_name(backbone: str, weights: str, image_size: int | None, *flags: str) -> str:
+    """``<backbone>[_<weights tag>][_<size>][_<flag>...]``: the file-name part of a CNN
+    feature file, so features of different backbones, weights or sizes never share a file."""
+    parts = [backbone, weights_tag(weights) or "", str(int(image_size)) if image_size else ""]
+    return "_".join(part for part in [*parts, *flags] if part)
+
+
 def _is_local_path(weights: str) -> bool:
     return (
         os.sep in weights

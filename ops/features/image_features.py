@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ops.features.backbones import Backbone, build_backbone, ten_crop_transform, weights_tag
+from ops.features.backbones import Backbone, build_backbone, ten_crop_transform, variant_name
 from ops.features.device import autocast_context, pin_memory_for, resolve_device
 from ops.parquet_io import FeatureWriter
 
@@ -43,15 +43,7 @@ def image_variant(
 ) -> str:
     """File-name variant: ``resnet18``, ``resnet18_128``, ``vgg19_imagenet1k_v1_10crop``
     (random-init weights add nothing; other weights add :func:`weights_tag`)."""
-    parts = [backbone]
-    tag = weights_tag(weights)
-    if tag:
-        parts.append(tag)
-    if image_size:
-        parts.append(str(int(image_size)))
-    if ten_crop:
-        parts.append("10crop")
-    return "_".join(parts)
+    return variant_name(backbone, weights, image_size, "10crop" if ten_crop else "")
 
 
 class ImageFileDataset(Dataset):

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from torchvision.ops import roi_align
 
-from ops.features.backbones import Backbone, build_backbone, resize_transform, weights_tag
+from ops.features.backbones import Backbone, build_backbone, resize_transform, variant_name
 from ops.features.device import autocast_context, resolve_device
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
 from ops.parquet_io import FeatureWriter
@@ -56,15 +56,7 @@ def region_variant(
 ) -> str:
     """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19_imagenet1k_v1``
     (random-init weights add nothing; other weights add :func:`weights_tag`)."""
-    parts = [backbone]
-    tag = weights_tag(weights)
-    if tag:
-        parts.append(tag)
-    if image_size:
-        parts.append(str(int(image_size)))
-    if spatial_features:
-        parts.append("spatial")
-    return "_".join(parts)
+    return variant_name(backbone, weights, image_size, "spatial" if spatial_features else "")
 
 
 def default_roi_output_size(backbone: Backbone) -> int:
