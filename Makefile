@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DATASET ?= synthetic
+
 run: $(STAMP)
-	$(BIN)/dagster job execute -m assets.definitions -j full_pipeline -c configs/synthetic_demo.yaml
+	$(BIN)/twobranch dataset sync
+	$(BIN)/dagster job execute -m assets.definitions -j full_pipeline -c configs/synthetic_demo.yaml \
+		--tags '{"dagster/partition": "$(DATASET)"}'
 	$(BIN)/twobranch summary
 
 test: $(STAMP)

@@ -1,63 +1,62 @@
 """Data assets: acquire the raw dataset, parse it into images / captions / phrases tables."""
 
 import time
-from typing import Literal
 
 import dagster as dg
 
 from assets.metadata import counts_by, preview
+from assets.partitions import DATASETS, dataset_of
 from assets.resources import TwobranchStorage
+from assets.skips import SKIPPED, no_phrases_reason
 from ops.dataset_store import publish_dataset_tables, tables_fingerprint
-from ops.datasets.acquire import RawDataset, acquire_custom, acquire_synthetic, parse_raw_dataset
+from ops.datasets.acquire import RawDataset, parse_raw_dataset
+from ops.datasets.registered import SyntheticSize, acquire_dataset
+from ops.datasets.registry import DatasetRegistryError, get_dataset
+from ops.features.proposals import boxed_phrases
 from ops.results_store import publish_catalogue
 
 DATA_GROUP = "data"
 
 
 class DatasetConfig(dg.Config):
-    """Which dataset to use. ``synthetic`` is generated offline and deterministically."""
+    """How to read the run's dataset (which dataset: the run's partition, a registered name).
+    The ``synthetic_*`` settings size a dataset whose source is ``synthetic``."""
 
-    source: Literal["synthetic", "flickr30k", "coco", "flickr30k_entities", "custom"] = "synthetic"
     seed: int = 0
     synthetic_train_images: int = 5000
     synthetic_val_images: int = 1000
     synthetic_test_images: int = 1000
     synthetic_image_size: int = 128
-    local_path: str | None = None
     restval_to_train: bool = True
     check_images: bool = True
 
 
-@dg.asset(group_name=DATA_GROUP, kinds={"python", "files"})
+@dg.asset(group_name=DATA_GROUP, kinds={"python", "files"}, partitions_def=DATASETS)
 def raw_dataset(
     context: dg.AssetExecutionContext, config: DatasetConfig, storage: TwobranchStorage
 ) -> dg.Output[dict]:
     """The dataset's raw files on disk, in their public formats (Karpathy JSON, Flickr30K
-    Entities Sentences/Annotations, JPEG images)."""
+    Entities Sentences/Annotations, COCO caption JSON, JPEG images), as registered."""
     root = storage.root
-    if config.source == "synthetic":
-        raw = acquire_synthetic(
-            root,
-            seed=config.seed,
-            n_train=config.synthetic_train_images,
-            n_val=config.synthetic_val_images,
-            n_test=config.synthetic_test_images,
-            image_size=config.synthetic_image_size,
-        )
-    elif config.source == "custom":
-        if not config.local_path:
-            raise dg.Failure("source 'custom' needs local_path: a folder with a Karpathy JSON")
-        raw = acquire_custom(config.local_path)
-    else:
-        from ops.datasets.remote import acquire_public
-
-        raw = acquire_public(config.source, root, config.local_path, log=context.log.info)
-    context.log.info(f"raw dataset {raw.dataset} at {raw.karpathy_json}")
+    try:
+        entry = get_dataset(root, dataset_of(context))
+    except DatasetRegistryError as error:
+        raise dg.Failure(str(error)) from None
+    size = SyntheticSize(
+        seed=config.seed,
+        train_images=config.synthetic_train_images,
+        val_images=config.synthetic_val_images,
+        test_images=config.synthetic_test_images,
+        image_size=config.synthetic_image_size,
+    )
+    raw = acquire_dataset(entry, root, size, log=context.log.info)
+    context.log.info(f"raw dataset {raw.dataset} ({entry.source}) at {raw.karpathy_json}")
     return dg.Output(
         raw.to_dict()
         | {"restval_to_train": config.restval_to_train, "check_images": config.check_images},
         metadata={
             "dataset": raw.dataset,
+            "source": entry.source,
             "karpathy_json": dg.MetadataValue.path(raw.karpathy_json),
             "image_root": dg.MetadataValue.path(raw.image_root),
             "entities_root": raw.entities_root or "",
@@ -71,9 +70,12 @@ def raw_dataset(
         "images": dg.AssetOut(group_name=DATA_GROUP, description="Valid images, one row each."),
         "captions": dg.AssetOut(group_name=DATA_GROUP, description="Captions of valid images."),
         "phrases": dg.AssetOut(
-            group_name=DATA_GROUP, description="Noun phrases with entity types and boxes."
+            group_name=DATA_GROUP,
+            description="Noun phrases with entity types and boxes (none for a dataset "
+            "without phrase annotations: the phrase task is then skipped).",
         ),
     },
+    partitions_def=DATASETS,
 )
 def dataset_tables(
     context: dg.AssetExecutionContext,
@@ -106,6 +108,7 @@ def dataset_tables(
             "rows": len(tables.images),
             "per_split": counts_by(tables.images, "split"),
             "rejected": n_rejects,
+            "rejected_per_stage": counts_by(tables.rejects, "stage"),
             "rejects_preview": preview(tables.rejects),
             "preview": preview(tables.images.drop(columns=["path"])),
             "seconds": seconds,
@@ -123,10 +126,15 @@ def dataset_tables(
             "seconds": seconds,
         },
     )
+    no_phrases = boxed_phrases(tables.phrases).empty
+    reason = no_phrases_reason(tables.dataset) if no_phrases else None
+    if reason:
+        context.log.info(f"{reason}: the phrase localization assets will be skipped")
     yield dg.Output(
-        manifest,
+        manifest | ({SKIPPED: reason} if reason else {}),
         output_name="phrases",
         metadata={
+            **({SKIPPED: reason} if reason else {}),
             "rows": len(tables.phrases),
             "per_type": counts_by(tables.phrases, "phrase_type"),
             "preview": preview(

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.partitions import check_dataset, load_partition_output
 from assets.resources import TwobranchStorage
 from ops.data_checks import (
     CheckOutcome,
@@ -25,12 +26,11 @@ def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="captions", additional_ins={"raw_dataset": dg.AssetIn()}, blocking=True)
-def split_counts_as_declared(
-    captions: dict, raw_dataset: dict, storage: TwobranchStorage
-) -> dg.AssetCheckResult:
+@dg.asset_check(asset="captions", blocking=True, required_resource_keys={"io_manager", "storage"})
+def split_counts_as_declared(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Images per split as the dataset declares, and enough captions per image."""
-    root, dataset = storage.root, captions["dataset"]
+    root, dataset = context.resources.storage.root, check_dataset(context)
+    raw_dataset = load_partition_output(context, "raw_dataset")
     rejects = load_dataset_table(root, dataset, "rejects")
     return outcome_result(
         check_split_counts(
@@ -44,17 +44,20 @@ def split_counts_as_declared(
 
 
 @dg.asset_check(asset="images", blocking=True)
-def image_ids_unique(images: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+def image_ids_unique(
+    context: dg.AssetCheckExecutionContext, storage: TwobranchStorage
+) -> dg.AssetCheckResult:
     """No image id appears twice."""
-    return outcome_result(
-        check_unique_ids(load_dataset_table(storage.root, images["dataset"], "images"), "image_id")
-    )
+    images = load_dataset_table(storage.root, check_dataset(context), "images")
+    return outcome_result(check_unique_ids(images, "image_id"))
 
 
 @dg.asset_check(asset="captions", blocking=True)
-def captions_reference_images(captions: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+def captions_reference_images(
+    context: dg.AssetCheckExecutionContext, storage: TwobranchStorage
+) -> dg.AssetCheckResult:
     """Caption ids are unique and every caption's image exists."""
-    root, dataset = storage.root, captions["dataset"]
+    root, dataset = storage.root, check_dataset(context)
     caption_rows = load_dataset_table(root, dataset, "captions")
     unique = check_unique_ids(caption_rows, "caption_id")
     if not unique.passed:
@@ -67,9 +70,11 @@ def captions_reference_images(captions: dict, storage: TwobranchStorage) -> dg.A
 
 
 @dg.asset_check(asset="phrases", blocking=True)
-def phrase_boxes_inside_images(phrases: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+def phrase_boxes_inside_images(
+    context: dg.AssetCheckExecutionContext, storage: TwobranchStorage
+) -> dg.AssetCheckResult:
     """Every ground-truth phrase box is non-empty and inside its image."""
-    root, dataset = storage.root, phrases["dataset"]
+    root, dataset = storage.root, check_dataset(context)
     return outcome_result(
         check_boxes_inside_images(
             load_dataset_table(root, dataset, "phrases"),

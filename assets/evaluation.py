@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from assets.metadata import png, preview  # noqa: E402
+from assets.partitions import DATASETS  # noqa: E402
 from assets.resources import ComputeSettings, TwobranchStorage  # noqa: E402
+from assets.skips import skip_reason, skipped_output  # noqa: E402
 from ops.dataset_store import load_dataset_table  # noqa: E402
 from ops.evaluation import (  # noqa: E402
     evaluate_localization,
@@ -58,7 +60,7 @@ def recall_plot(curves: dict[str, list[float]]):
     return figure
 
 
-@dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"})
+@dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
 def retrieval_eval(
     context: dg.AssetExecutionContext,
     config: RetrievalEvalConfig,
@@ -161,7 +163,7 @@ def retrieval_eval(
     )
 
 
-@dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"})
+@dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
 def localization_eval(
     context: dg.AssetExecutionContext,
     phrase_region_embedding_net: dict,
@@ -171,6 +173,8 @@ def localization_eval(
 ) -> dg.Output[dict]:
     """Phrase localization accuracy (top-1 proposal at IoU ≥ 0.5 with the ground truth),
     with the proposals' upper bound, per phrase type, for the models it is given."""
+    if reason := skip_reason(phrase_region_embedding_net, phrase_region_similarity_net):
+        return skipped_output(phrase_region_embedding_net["dataset"], reason)
     started = time.perf_counter()
     root = storage.root
     runs = [phrase_region_embedding_net, phrase_region_similarity_net]

@@ -3,20 +3,26 @@
 import dagster as dg
 
 from assets.data_checks import outcome_result
+from assets.partitions import load_partition_output
+from assets.skips import skip_reason, skipped_check
 from ops.data_checks import check_accuracy_above_random, check_recall_above_chance
 
 
-@dg.asset_check(asset="retrieval_eval")
-def retrieval_above_chance(retrieval_eval: dict) -> dg.AssetCheckResult:
+@dg.asset_check(asset="retrieval_eval", required_resource_keys={"io_manager"})
+def retrieval_above_chance(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Recalls in [0, 100]; R@10 of every model, method and direction above chance."""
+    retrieval_eval = load_partition_output(context, "retrieval_eval")
     return outcome_result(
         check_recall_above_chance(retrieval_eval["metrics"], retrieval_eval["n_images"])
     )
 
 
-@dg.asset_check(asset="localization_eval")
-def localization_above_random(localization_eval: dict) -> dg.AssetCheckResult:
+@dg.asset_check(asset="localization_eval", required_resource_keys={"io_manager"})
+def localization_above_random(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Each model's accuracy beats picking a random proposal."""
+    localization_eval = load_partition_output(context, "localization_eval")
+    if reason := skip_reason(localization_eval):
+        return skipped_check(reason)
     return outcome_result(
         check_accuracy_above_random(
             localization_eval["summary"], localization_eval["random_proposal_accuracy"]

@@ -4,45 +4,55 @@ import dagster as dg
 import pandas as pd
 
 from assets.data_checks import outcome_result
-from assets.resources import TwobranchStorage
+from assets.partitions import check_dataset, load_partition_output
+from assets.skips import skip_reason, skipped_check
 from ops.dataset_store import load_dataset_table
 from ops.feature_checks import check_feature_file
 
+# The manifest comes through the IO manager (see load_partition_output).
+CHECK_RESOURCES = {"io_manager", "storage"}
 
-@dg.asset_check(asset="image_features", blocking=True)
-def image_features_valid(image_features: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+
+def _feature_check(
+    context: dg.AssetCheckExecutionContext,
+    asset: str,
+    table: str,
+    id_column: str,
+) -> dg.AssetCheckResult:
+    manifest = load_partition_output(context, asset)
+    if reason := skip_reason(manifest):
+        return skipped_check(reason)
+    rows = load_dataset_table(context.resources.storage.root, check_dataset(context), table)
+    return outcome_result(
+        check_feature_file(manifest["path"], id_column, len(rows), manifest["dim"])
+    )
+
+
+@dg.asset_check(asset="image_features", blocking=True, required_resource_keys=CHECK_RESOURCES)
+def image_features_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """No NaN/Inf, the backbone's dimension, one row per valid image."""
-    images = load_dataset_table(storage.root, image_features["dataset"], "images")
-    return outcome_result(
-        check_feature_file(image_features["path"], "image_id", len(images), image_features["dim"])
-    )
+    return _feature_check(context, "image_features", "images", "image_id")
 
 
-@dg.asset_check(asset="text_features", blocking=True)
-def text_features_valid(text_features: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+@dg.asset_check(asset="text_features", blocking=True, required_resource_keys=CHECK_RESOURCES)
+def text_features_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """No NaN/Inf, the configured dimension, one row per caption."""
-    captions = load_dataset_table(storage.root, text_features["dataset"], "captions")
-    return outcome_result(
-        check_feature_file(text_features["path"], "caption_id", len(captions), text_features["dim"])
-    )
+    return _feature_check(context, "text_features", "captions", "caption_id")
 
 
-@dg.asset_check(asset="phrase_features", blocking=True)
-def phrase_features_valid(phrase_features: dict, storage: TwobranchStorage) -> dg.AssetCheckResult:
+@dg.asset_check(asset="phrase_features", blocking=True, required_resource_keys=CHECK_RESOURCES)
+def phrase_features_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """No NaN/Inf, the configured dimension, one row per phrase."""
-    phrases = load_dataset_table(storage.root, phrase_features["dataset"], "phrases")
-    return outcome_result(
-        check_feature_file(
-            phrase_features["path"], "phrase_id", len(phrases), phrase_features["dim"]
-        )
-    )
+    return _feature_check(context, "phrase_features", "phrases", "phrase_id")
 
 
-@dg.asset_check(
-    asset="region_features", blocking=True, additional_ins={"region_proposals": dg.AssetIn()}
-)
-def region_features_valid(region_features: dict, region_proposals: dict) -> dg.AssetCheckResult:
+@dg.asset_check(asset="region_features", blocking=True, required_resource_keys=CHECK_RESOURCES)
+def region_features_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """No NaN/Inf, the configured dimension, one row per proposal."""
+    region_features = load_partition_output(context, "region_features")
+    if reason := skip_reason(region_features):
+        return skipped_check(reason)
+    region_proposals = load_partition_output(context, "region_proposals")
     proposals = pd.read_parquet(region_proposals["path"], columns=["region_id"])
     return outcome_result(
         check_feature_file(

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
 from assets.metadata import counts_by, feature_preview, preview
+from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.sharding import (
@@ -19,6 +20,7 @@ from assets.sharding import (
     shard_result,
     shard_spec,
 )
+from assets.skips import skip_reason, skipped_output
 from ops.dataset_store import load_dataset_table
 from ops.features.image_features import extract_image_features, image_variant
 from ops.features.shards import shard_file
@@ -112,7 +114,10 @@ def _image_features_config(values: ImageFeatureConfig) -> dict:
 
 
 @dg.graph_asset(
-    config=_image_features_config, group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"}
+    config=_image_features_config,
+    group_name=FEATURES_GROUP,
+    kinds={"pytorch", "parquet"},
+    partitions_def=DATASETS,
 )
 def image_features(images: dict) -> dict:
     """One CNN vector per image (the backbone's penultimate representation), extracted in
@@ -132,7 +137,7 @@ class WordVectorConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
 def word_vectors(
     context: dg.AssetExecutionContext,
     config: WordVectorConfig,
@@ -235,7 +240,7 @@ def _text_features(
     )
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
 def text_features(
     context: dg.AssetExecutionContext,
     config: TextFeatureConfig,
@@ -251,7 +256,7 @@ def text_features(
     )
 
 
-@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"})
+@dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
 def phrase_features(
     context: dg.AssetExecutionContext,
     config: TextFeatureConfig,
@@ -261,6 +266,8 @@ def phrase_features(
 ) -> dg.Output[dict]:
     """One vector per noun phrase, encoders fitted on training phrases only."""
     root, dataset = storage.root, phrases["dataset"]
+    if reason := skip_reason(phrases):
+        return skipped_output(dataset, reason)
     rows = load_dataset_table(root, dataset, "phrases")
     return _text_features(
         context,

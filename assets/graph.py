@@ -10,7 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from assets.metadata import png, preview  # noqa: E402
+from assets.partitions import DATASETS  # noqa: E402
 from assets.resources import TwobranchStorage  # noqa: E402
+from assets.skips import skip_reason  # noqa: E402
 from ops.dataset_store import load_dataset_table  # noqa: E402
 from ops.graph import build_neighborhood_graph, degree_statistics, knn_edges  # noqa: E402
 from ops.parquet_io import read_features  # noqa: E402
@@ -41,7 +43,7 @@ def _degree_histogram(edges: pd.DataFrame):
     return figure
 
 
-@dg.asset(group_name=GRAPH_GROUP, kinds={"parquet", "duckdb"})
+@dg.asset(group_name=GRAPH_GROUP, kinds={"parquet", "duckdb"}, partitions_def=DATASETS)
 def neighborhood_graph(
     config: GraphConfig,
     captions: dict,
@@ -51,13 +53,15 @@ def neighborhood_graph(
     storage: TwobranchStorage,
 ) -> dg.Output[dict]:
     """Image→sentence positives, sentence→sentence neighbors (same image), phrase→region
-    positives (IoU ≥ threshold) and region→region neighbors; queryable as ``neighbors``."""
+    positives (IoU ≥ threshold) and region→region neighbors (when the dataset has phrase
+    boxes); queryable as ``neighbors``."""
     started = time.perf_counter()
     root, dataset = storage.root, captions["dataset"]
+    regions_skipped = skip_reason(region_proposals)
     edges = build_neighborhood_graph(
         load_dataset_table(root, dataset, "captions"),
         load_dataset_table(root, dataset, "phrases"),
-        pd.read_parquet(region_proposals["path"]),
+        None if regions_skipped else pd.read_parquet(region_proposals["path"]),
         dataset,
         positive_iou=config.positive_iou,
     )
@@ -79,6 +83,7 @@ def neighborhood_graph(
             "degrees": dg.MetadataValue.json(stats.degrees),
             "degree_histogram": plot,
             "preview": preview(edges),
+            **({"phrase_edges": f"none: {regions_skipped}"} if regions_skipped else {}),
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

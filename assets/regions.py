@@ -10,6 +10,7 @@ from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
 from assets.metadata import preview
+from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.sharding import (
@@ -20,9 +21,11 @@ from assets.sharding import (
     shard_result,
     shard_spec,
     shard_table,
+    skipped_shard,
 )
+from assets.skips import skip_reason, skipped_output
 from ops.dataset_store import load_dataset_table
-from ops.features.proposals import proposal_upper_bound, propose_regions
+from ops.features.proposals import phrase_task_images, proposal_upper_bound, propose_regions
 from ops.features.region_features import (
     extract_region_features,
     proposal_image_order,
@@ -50,23 +53,12 @@ class ProposalConfig(dg.Config):
     shards: int = Field(default=1, ge=1)
 
 
-def _phrase_images(images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int) -> pd.DataFrame:
-    """Images that have at least one visual, boxed phrase (optionally the first N per split),
-    grouped by split: each split's proposals and region features are then one contiguous run
-    of rows, which training maps from disk without copying."""
-    boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
-    chosen = images[images["image_id"].isin(set(boxed["image_id"]))]
-    if max_per_split:
-        chosen = chosen.groupby("split", sort=False).head(max_per_split)
-    return chosen.sort_values("split", kind="stable").reset_index(drop=True)
-
-
 def _proposal_inputs(
     root, dataset: str, config: ProposalConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(phrases table, images chosen for the phrase task) — the same in every step."""
     phrase_rows = load_dataset_table(root, dataset, "phrases")
-    chosen = _phrase_images(
+    chosen = phrase_task_images(
         load_dataset_table(root, dataset, "images"), phrase_rows, config.max_images_per_split
     )
     return phrase_rows, chosen
@@ -77,6 +69,9 @@ def region_proposals_plan(
     config: ProposalConfig, images: dict, phrases: dict, storage: TwobranchStorage
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the images that have boxed phrases."""
+    if reason := skip_reason(phrases):
+        yield skipped_shard(images["dataset"], reason)
+        return
     _, chosen = _proposal_inputs(storage.root, images["dataset"], config)
     yield from shard_outputs(len(chosen), config.shards, dataset=images["dataset"])
 
@@ -90,6 +85,8 @@ def region_proposals_shard(
     compute: ComputeSettings,
 ) -> dict:
     """Proposals for one shard's images, to that shard's own file."""
+    if skip_reason(shard):
+        return dict(shard)
     root, dataset = storage.root, shard["dataset"]
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
     spec = shard_spec(shard, len(chosen))
@@ -112,6 +109,8 @@ def region_proposals_merge(
     config: ProposalConfig, shards: list[dict], storage: TwobranchStorage
 ) -> dg.Output[dict]:
     """The shards' proposals joined, in order; reports the proposals' upper bound per split."""
+    if reason := skip_reason(*shards):
+        return skipped_output(shards[0]["dataset"], reason)
     shards = in_shard_order(shards)
     root, dataset = storage.root, shards[0]["dataset"]
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
@@ -149,7 +148,10 @@ def _region_proposals_config(values: ProposalConfig) -> dict:
 
 
 @dg.graph_asset(
-    config=_region_proposals_config, group_name=FEATURES_GROUP, kinds={"opencv", "parquet"}
+    config=_region_proposals_config,
+    group_name=FEATURES_GROUP,
+    kinds={"opencv", "parquet"},
+    partitions_def=DATASETS,
 )
 def region_proposals(images: dict, phrases: dict) -> dict:
     """Candidate boxes per image (selective search), plus the ground-truth phrase boxes of
@@ -184,6 +186,9 @@ def region_features_plan(
     config: RegionFeatureConfig, images: dict, region_proposals: dict
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the proposals file's images."""
+    if reason := skip_reason(region_proposals):
+        yield skipped_shard(images["dataset"], reason)
+        return
     total = len(proposal_image_order(Path(region_proposals["path"])))
     yield from shard_outputs(
         total, config.shards, dataset=images["dataset"], proposals=region_proposals["path"]
@@ -199,6 +204,8 @@ def region_features_shard(
     compute: ComputeSettings,
 ) -> dict:
     """Region vectors of one shard's images, to that shard's own file."""
+    if skip_reason(shard):
+        return dict(shard)
     root, dataset = storage.root, shard["dataset"]
     spec = shard_spec(shard, len(proposal_image_order(Path(shard["proposals"]))))
     _, final_path = _region_feature_file(root, dataset, config)
@@ -226,6 +233,8 @@ def region_features_merge(
     config: RegionFeatureConfig, shards: list[dict], storage: TwobranchStorage
 ) -> dg.Output[dict]:
     """The shards' files joined, in order, into ``features/<dataset>/region_<variant>.parquet``."""
+    if reason := skip_reason(*shards):
+        return skipped_output(shards[0]["dataset"], reason)
     variant, path = _region_feature_file(storage.root, shards[0]["dataset"], config)
     return merged_features(shards, path, variant)
 
@@ -238,7 +247,10 @@ def _region_features_config(values: RegionFeatureConfig) -> dict:
 
 
 @dg.graph_asset(
-    config=_region_features_config, group_name=FEATURES_GROUP, kinds={"pytorch", "parquet"}
+    config=_region_features_config,
+    group_name=FEATURES_GROUP,
+    kinds={"pytorch", "parquet"},
+    partitions_def=DATASETS,
 )
 def region_features(images: dict, region_proposals: dict) -> dict:
     """One vector per proposal (and per training ground-truth box), extracted in ``shards``

@@ -8,7 +8,9 @@ import pandas as pd
 import torch
 
 from assets.metadata import png_bytes_value
+from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.skips import skip_reason
 from ops.dataset_store import load_dataset_table
 from ops.evaluation import load_trained, split_embeddings
 from ops.features.device import resolve_device
@@ -81,7 +83,7 @@ def _grounding_gallery(run: dict, n: int, root) -> bytes:
     return grounding_gallery(items)
 
 
-@dg.asset(group_name=REPORT_GROUP, kinds={"html"})
+@dg.asset(group_name=REPORT_GROUP, kinds={"html"}, partitions_def=DATASETS)
 def report(
     context: dg.AssetExecutionContext,
     config: ReportConfig,
@@ -99,12 +101,10 @@ def report(
     of retrieved images and localized phrases."""
     started = time.perf_counter()
     root = storage.root
-    trained = [
-        image_sentence_embedding_net,
-        image_sentence_similarity_net,
-        phrase_region_embedding_net,
-        phrase_region_similarity_net,
-    ]
+    phrases_skipped = skip_reason(localization_eval)
+    trained = [image_sentence_embedding_net, image_sentence_similarity_net]
+    if not phrases_skipped:
+        trained += [phrase_region_embedding_net, phrase_region_similarity_net]
     runs = pd.DataFrame(
         [
             {
@@ -126,14 +126,33 @@ def report(
         ).sort_values("epoch")
         for run in trained
     }
-    curves_png = training_curves(epochs)
-    recall_png = recall_curves(retrieval_eval["recall_curves"])
-    per_type = pd.DataFrame(localization_eval["per_type"])
-    per_type_png = per_type_bars(per_type)
-    retrieval_png = _retrieval_gallery(
-        image_sentence_embedding_net, config.gallery_captions, root, compute.device
-    )
-    grounding_png = _grounding_gallery(phrase_region_embedding_net, config.gallery_phrases, root)
+    images = {
+        "training_curves": training_curves(epochs),
+        "recall_at_k": recall_curves(retrieval_eval["recall_curves"]),
+        "retrieval_gallery": _retrieval_gallery(
+            image_sentence_embedding_net, config.gallery_captions, root, compute.device
+        ),
+    }
+    sections = [
+        ("Training curves", img_tag(images["training_curves"], "training curves")),
+        ("Recall@K", img_tag(images["recall_at_k"], "recall at K")),
+        (
+            "Retrieval gallery (top-5 images per sentence; true image framed)",
+            img_tag(images["retrieval_gallery"], "retrieval gallery"),
+        ),
+    ]
+    if not phrases_skipped:
+        images["per_type"] = per_type_bars(pd.DataFrame(localization_eval["per_type"]))
+        images["grounding_gallery"] = _grounding_gallery(
+            phrase_region_embedding_net, config.gallery_phrases, root
+        )
+        sections += [
+            ("Grounding accuracy per phrase type", img_tag(images["per_type"], "per type")),
+            (
+                "Grounding gallery (green: ground truth, red: prediction)",
+                img_tag(images["grounding_gallery"], "grounding gallery"),
+            ),
+        ]
     report_id = image_sentence_embedding_net["run_id"]
     path = report_dir(root, report_id) / "report.html"
     write_report(
@@ -142,20 +161,8 @@ def report(
             title=f"twobranch report — {image_sentence_embedding_net['dataset']}",
             runs=runs,
             retrieval=pd.DataFrame(retrieval_eval["metrics"]),
-            localization=pd.DataFrame(localization_eval["summary"]),
-            sections=[
-                ("Training curves", img_tag(curves_png, "training curves")),
-                ("Recall@K", img_tag(recall_png, "recall at K")),
-                ("Grounding accuracy per phrase type", img_tag(per_type_png, "per type")),
-                (
-                    "Retrieval gallery (top-5 images per sentence; true image framed)",
-                    img_tag(retrieval_png, "retrieval gallery"),
-                ),
-                (
-                    "Grounding gallery (green: ground truth, red: prediction)",
-                    img_tag(grounding_png, "grounding gallery"),
-                ),
-            ],
+            localization=None if phrases_skipped else pd.DataFrame(localization_eval["summary"]),
+            sections=sections,
         ),
     )
     context.log.info(f"report written to {path}")
@@ -163,11 +170,8 @@ def report(
         {"path": str(path), "report_id": report_id},
         metadata={
             "path": dg.MetadataValue.path(str(path)),
-            "training_curves": png_bytes_value(curves_png),
-            "recall_at_k": png_bytes_value(recall_png),
-            "per_type": png_bytes_value(per_type_png),
-            "retrieval_gallery": png_bytes_value(retrieval_png),
-            "grounding_gallery": png_bytes_value(grounding_png),
+            **{name: png_bytes_value(data) for name, data in images.items()},
+            **({"phrase_section": f"left out: {phrases_skipped}"} if phrases_skipped else {}),
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

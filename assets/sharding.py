@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.metadata import feature_preview, preview
+from assets.skips import skipped_manifest
 from ops.features.shards import (
     ShardSpec,
     merge_shard_files,
@@ -27,6 +28,11 @@ def shard_outputs(total: int, count: int, **context: object) -> Iterator[dg.Dyna
     """One dynamic output per shard of ``total`` items: the shard's spec plus ``context``."""
     for spec in plan_shards(total, count):
         yield dg.DynamicOutput({**context, **spec.as_dict()}, mapping_key=spec.key)
+
+
+def skipped_shard(dataset: str, reason: str) -> dg.DynamicOutput:
+    """The one step of a sharded asset whose input was skipped: it carries the reason on."""
+    return dg.DynamicOutput(skipped_manifest(dataset, reason), mapping_key="skipped")
 
 
 def shard_spec(shard: Mapping, total: int) -> ShardSpec:

@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from assets.deployment import accelerator_step_tags  # noqa: E402
 from assets.metadata import png  # noqa: E402
+from assets.partitions import DATASETS  # noqa: E402
 from assets.resources import ComputeSettings, TwobranchStorage  # noqa: E402
+from assets.skips import skip_reason, skipped_output  # noqa: E402
 from ops.dataset_store import load_dataset_table  # noqa: E402
 from ops.paths import checkpoint_dir  # noqa: E402
 from ops.results_store import publish_catalogue, utc_now  # noqa: E402
@@ -254,6 +256,7 @@ def run_training(
     kinds={"pytorch"},
     deps=["neighborhood_graph"],
     op_tags=accelerator_step_tags(),
+    partitions_def=DATASETS,
 )
 def image_sentence_embedding_net(
     context: dg.AssetExecutionContext,
@@ -283,6 +286,7 @@ def image_sentence_embedding_net(
     kinds={"pytorch"},
     deps=["neighborhood_graph"],
     op_tags=accelerator_step_tags(),
+    partitions_def=DATASETS,
 )
 def image_sentence_similarity_net(
     context: dg.AssetExecutionContext,
@@ -320,6 +324,7 @@ def _phrase_inputs(region_features: dict, region_proposals: dict, phrase_feature
     kinds={"pytorch"},
     deps=["neighborhood_graph"],
     op_tags=accelerator_step_tags(),
+    partitions_def=DATASETS,
 )
 def phrase_region_embedding_net(
     context: dg.AssetExecutionContext,
@@ -332,6 +337,8 @@ def phrase_region_embedding_net(
 ) -> dg.Output[dict]:
     """The embedding network for phrase localization, with the region–region neighborhood
     term (regions positive for the same phrase are neighbors)."""
+    if reason := skip_reason(region_features, phrase_features):
+        return skipped_output(region_features["dataset"], reason)
     return run_training(
         context,
         config,
@@ -349,6 +356,7 @@ def phrase_region_embedding_net(
     kinds={"pytorch"},
     deps=["neighborhood_graph"],
     op_tags=accelerator_step_tags(),
+    partitions_def=DATASETS,
 )
 def phrase_region_similarity_net(
     context: dg.AssetExecutionContext,
@@ -361,6 +369,8 @@ def phrase_region_similarity_net(
 ) -> dg.Output[dict]:
     """The similarity network for phrase localization (positives IoU ≥ 0.6, negatives
     IoU < 0.3), logistic loss."""
+    if reason := skip_reason(region_features, phrase_features):
+        return skipped_output(region_features["dataset"], reason)
     return run_training(
         context,
         config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.paths import data_root, results_db
@@ -84,7 +84,12 @@ def _add_evaluators(subparsers: argparse._SubParsersAction) -> None:
     grounding.set_defaults(handler=eval_cli.run_eval_grounding)
 
 
-def build_parser() -> argparse.ArgumentParser:
+CommandAdder = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.ArgumentParser:
+    """The ``twobranch`` parser; ``extra_commands`` add subcommands that live in other layers
+    (the Dagster-aware ``dataset`` commands)."""
     parser = argparse.ArgumentParser(
         prog="twobranch", description="Two-branch image-text matching networks: tools."
     )
@@ -98,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sql(subparsers)
     _add_summary(subparsers)
     _add_evaluators(subparsers)
+    for add in extra_commands:
+        add(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extra_commands: Sequence[CommandAdder] = ()) -> int:
+    args = build_parser(extra_commands).parse_args(argv)
     return int(args.handler(args) or 0)
 
 

@@ -23,9 +23,13 @@ def tables_dir(root: Path, dataset: str) -> Path:
     return root / "tables" / dataset
 
 
+def features_dir(root: Path, dataset: str) -> Path:
+    return root / "features" / dataset
+
+
 def features_path(root: Path, dataset: str, kind: str, variant: str) -> Path:
     """``features/<dataset>/<kind>_<variant>.parquet`` (DESIGN.md storage contract)."""
-    return root / "features" / dataset / f"{kind}_{variant}.parquet"
+    return features_dir(root, dataset) / f"{kind}_{variant}.parquet"
 
 
 def checkpoint_dir(root: Path, run_id: str) -> Path:

@@ -139,7 +139,7 @@ class ReportContent:
     title: str
     runs: pd.DataFrame
     retrieval: pd.DataFrame
-    localization: pd.DataFrame
+    localization: pd.DataFrame | None  # None: the dataset has no phrase task
     sections: list[tuple[str, str]] = field(default_factory=list)  # (heading, html)
 
 
@@ -185,11 +185,14 @@ def render_report(content: ReportContent) -> str:
         _table(content.retrieval),
         "<h3>Published numbers (full-size datasets)</h3>",
         _table(published_retrieval),
-        "<h2>Phrase localization (this run)</h2>",
-        _table(content.localization),
-        "<h3>Published numbers</h3>",
-        _table(published_localization),
     ]
+    if content.localization is not None:
+        parts += [
+            "<h2>Phrase localization (this run)</h2>",
+            _table(content.localization),
+            "<h3>Published numbers</h3>",
+            _table(published_localization),
+        ]
     for heading, body in content.sections:
         parts += [f"<h2>{html.escape(heading)}</h2>", body]
     parts.append("</body></html>")

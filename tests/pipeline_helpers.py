@@ -7,7 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
+from assets.partitions import DATASETS, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
+from ops.datasets.registry import add_dataset, load_registry
 
 SMALL_SYNTHETIC = {
     "synthetic_train_images": 60,
@@ -17,18 +19,31 @@ SMALL_SYNTHETIC = {
 }
 
 
+def register_custom(data_root: Path, folder: Path, name: str = "custom") -> str:
+    """Register ``folder`` as a custom dataset (once) and return its name."""
+    if name not in load_registry(data_root):
+        add_dataset(data_root, name, "custom", folder)
+    return name
+
+
 def materialize(
     selection: list[str],
     data_root: Path,
     op_config: dict[str, dict] | None = None,
     instance: dg.DagsterInstance | None = None,
     raise_on_error: bool = True,
+    dataset: str = "synthetic",
 ) -> dg.ExecuteInJobResult:
-    """Materialize the named assets (their checks run too) of the real definitions, with the
-    data root at ``data_root`` and a small synthetic dataset unless configured otherwise."""
+    """Materialize the named assets (their checks run too) of the real definitions for one
+    registered dataset (the run's partition), with the data root at ``data_root`` and a
+    small synthetic dataset unless configured otherwise."""
     ops = {"raw_dataset": {"config": dict(SMALL_SYNTHETIC)}}
     for op, config in (op_config or {}).items():
         ops.setdefault(op, {"config": {}})["config"].update(config)
+    instance = instance or dg.DagsterInstance.ephemeral()
+    sync_dataset_partitions(
+        instance, set(instance.get_dynamic_partitions(DATASETS.name)) | {dataset}
+    )
     return dg.materialize(
         assets=[*ALL_ASSETS, *ALL_CHECKS],
         selection=dg.AssetSelection.assets(*selection),
@@ -39,4 +54,5 @@ def materialize(
         },
         instance=instance,
         raise_on_error=raise_on_error,
+        partition_key=dataset,
     )

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
-from assets.automation import retrain_on_new_data, retrain_schedule
+from assets.automation import AUTOMATION_DATASETS_ENV, retrain_on_new_data, retrain_schedule
 from assets.definitions import defs
+from assets.partitions import sync_dataset_partitions
 from ops.results_store import publish_catalogue, read_result
 from ops.run_records import current_champion, promote_if_better
 from ops.sql import run_query
-from tests.pipeline_helpers import materialize
+from tests.hardening.custom_dataset import write_custom_dataset
+from tests.pipeline_helpers import materialize, register_custom
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]
 
@@ -40,15 +43,26 @@ def test_definitions_load_with_every_job_schedule_and_sensor() -> None:
     assert "image_features" in refresh_keys and "captions" not in refresh_keys
 
 
-def test_weekly_schedule_requests_a_retrain_run_and_starts_off() -> None:
+def test_weekly_schedule_requests_one_retrain_run_per_dataset_and_starts_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert retrain_schedule.cron_schedule == "0 3 * * 1"
     assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    context = dg.build_schedule_context(
-        scheduled_execution_time=pd.Timestamp("2026-11-30 03:00", tz="UTC").to_pydatetime()
-    )
-    requests = retrain_schedule.evaluate_tick(context).run_requests
-    assert len(requests) == 1
     assert retrain_schedule.job_name == "retrain"
+    with dg.instance_for_test() as instance:
+        sync_dataset_partitions(instance, ["photos"])
+        context = dg.build_schedule_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=pd.Timestamp("2026-11-30 03:00", tz="UTC").to_pydatetime(),
+        )
+        requests = retrain_schedule.evaluate_tick(context).run_requests
+        assert sorted(r.partition_key for r in requests) == ["photos", "synthetic"]
+        assert len({r.run_key for r in requests}) == 2
+        # The setting narrows the datasets the schedule retrains.
+        monkeypatch.setenv(AUTOMATION_DATASETS_ENV, "photos")
+        requests = retrain_schedule.evaluate_tick(context).run_requests
+        assert [r.partition_key for r in requests] == ["photos"]
 
 
 def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None):
@@ -56,10 +70,11 @@ def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None):
     return retrain_on_new_data.evaluate_tick(context)
 
 
-def test_sensor_retrains_only_when_the_data_changes(tmp_path: Path) -> None:
+def test_sensor_retrains_a_dataset_only_when_its_data_changes(tmp_path: Path) -> None:
     with dg.instance_for_test() as instance:
+        sync_dataset_partitions(instance, [])
         first = _sensor_tick(instance, None)
-        assert not first.run_requests and "not been materialized" in first.skip_message
+        assert not first.run_requests and "synthetic: not materialized" in first.skip_message
 
         small = {
             "synthetic_train_images": 20,
@@ -68,23 +83,33 @@ def test_sensor_retrains_only_when_the_data_changes(tmp_path: Path) -> None:
             "synthetic_image_size": 32,
         }
         assert materialize(DATA, tmp_path / "a", {"raw_dataset": small}, instance).success
-        recorded = _sensor_tick(instance, None)
-        assert not recorded.run_requests and "recorded" in recorded.skip_message
+        recorded = _sensor_tick(instance, first.cursor)
+        assert not recorded.run_requests and "synthetic: recorded" in recorded.skip_message
         cursor = recorded.cursor
 
         # The same data again: no retraining.
         assert materialize(DATA, tmp_path / "b", {"raw_dataset": small}, instance).success
         same = _sensor_tick(instance, cursor)
-        assert not same.run_requests and "not changed" in same.skip_message
+        assert not same.run_requests and "synthetic: not changed" in same.skip_message
 
-        # Different data (another seed): one run of refresh_from_data.
+        # Different data (another seed): one run of refresh_from_data, for that dataset.
         changed = {**small, "seed": 7}
         assert materialize(DATA, tmp_path / "c", {"raw_dataset": changed}, instance).success
         fired = _sensor_tick(instance, cursor)
         assert len(fired.run_requests) == 1
         assert fired.run_requests[0].tags["twobranch/trigger"] == "new-data"
+        assert fired.run_requests[0].partition_key == "synthetic"
         assert fired.cursor != cursor
         assert not _sensor_tick(instance, fired.cursor).run_requests
+
+        # A second dataset is recorded on its own; the first one's state is kept.
+        root = tmp_path / "c"
+        custom = register_custom(root, write_custom_dataset(tmp_path / "mine"))
+        assert materialize(DATA, root, instance=instance, dataset=custom).success
+        both = _sensor_tick(instance, fired.cursor)
+        assert not both.run_requests
+        assert "custom: recorded" in both.skip_message
+        assert "synthetic: not changed" in both.skip_message
 
 
 def test_champion_is_promoted_only_when_validation_improves(tmp_path: Path) -> None:

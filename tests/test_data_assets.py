@@ -11,7 +11,7 @@ from PIL import Image
 
 from ops.cli import main
 from ops.dataset_store import load_dataset_table
-from tests.pipeline_helpers import materialize
+from tests.pipeline_helpers import materialize, register_custom
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]
 
@@ -83,13 +83,13 @@ def test_a_failed_parse_leaves_the_previous_tables_intact(tmp_path: Path) -> Non
     folder = tmp_path / "custom"
     _custom_dataset(folder, {})
     root = tmp_path / "data"
-    config = {"raw_dataset": {"source": "custom", "local_path": str(folder)}}
-    assert materialize(DATA, root, config).success
+    custom = register_custom(root, folder)
+    assert materialize(DATA, root, dataset=custom).success
     before = load_dataset_table(root, "custom", "captions")
 
     document = (folder / "data.json").read_text()
     (folder / "data.json").write_text(document[: len(document) // 2])
-    result = materialize(DATA, root, config, raise_on_error=False)
+    result = materialize(DATA, root, dataset=custom, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "data.json" in str(failure.event_specific_data.error)

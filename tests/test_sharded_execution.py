@@ -13,6 +13,7 @@ import pytest
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.deployment import io_manager_from_env
+from assets.partitions import PARTITION_TAG, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.dataset_store import load_dataset_table
 from ops.parquet_io import read_features
@@ -21,6 +22,7 @@ from tests.pipeline_helpers import SMALL_SYNTHETIC
 from tests.sharded_jobs import sharded_image_features_job, sharded_image_features_job_in_process
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]
+SYNTHETIC_PARTITION = {PARTITION_TAG: "synthetic"}
 
 
 def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
@@ -34,18 +36,21 @@ def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
         **io_manager_from_env(),
     }
     with dg.instance_for_test() as instance:
+        sync_dataset_partitions(instance, [])
         upstream = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
             selection=dg.AssetSelection.assets(*DATA),
             run_config={"ops": {"raw_dataset": {"config": SMALL_SYNTHETIC}}},
             resources=resources,
             instance=instance,
+            partition_key="synthetic",
         )
         assert upstream.success
         features = {"backbone": "squeezenet1_1", "image_size": 32, "batch_size": 8, "shards": 2}
         result = dg.execute_job(
             dg.reconstructable(sharded_image_features_job),
             instance=instance,
+            tags=SYNTHETIC_PARTITION,
             run_config={
                 "ops": {"image_features": {"config": features}},
                 "resources": {"storage": {"config": {"data_root": str(root)}}},
@@ -60,7 +65,7 @@ def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
         assert len(shard_pids) == 2
         assert len(set(shard_pids.values())) == 2 and os.getpid() not in shard_pids.values()
     # The asset's output and every shard step's output went through the shared folder.
-    manifest = pickle.loads((io_dir / "image_features").read_bytes())
+    manifest = pickle.loads((io_dir / "image_features" / "synthetic").read_bytes())
     run_folder = io_dir / result.run_id
     shard_outputs = sorted(p.parent.name for p in run_folder.glob("*_shard[[]*]/result"))
     assert shard_outputs == [
@@ -88,18 +93,22 @@ def test_reexecution_from_failure_redoes_only_the_failed_shard(tmp_path: Path) -
     }
     job = dg.reconstructable(sharded_image_features_job_in_process)
     with dg.instance_for_test() as instance:
+        sync_dataset_partitions(instance, [])
         assert dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
             selection=dg.AssetSelection.assets(*DATA),
             run_config={"ops": {"raw_dataset": {"config": SMALL_SYNTHETIC}}},
             resources=resources,
             instance=instance,
+            partition_key="synthetic",
         ).success
         images = load_dataset_table(root, "synthetic", "images")
         victim = Path(images["path"].iloc[60])  # in the second shard (rows 42..83)
         original = victim.read_bytes()
         victim.write_bytes(b"not an image any more")  # e.g. a storage hiccup
-        first = dg.execute_job(job, instance=instance, run_config=run_config)
+        first = dg.execute_job(
+            job, instance=instance, run_config=run_config, tags=SYNTHETIC_PARTITION
+        )
         assert not first.success
         failed = {e.step_key for e in first.all_events if e.is_step_failure}
         assert failed == {"image_features.image_features_shard[shard_001_of_002]"}
@@ -108,6 +117,9 @@ def test_reexecution_from_failure_redoes_only_the_failed_shard(tmp_path: Path) -
             job,
             instance=instance,
             reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+            # The UI's re-execution keeps the parent's tags, the partition among them; this
+            # Python API takes them as given.
+            tags=SYNTHETIC_PARTITION,
         )
         assert second.success
         ran = {e.step_key for e in second.all_events if e.is_step_success}

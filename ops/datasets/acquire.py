@@ -44,16 +44,17 @@ def acquire_synthetic(
     n_val: int = 1000,
     n_test: int = 1000,
     image_size: int = 128,
+    dataset: str = "synthetic",
 ) -> RawDataset:
     from ops.datasets.synthetic import generate_synthetic
 
     started = time.perf_counter()
-    out_dir = raw_dir(root, "synthetic")
+    out_dir = raw_dir(root, dataset)
     generate_synthetic(
         out_dir, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size
     )
     return RawDataset(
-        dataset="synthetic",
+        dataset=dataset,
         karpathy_json=str(out_dir / "dataset_synthetic.json"),
         image_root=str(out_dir / "images"),
         entities_root=str(out_dir),

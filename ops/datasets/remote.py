@@ -77,11 +77,14 @@ def acquire_public(
     local_path: str | None = None,
     log: Callable[[str], None] = print,
     source: DatasetSource | None = None,
+    dataset: str | None = None,
 ) -> RawDataset:
     """Download (resumably, verified) what can be downloaded, take the rest from
-    ``local_path``, and say where the loaders find it."""
+    ``local_path``, and say where the loaders find it. ``dataset`` is the registered name
+    (default: the source's name); the files go to ``raw/<dataset>/``."""
     started = time.perf_counter()
-    folder = raw_dir(root, name)
+    dataset = dataset or name
+    folder = raw_dir(root, dataset)
     last_logged = [0.0]
 
     def progress(done: int, total: int | None) -> None:
@@ -93,7 +96,7 @@ def acquire_public(
     acquire(source or get_source(name), folder, Path(local_path) if local_path else None, progress)
     if name == "flickr30k":
         return RawDataset(
-            dataset=name,
+            dataset=dataset,
             karpathy_json=str(_find(folder, "dataset_flickr30k.json")),
             image_root=str(folder / FLICKR30K_IMAGES_FOLDER),
             seconds=time.perf_counter() - started,
@@ -103,7 +106,7 @@ def acquire_public(
             folder, FLICKR30K_IMAGES_FOLDER, folder / ENTITIES_JSON
         )
         return RawDataset(
-            dataset=name,
+            dataset=dataset,
             karpathy_json=str(json_path),
             image_root=str(folder),
             entities_root=str(_find(folder, "Sentences").parent),
@@ -112,7 +115,7 @@ def acquire_public(
         )
     if name == "coco":
         return RawDataset(
-            dataset=name,
+            dataset=dataset,
             karpathy_json=str(_find(folder, "dataset_coco.json")),
             image_root=str(folder),
             declared_images=DECLARED_IMAGES[name],

@@ -314,15 +314,35 @@ def propose_regions(
     )
 
 
+GROUND_TRUTH_COLUMNS = ("gt_x1", "gt_y1", "gt_x2", "gt_y2")
+
+
+def boxed_phrases(phrases: pd.DataFrame) -> pd.DataFrame:
+    """The phrases the localization task scores: visual, with a ground-truth box."""
+    boxed = phrases.dropna(subset=list(GROUND_TRUTH_COLUMNS))
+    return boxed[boxed["phrase_type"].astype(str) != "notvisual"]
+
+
+def phrase_task_images(
+    images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int = 0
+) -> pd.DataFrame:
+    """Images that have at least one boxed, visual phrase (optionally the first N per split),
+    grouped by split: each split's proposals and region features are then one contiguous run
+    of rows, which training maps from disk without copying."""
+    chosen = images[images["image_id"].isin(set(boxed_phrases(phrases)["image_id"]))]
+    if max_per_split:
+        chosen = chosen.groupby("split", sort=False).head(max_per_split)
+    return chosen.sort_values("split", kind="stable").reset_index(drop=True)
+
+
 def proposal_upper_bound(phrases: pd.DataFrame, proposals: pd.DataFrame) -> pd.DataFrame:
     """Per split: share of boxed, visual phrases with a proposal at IoU ≥ 0.5.
 
     Only ``source == "proposal"`` rows count, so added ground truth never inflates the bound.
     Columns: ``split, phrases, covered, upper_bound``.
     """
-    columns = ["gt_x1", "gt_y1", "gt_x2", "gt_y2"]
-    scored = phrases.dropna(subset=columns)
-    scored = scored[scored["phrase_type"].astype(str) != "notvisual"]
+    columns = list(GROUND_TRUTH_COLUMNS)
+    scored = boxed_phrases(phrases)
     candidates = proposals[proposals["source"].astype(str) == "proposal"]
     candidates = candidates.sort_values("image_id", kind="stable")
     candidate_ids = candidates["image_id"].astype(str).to_numpy()
@@ -337,7 +357,8 @@ def proposal_upper_bound(phrases: pd.DataFrame, proposals: pd.DataFrame) -> pd.D
     scored_boxes = scored[columns].to_numpy(dtype=np.float64)
     order = np.argsort(scored_ids, kind="stable")
     phrase_ids, phrase_starts = np.unique(scored_ids[order], return_index=True)
-    phrase_ends = np.r_[phrase_starts[1:], len(order)]
+    # No phrases at all gives no starts, and so no ends either.
+    phrase_ends = np.append(phrase_starts[1:], len(order))[: len(phrase_starts)]
     for image_id, start, end in zip(phrase_ids, phrase_starts, phrase_ends, strict=True):
         span = where.get(image_id)
         if span is None:

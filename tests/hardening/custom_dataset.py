@@ -56,7 +56,3 @@ def write_custom_dataset(
             )
     (folder / "data.json").write_text(json.dumps({"images": records}))
     return folder
-
-
-def custom_config(folder: Path) -> dict[str, dict]:
-    return {"raw_dataset": {"source": "custom", "local_path": str(folder)}}

@@ -17,8 +17,8 @@ from ops.dataset_store import load_dataset_table
 from ops.datasets.coco import load_coco_captions
 from ops.parquet_io import read_features
 from ops.tables import DatasetFormatError
-from tests.hardening.custom_dataset import custom_config, write_custom_dataset
-from tests.pipeline_helpers import materialize
+from tests.hardening.custom_dataset import write_custom_dataset
+from tests.pipeline_helpers import materialize, register_custom
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]
 
@@ -64,7 +64,9 @@ def test_bad_images_are_skipped_counted_and_listed(tmp_path: Path) -> None:
         )
     (folder / "data.json").write_text(json.dumps(data))
 
-    result = materialize(DATA, tmp_path / "data", custom_config(folder))
+    result = materialize(
+        DATA, tmp_path / "data", dataset=register_custom(tmp_path / "data", folder)
+    )
     assert result.success
     root = tmp_path / "data"
     rejects = load_dataset_table(root, "custom", "rejects").set_index("item_id")["reason"]
@@ -98,7 +100,9 @@ def test_odd_captions_are_handled(tmp_path: Path) -> None:
     }
     folder = write_custom_dataset(tmp_path / "custom", captions)
     root = tmp_path / "data"
-    result = materialize([*DATA, "word_vectors", "text_features"], root, custom_config(folder))
+    result = materialize(
+        [*DATA, "word_vectors", "text_features"], root, dataset=register_custom(root, folder)
+    )
     assert result.success
     stored = load_dataset_table(root, "custom", "captions")
     assert len(stored) == 6 + 0  # the two blank captions of im0 were dropped
@@ -113,7 +117,7 @@ def test_odd_captions_are_handled(tmp_path: Path) -> None:
 
 def _run_and_expect_failure(tmp_path: Path, folder: Path, *fragments: str) -> None:
     root = tmp_path / "data"
-    result = materialize(DATA, root, custom_config(folder), raise_on_error=False)
+    result = materialize(DATA, root, dataset=register_custom(root, folder), raise_on_error=False)
     assert not result.success
     message = _failure_message(result)
     for fragment in fragments:

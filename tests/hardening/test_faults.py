@@ -27,8 +27,8 @@ from ops.parquet_io import FeatureWriter, read_features
 from ops.training.checkpoint import CheckpointError
 from ops.training.data import ImageSentenceData
 from ops.training_inputs import ImageSentenceSplit
-from tests.hardening.custom_dataset import custom_config, write_custom_dataset
-from tests.pipeline_helpers import materialize
+from tests.hardening.custom_dataset import write_custom_dataset
+from tests.pipeline_helpers import materialize, register_custom
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = ["raw_dataset", "images", "captions", "phrases"]
@@ -90,7 +90,7 @@ def test_full_disk_while_publishing_tables_keeps_the_previous_ones(
 ) -> None:
     folder = write_custom_dataset(tmp_path / "custom")
     root = tmp_path / "data"
-    assert materialize(DATA, root, custom_config(folder)).success
+    assert materialize(DATA, root, dataset=register_custom(root, folder)).success
     before = load_dataset_table(root, "custom", "captions")
 
     write_custom_dataset(tmp_path / "custom", {0: ["an entirely new caption"]})
@@ -104,7 +104,7 @@ def test_full_disk_while_publishing_tables_keeps_the_previous_ones(
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(pq, "write_table", full_disk)
-    result = materialize(DATA, root, custom_config(folder), raise_on_error=False)
+    result = materialize(DATA, root, dataset=register_custom(root, folder), raise_on_error=False)
     assert not result.success
     monkeypatch.undo()
     pd.testing.assert_frame_equal(before, load_dataset_table(root, "custom", "captions"))
@@ -167,6 +167,7 @@ def test_nan_features_block_training(tmp_path: Path) -> None:
             },
             instance=instance,
             raise_on_error=False,
+            partition_key="synthetic",
         )
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["text_features_valid"].passed

@@ -1,0 +1,123 @@
+"""The ``twobranch`` command: the plain tools of ``ops.cli`` plus the ``dataset`` commands,
+which keep the registry (in the data root) and the Dagster instance's dataset partitions in
+step."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from assets.partitions import sync_dataset_partitions
+from ops import cli as plain_cli
+from ops.datasets.registry import (
+    SOURCES,
+    DatasetRegistryError,
+    add_dataset,
+    load_registry,
+    remove_dataset,
+)
+from ops.paths import data_root
+
+# The project's own instance folder, when DAGSTER_HOME is not set (an editable install).
+PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
+
+
+def dagster_instance() -> dg.DagsterInstance:
+    """The instance at ``$DAGSTER_HOME``, else the project's ``dagster_home/``."""
+    if not os.environ.get("DAGSTER_HOME") and PROJECT_DAGSTER_HOME.is_dir():
+        os.environ["DAGSTER_HOME"] = str(PROJECT_DAGSTER_HOME)
+    return dg.DagsterInstance.get()
+
+
+def _sync(root: Path) -> str:
+    with dagster_instance() as instance:
+        added = sync_dataset_partitions(instance, load_registry(root))
+    return f" (Dagster partitions added: {', '.join(added)})" if added else ""
+
+
+def _run_add(args: argparse.Namespace) -> int:
+    root = data_root(args.data_root)
+    entry = add_dataset(root, args.name, args.source, args.path, args.karpathy_split)
+    print(f"registered {entry.name} ({entry.source}{', ' + entry.path if entry.path else ''})")
+    print(_sync(root).strip() or "Dagster partitions up to date")
+    print(
+        "run it with: dagster job execute -m assets.definitions -j full_pipeline "
+        f'--tags \'{{"dagster/partition": "{entry.name}"}}\''
+    )
+    return 0
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    for entry in load_registry(data_root(args.data_root)).values():
+        extra = f"  karpathy_split={entry.karpathy_split}" if entry.karpathy_split else ""
+        print(f"{entry.name:24} {entry.source:20} {entry.path or '-'}{extra}")
+    return 0
+
+
+def _run_remove(args: argparse.Namespace) -> int:
+    root = data_root(args.data_root)
+    removed = remove_dataset(root, args.name, purge=args.purge)
+    _sync(root)
+    print(f"removed {args.name} from the registry and the Dagster partitions")
+    for folder in removed:
+        print(f"deleted {folder}")
+    return 0
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    root = data_root(args.data_root)
+    print(_sync(root).strip() or "Dagster partitions up to date")
+    return 0
+
+
+def _guarded(handler):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except DatasetRegistryError as error:
+            print(f"twobranch dataset: {error}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def add_dataset_commands(subparsers: argparse._SubParsersAction) -> None:
+    dataset = subparsers.add_parser(
+        "dataset", help="register, list and remove datasets (each a Dagster partition)"
+    )
+    commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    add = commands.add_parser("add", help="register a dataset under a name")
+    add.add_argument("name", help="letters, digits, '_', '-', '.'; becomes the partition key")
+    add.add_argument("--source", required=True, choices=SOURCES)
+    add.add_argument(
+        "--path",
+        help="the dataset's folder (custom: Karpathy JSON + images; coco_official: caption "
+        "JSONs + image folders; flickr30k/flickr30k_entities: the images you downloaded)",
+    )
+    add.add_argument(
+        "--karpathy-split", help="coco_official: a Karpathy dataset_coco.json for the splits"
+    )
+    add.set_defaults(handler=_guarded(_run_add))
+    listing = commands.add_parser("list", help="the registered datasets")
+    listing.set_defaults(handler=_guarded(_run_list))
+    remove = commands.add_parser("remove", help="unregister a dataset")
+    remove.add_argument("name")
+    remove.add_argument(
+        "--purge", action="store_true", help="also delete its folders under the data root"
+    )
+    remove.set_defaults(handler=_guarded(_run_remove))
+    sync = commands.add_parser("sync", help="make the Dagster partitions match the registry")
+    sync.set_defaults(handler=_guarded(_run_sync))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return plain_cli.main(argv, extra_commands=[add_dataset_commands])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
