@@ -62,6 +62,12 @@ REJECT_COLUMNS: dict[str, str] = {
 SPLITS = ("train", "val", "test")
 
 
+def beyond_caption_limit(limit: int) -> str:
+    """The reject reason of a caption dropped because its image already has ``limit``
+    captions: retrieval protocols (1K/5K, R@K) count exactly five captions per image."""
+    return f"beyond the first {limit} captions of its image"
+
+
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from ops.datasets.acquire import acquire_custom, parse_raw_dataset
 from ops.datasets.coco import load_coco_captions
 from ops.datasets.custom import load_custom
 from ops.datasets.flickr30k_entities import (
@@ -20,6 +21,7 @@ from ops.datasets.flickr30k_entities import (
 )
 from ops.datasets.karpathy import load_karpathy
 from ops.tables import CAPTION_COLUMNS, IMAGE_COLUMNS, PHRASE_COLUMNS, DatasetFormatError
+from tests.hardening.custom_dataset import write_custom_dataset
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "samples"
 ENTITIES = SAMPLES / "flickr30k_entities"
@@ -34,8 +36,8 @@ needs_coco = pytest.mark.skipif(
 )
 
 
-def _sentence(raw: str, sentid: int) -> dict[str, Any]:
-    return {"raw": raw, "tokens": raw.lower().split(), "imgid": 0, "sentid": sentid}
+def _sentence(raw: str, sentid: int, imgid: int) -> dict[str, Any]:
+    return {"raw": raw, "tokens": raw.lower().split(), "imgid": imgid, "sentid": sentid}
 
 
 def _write_json(path: Path, document: Any) -> Path:
@@ -49,7 +51,7 @@ def _flickr_record(filename: str, split: str, raws: list[str], first_sentid: int
         "imgid": first_sentid,
         "split": split,
         "sentids": list(range(first_sentid, first_sentid + len(raws))),
-        "sentences": [_sentence(raw, first_sentid + k) for k, raw in enumerate(raws)],
+        "sentences": [_sentence(raw, first_sentid + k, first_sentid) for k, raw in enumerate(raws)],
     }
 
 
@@ -378,6 +380,13 @@ def test_karpathy_malformed_json_reports_line(tmp_path: Path) -> None:
         ([{"filename": "1.jpg", "sentences": []}], r"record 0 \('1.jpg'\): missing key 'split'"),
         ([{"split": "train", "sentences": []}], r"record 0: missing key 'filename'"),
         ([_flickr_record("../1.jpg", "train", ["a"], 0)], "is not relative"),
+        (
+            [
+                _flickr_record("1.jpg", "train", ["a"], 0),
+                _flickr_record("2.jpg", "val", ["b", "c"], 1) | {"imgid": 7},
+            ],
+            r"record 1 \('2.jpg'\) sentence 0: imgid 1 contradicts its image record's imgid 7",
+        ),
     ],
 )
 def test_karpathy_structural_errors_name_the_record(
@@ -426,6 +435,10 @@ def test_coco_sample_min_and_max_captions(tmp_path: Path) -> None:
         "757286",
         "757811",
     ]
+    # Every caption past the limit is counted, under the same reason as the Karpathy loader's.
+    assert len(trimmed.rejects) == 9
+    assert set(trimmed.rejects["reason"]) == {"beyond the first 2 captions of its image"}
+    assert trimmed.rejects["item_id"].tolist()[:3] == ["136474", "137611", "139303"]
     strict = load_coco_captions(
         COCO_SAMPLE, tmp_path, "val", "coco", max_captions_per_image=None, min_captions_per_image=6
     )
@@ -474,10 +487,38 @@ def test_custom_folder_delegates_to_karpathy(tmp_path: Path) -> None:
     assert tables.captions["caption_id"].tolist() == ["cat#0"]
 
 
-def test_custom_folder_needs_exactly_one_json(tmp_path: Path) -> None:
-    with pytest.raises(DatasetFormatError, match="found none"):
-        load_custom(tmp_path)
+@pytest.mark.parametrize("read", [load_custom, acquire_custom])
+def test_custom_folder_needs_exactly_one_json(tmp_path: Path, read) -> None:
+    with pytest.raises(DatasetFormatError, match="found none") as caught:
+        read(tmp_path)
+    assert caught.value.path == str(tmp_path)
     _write_json(tmp_path / "a.json", {"images": []})
     _write_json(tmp_path / "b.json", {"images": []})
     with pytest.raises(DatasetFormatError, match="found a.json, b.json"):
-        load_custom(tmp_path)
+        read(tmp_path)
+
+
+# --- Split sizes after image validation ---------------------------------------------------------
+
+
+def test_a_split_emptied_by_bad_images_is_an_error(tmp_path: Path) -> None:
+    folder = write_custom_dataset(tmp_path / "custom")
+    (folder / "img" / "im4.jpg").write_text("not a picture")
+    (folder / "img" / "im5.jpg").unlink()
+    raw = acquire_custom(folder)
+    with pytest.raises(DatasetFormatError, match="split 'test' kept 0 images") as caught:
+        parse_raw_dataset(raw)
+    assert caught.value.path == str(folder / "data.json")
+    assert "2 of its 2 images were rejected (not an image: 1, missing file: 1)" in str(caught.value)
+    # Without image checks nothing was rejected, so the split is whole.
+    assert len(parse_raw_dataset(raw, check_images=False).images) == 6
+
+
+def test_min_images_per_split(tmp_path: Path) -> None:
+    raw = acquire_custom(write_custom_dataset(tmp_path / "custom"))
+    assert len(parse_raw_dataset(raw, min_images_per_split=1).images) == 6
+    with pytest.raises(DatasetFormatError) as caught:
+        parse_raw_dataset(raw, min_images_per_split=2)
+    message = str(caught.value)
+    assert "split 'val' kept 1 images (fewer than 2); 0 of its 1 images were rejected - " in message
+    assert "'train'" not in message and "'test'" not in message

@@ -1,9 +1,15 @@
-"""COCO's official caption files (``captions_train2017.json`` and friends)."""
+"""COCO's official caption files (``captions_train2017.json`` and friends).
+
+:func:`read_coco_captions` is the one parser of the official schema; :func:`load_coco_captions`
+turns one file into tables and :mod:`ops.datasets.coco_official` converts a train/val pair
+into a Karpathy-style file.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -15,8 +21,21 @@ from ops.tables import (
     REJECT_COLUMNS,
     DatasetFormatError,
     DatasetTables,
+    beyond_caption_limit,
     conform,
 )
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One ``images`` record with its captions as ``(annotation id, caption)``, sorted by
+    annotation id; captions are as written (blank ones included)."""
+
+    image_id: int
+    file_name: PurePosixPath
+    width: int
+    height: int
+    captions: list[tuple[int, str]]
 
 
 def _field(source: Path, record: Any, key: str, kind: type, where: str) -> Any:
@@ -32,6 +51,50 @@ def _field(source: Path, record: Any, key: str, kind: type, where: str) -> Any:
     return value
 
 
+def read_coco_captions(json_path: Path) -> list[CocoImage]:
+    """The images of one official caption file, in file order, each with its captions.
+
+    Structural problems (missing keys, wrong types, duplicate ids, a caption of an unknown
+    image, a file name escaping the image folder) are DatasetFormatError naming the record.
+    """
+    json_path = Path(json_path)
+    document = read_json_document(json_path)
+    if not isinstance(document, dict):
+        raise DatasetFormatError(json_path, "expected a JSON object")
+    image_records = _field(json_path, document, "images", list, "top level")
+    annotation_records = _field(json_path, document, "annotations", list, "top level")
+
+    headers: dict[int, tuple[PurePosixPath, int, int]] = {}
+    for index, record in enumerate(image_records):
+        where = f"images[{index}]"
+        image_id = _field(json_path, record, "id", int, where)
+        file_name = _field(json_path, record, "file_name", str, where)
+        width = _field(json_path, record, "width", int, where)
+        height = _field(json_path, record, "height", int, where)
+        if image_id in headers:
+            raise DatasetFormatError(json_path, f"{where}: duplicate image id {image_id}")
+        headers[image_id] = (relative_image_path(json_path, where, file_name), width, height)
+
+    by_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    seen_annotations: set[int] = set()
+    for index, record in enumerate(annotation_records):
+        where = f"annotations[{index}]"
+        annotation_id = _field(json_path, record, "id", int, where)
+        image_id = _field(json_path, record, "image_id", int, where)
+        caption = _field(json_path, record, "caption", str, where)
+        if annotation_id in seen_annotations:
+            raise DatasetFormatError(json_path, f"{where}: duplicate annotation id {annotation_id}")
+        seen_annotations.add(annotation_id)
+        if image_id not in headers:
+            raise DatasetFormatError(json_path, f"{where}: unknown image_id {image_id}")
+        by_image[image_id].append((annotation_id, caption))
+
+    return [
+        CocoImage(image_id, file_name, width, height, sorted(by_image.get(image_id, [])))
+        for image_id, (file_name, width, height) in headers.items()
+    ]
+
+
 def load_coco_captions(
     json_path: Path,
     image_root: Path,
@@ -43,8 +106,9 @@ def load_coco_captions(
     """Images and captions of one COCO caption file, all assigned to ``split``.
 
     Captions are taken in annotation-id order and trimmed to ``max_captions_per_image``
-    (None keeps all); images with fewer than ``min_captions_per_image`` non-empty captions are
-    skipped and listed in ``rejects``, as are empty captions.
+    (None keeps all); every caption trimmed away is listed in ``rejects``. Images with fewer
+    than ``min_captions_per_image`` non-empty captions are skipped and listed in ``rejects``,
+    as are empty captions.
     """
     if split not in KARPATHY_SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {KARPATHY_SPLITS}")
@@ -52,65 +116,45 @@ def load_coco_captions(
         raise ValueError("max_captions_per_image is below min_captions_per_image")
     json_path = Path(json_path)
     image_root = Path(image_root).absolute()
-    document = read_json_document(json_path)
-    if not isinstance(document, dict):
-        raise DatasetFormatError(json_path, "expected a JSON object")
-    image_records = _field(json_path, document, "images", list, "top level")
-    annotation_records = _field(json_path, document, "annotations", list, "top level")
-
-    image_rows: dict[str, tuple[str, int, int]] = {}
-    for index, record in enumerate(image_records):
-        where = f"images[{index}]"
-        image_id = str(_field(json_path, record, "id", int, where))
-        file_name = _field(json_path, record, "file_name", str, where)
-        width = _field(json_path, record, "width", int, where)
-        height = _field(json_path, record, "height", int, where)
-        if image_id in image_rows:
-            raise DatasetFormatError(json_path, f"{where}: duplicate image id {image_id}")
-        path = str(image_root / relative_image_path(json_path, where, file_name))
-        image_rows[image_id] = (path, width, height)
+    coco_images = read_coco_captions(json_path)
 
     rejects: dict[str, list[Any]] = {name: [] for name in REJECT_COLUMNS}
 
-    def reject(item_id: str, reason: str) -> None:
+    def reject(item_id: object, reason: str) -> None:
         for name, value in zip(
-            REJECT_COLUMNS, (dataset, "captions", item_id, str(json_path), reason), strict=True
+            REJECT_COLUMNS, (dataset, "captions", str(item_id), str(json_path), reason), strict=True
         ):
             rejects[name].append(value)
 
-    by_image: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    seen_annotations: set[int] = set()
-    for index, record in enumerate(annotation_records):
-        where = f"annotations[{index}]"
-        annotation_id = _field(json_path, record, "id", int, where)
-        image_id = str(_field(json_path, record, "image_id", int, where))
-        caption = _field(json_path, record, "caption", str, where)
-        if annotation_id in seen_annotations:
-            raise DatasetFormatError(json_path, f"{where}: duplicate annotation id {annotation_id}")
-        seen_annotations.add(annotation_id)
-        if image_id not in image_rows:
-            raise DatasetFormatError(json_path, f"{where}: unknown image_id {image_id}")
-        text = caption.strip()
-        if not text:
-            reject(str(annotation_id), "empty caption")
-            continue
-        by_image[image_id].append((annotation_id, text))
-
     images: dict[str, list[Any]] = {name: [] for name in IMAGE_COLUMNS}
     captions: dict[str, list[Any]] = {name: [] for name in CAPTION_COLUMNS}
-    for image_id, (path, width, height) in image_rows.items():
-        image_captions = sorted(by_image.get(image_id, []))
-        if len(image_captions) < min_captions_per_image:
+    for image in coco_images:
+        image_id = str(image.image_id)
+        non_empty = []
+        for annotation_id, caption in image.captions:
+            text = caption.strip()
+            if text:
+                non_empty.append((annotation_id, text))
+            else:
+                reject(annotation_id, "empty caption")
+        if len(non_empty) < min_captions_per_image:
             reject(
                 image_id,
-                f"image has {len(image_captions)} captions, fewer than {min_captions_per_image}",
+                f"image has {len(non_empty)} captions, fewer than {min_captions_per_image}",
             )
             continue
+        if max_captions_per_image is not None:
+            for annotation_id, _ in non_empty[max_captions_per_image:]:
+                reject(annotation_id, beyond_caption_limit(max_captions_per_image))
+            non_empty = non_empty[:max_captions_per_image]
+        path = str(image_root / image.file_name)
         for name, value in zip(
-            IMAGE_COLUMNS, (dataset, image_id, split, path, width, height), strict=True
+            IMAGE_COLUMNS,
+            (dataset, image_id, split, path, image.width, image.height),
+            strict=True,
         ):
             images[name].append(value)
-        for index, (annotation_id, text) in enumerate(image_captions[:max_captions_per_image]):
+        for index, (annotation_id, text) in enumerate(non_empty):
             for name, value in zip(
                 CAPTION_COLUMNS,
                 (dataset, str(annotation_id), image_id, split, index, text),

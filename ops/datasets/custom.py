@@ -8,8 +8,8 @@ from ops.datasets.karpathy import load_karpathy
 from ops.tables import DatasetFormatError, DatasetTables
 
 
-def load_custom(folder: Path, dataset: str = "custom") -> DatasetTables:
-    """Load ``folder/<one>.json``; image paths in it are relative to ``folder``."""
+def custom_dataset_json(folder: Path) -> Path:
+    """The one Karpathy-style ``*.json`` directly in ``folder``; anything else is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetFormatError(folder, "custom dataset folder does not exist")
@@ -18,6 +18,12 @@ def load_custom(folder: Path, dataset: str = "custom") -> DatasetTables:
         found = ", ".join(path.name for path in candidates) or "none"
         raise DatasetFormatError(
             folder,
-            f"expected exactly one Karpathy-style *.json directly in the folder, found {found}",
+            f"a custom dataset is a folder with exactly one Karpathy-style *.json directly in "
+            f"it and the images it names, relative to the folder; found {found}",
         )
-    return load_karpathy(candidates[0], folder, dataset)
+    return candidates[0]
+
+
+def load_custom(folder: Path, dataset: str = "custom") -> DatasetTables:
+    """Load ``folder/<one>.json``; image paths in it are relative to ``folder``."""
+    return load_karpathy(custom_dataset_json(folder), Path(folder), dataset)

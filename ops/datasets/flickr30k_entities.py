@@ -214,12 +214,16 @@ def union_box(boxes: list[Box]) -> tuple[float, float, float, float]:
 
 
 def load_entities_phrases(
-    entities_root: Path, captions: pd.DataFrame, dataset: str
+    entities_root: Path,
+    captions: pd.DataFrame,
+    dataset: str,
+    max_captions_per_image: int | None = None,
 ) -> pd.DataFrame:
     """Phrases (PHRASE_COLUMNS) of every caption, ``caption_index`` being the sentence line.
 
     Each image's sentence file must have exactly as many non-blank lines as the image has
-    captions (blank lines are captions that were dropped as empty).
+    captions (blank lines are captions that were dropped as empty), or more when the captions
+    were cut to ``max_captions_per_image`` and the image kept that many.
     """
     entities_root = Path(entities_root)
     columns: dict[str, list[Any]] = {name: [] for name in PHRASE_COLUMNS}
@@ -229,7 +233,10 @@ def load_entities_phrases(
             raise DatasetFormatError(sentence_path, f"no sentence file for image {image_id}")
         sentences = parse_sentence_file(sentence_path)
         non_blank = sum(1 for sentence in sentences if sentence.text)
-        if non_blank != len(image_captions):
+        expected = non_blank
+        if max_captions_per_image is not None:
+            expected = min(non_blank, max_captions_per_image)
+        if expected != len(image_captions):
             raise DatasetFormatError(
                 sentence_path,
                 f"{non_blank} sentences but image {image_id} has {len(image_captions)} captions",

@@ -20,6 +20,7 @@ from ops.tables import REJECT_COLUMNS, conform
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit, about 0.25 GiB of RGBA
 
 MISSING_FILE = "missing file"
+NOT_A_FILE = "not a file"
 EMPTY_FILE = "empty file"
 UNREADABLE_FILE = "unreadable file"
 NOT_AN_IMAGE = "not an image"
@@ -33,8 +34,12 @@ def check_image(
     """``(width, height)`` of a good image, else the reason it is rejected. Never raises."""
     path = Path(path)
     try:
-        if not path.is_file():
+        if not path.exists():
             return MISSING_FILE
+        if not path.is_file():
+            # A directory (or device, socket) where an image should be: the path is wrong,
+            # not absent, and saying "missing" would send the user looking in vain.
+            return NOT_A_FILE
         if path.stat().st_size == 0:
             return EMPTY_FILE
     except OSError:

@@ -3,6 +3,12 @@
 Shape: ``{"images": [{"filename", "split", "sentences": [{"raw", ...}], "filepath"?,
 "cocoid"?, ...}]}``. COCO records carry ``cocoid`` (the image id) and ``filepath`` (the folder
 under the image root); Flickr30K records are identified by their file name without suffix.
+A sentence's ``imgid``, where given, must match its image record's ``imgid``.
+
+Files this project converts from another format (see :mod:`ops.datasets.coco_official`) may
+carry a top-level ``excluded_images`` list, ``[{"image_id", "path", "reason"}]``: images the
+conversion left out, which the loader lists in ``rejects`` (stage ``images``) so they are
+counted with everything else that was dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ops.tables import (
     SPLITS,
     DatasetFormatError,
     DatasetTables,
+    beyond_caption_limit,
     conform,
 )
 
@@ -76,14 +83,51 @@ def _image_id(source: Path, record: dict[str, Any], filename: str, where: str) -
     return stem
 
 
+def _excluded_images(source: Path, document: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(image_id, path, reason)`` of each image a conversion left out (module docstring)."""
+    records = document.get("excluded_images", [])
+    if not isinstance(records, list):
+        raise DatasetFormatError(source, "'excluded_images' should be a list")
+    excluded = []
+    for index, record in enumerate(records):
+        where = f"excluded_images[{index}]"
+        if not isinstance(record, dict):
+            raise DatasetFormatError(source, f"{where}: expected an object")
+        excluded.append(
+            tuple(
+                _require(source, record, key, str, where) for key in ("image_id", "path", "reason")
+            )
+        )
+    return excluded
+
+
+def _first_captions(sentences: list[tuple[int, Any]], limit: int) -> set[int]:
+    """Positions of the ``limit`` first captions of an image: by ``sentid`` when every one has
+    an integer sentid (COCO conversions keep the annotation id there), else by position."""
+    if all(isinstance(sentid, int) and not isinstance(sentid, bool) for _, sentid in sentences):
+        ordered = sorted(sentences, key=lambda item: (item[1], item[0]))
+    else:
+        ordered = sentences
+    return {position for position, _ in ordered[:limit]}
+
+
 def load_karpathy(
-    json_path: Path, image_root: Path, dataset: str, restval_to_train: bool = True
+    json_path: Path,
+    image_root: Path,
+    dataset: str,
+    restval_to_train: bool = True,
+    max_captions_per_image: int | None = 5,
 ) -> DatasetTables:
     """Images and captions of a Karpathy-style split file.
 
     Empty captions are dropped and listed in ``rejects``; an image left without captions is
-    dropped too. Widths and heights stay unknown until the images are validated.
+    dropped too. Of the remaining captions an image keeps the first ``max_captions_per_image``
+    (by ``sentid``, see :func:`_first_captions`; None keeps all), the rest are listed in
+    ``rejects``; kept captions stay in file order. Widths and heights stay unknown until the
+    images are validated.
     """
+    if max_captions_per_image is not None and max_captions_per_image < 1:
+        raise ValueError("max_captions_per_image must be at least 1 (or None)")
     json_path = Path(json_path)
     image_root = Path(image_root).absolute()
     document = read_json_document(json_path)
@@ -96,11 +140,16 @@ def load_karpathy(
     seen_images: dict[str, int] = {}
     seen_sentids: dict[Any, str] = {}
 
-    def reject(item_id: str, reason: str) -> None:
+    def reject(item_id: str, reason: str, stage: str = "captions", path: str = "") -> None:
         for name, value in zip(
-            REJECT_COLUMNS, (dataset, "captions", item_id, str(json_path), reason), strict=True
+            REJECT_COLUMNS,
+            (dataset, stage, item_id, path or str(json_path), reason),
+            strict=True,
         ):
             rejects[name].append(value)
+
+    for image_id, path, reason in _excluded_images(json_path, document):
+        reject(image_id, reason, stage="images", path=path)
 
     for index, record in enumerate(document["images"]):
         where = f"record {index}"
@@ -128,15 +177,23 @@ def load_karpathy(
         seen_images[image_id] = index
         relative = relative_image_path(json_path, where, filepath, filename)
 
-        kept = 0
+        record_imgid = record.get("imgid")
+        non_empty: list[tuple[int, str, Any]] = []
         for k, sentence in enumerate(sentences):
             sentence_where = f"{where} sentence {k}"
             if not isinstance(sentence, dict):
                 raise DatasetFormatError(json_path, f"{sentence_where}: expected an object")
             raw = _require(json_path, sentence, "raw", str, sentence_where)
             caption_id = f"{image_id}#{k}"
+            if record_imgid is not None and "imgid" in sentence:
+                if sentence["imgid"] != record_imgid:
+                    raise DatasetFormatError(
+                        json_path,
+                        f"{sentence_where}: imgid {sentence['imgid']!r} contradicts its image "
+                        f"record's imgid {record_imgid!r}",
+                    )
+            sentid = sentence.get("sentid")
             if "sentid" in sentence:
-                sentid = sentence["sentid"]
                 if sentid in seen_sentids:
                     raise DatasetFormatError(
                         json_path,
@@ -148,16 +205,28 @@ def load_karpathy(
             if not text:
                 reject(caption_id, "empty caption")
                 continue
+            non_empty.append((k, text, sentid))
+        if not non_empty:
+            reject(image_id, "image has no captions")
+            continue
+        kept = {k for k, _, _ in non_empty}
+        if max_captions_per_image is not None and len(non_empty) > max_captions_per_image:
+            kept = _first_captions(
+                [(k, sentid) for k, _, sentid in non_empty], max_captions_per_image
+            )
+            for k, _, _ in non_empty:
+                if k not in kept:
+                    reject(f"{image_id}#{k}", beyond_caption_limit(max_captions_per_image))
+        for k, text, _ in non_empty:
+            if k not in kept:
+                continue
+            caption_id = f"{image_id}#{k}"
             # k keeps the position in the source so it still lines up with per-image files
-            # (e.g. Flickr30K Entities sentences) after an empty caption is dropped.
+            # (e.g. Flickr30K Entities sentences) after a caption is dropped.
             for name, value in zip(
                 CAPTION_COLUMNS, (dataset, caption_id, image_id, split, k, text), strict=True
             ):
                 captions[name].append(value)
-            kept += 1
-        if kept == 0:
-            reject(image_id, "image has no captions")
-            continue
         for name, value in zip(
             IMAGE_COLUMNS,
             (dataset, image_id, split, str(image_root / relative), pd.NA, pd.NA),

@@ -149,6 +149,13 @@ def test_a_missing_split_is_an_error(tmp_path: Path) -> None:
     _run_and_expect_failure(tmp_path, folder, "data.json", "val")
 
 
+def test_a_split_left_empty_by_bad_images_stores_nothing(tmp_path: Path) -> None:
+    folder = write_custom_dataset(tmp_path / "custom")
+    for name in ("im4.jpg", "im5.jpg"):  # both test images
+        (folder / "img" / name).write_bytes(b"")
+    _run_and_expect_failure(tmp_path, folder, "data.json", "split 'test' kept 0 images")
+
+
 def test_malformed_karpathy_json_names_file_and_line(tmp_path: Path) -> None:
     folder = write_custom_dataset(tmp_path / "custom")
     text = json.dumps(json.loads((folder / "data.json").read_text()), indent=1)

@@ -94,6 +94,14 @@ def test_validate_images_splits_good_from_bad(image_folder: dict[str, Path]) -> 
     assert rejects["path"].tolist() == [str(image_folder[name]) for name, _ in expected]
 
 
+def test_a_directory_is_not_a_file_rather_than_missing(tmp_path: Path) -> None:
+    (tmp_path / "folder.jpg").mkdir()
+    assert check_image(tmp_path / "folder.jpg") == "not a file"
+    assert check_image(tmp_path / "absent.jpg") == "missing file"
+    _, rejects = validate_images(_frame({"dir": tmp_path / "folder.jpg"}))
+    assert rejects["reason"].tolist() == ["not a file"]
+
+
 def test_header_dimensions_are_checked_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
