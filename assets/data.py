@@ -14,6 +14,7 @@ from ops.datasets.registered import SyntheticSize, acquire_dataset
 from ops.datasets.registry import DatasetRegistryError, get_dataset
 from ops.features.proposals import boxed_phrases
 from ops.results_store import publish_catalogue
+from ops.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
 
 DATA_GROUP = "data"
 
@@ -121,6 +122,9 @@ def dataset_tables(
             "rows": len(tables.captions),
             "per_split": counts_by(tables.captions, "split"),
             "captions_per_image": round(len(tables.captions) / max(1, len(tables.images)), 3),
+            "captions_dropped_beyond_5": int(
+                (tables.rejects["reason"] == beyond_caption_limit(CAPTIONS_PER_IMAGE)).sum()
+            ),
             "data_fingerprint": fingerprint,
             "preview": preview(tables.captions[["caption_id", "split", "text"]]),
             "seconds": seconds,

@@ -62,6 +62,10 @@ REJECT_COLUMNS: dict[str, str] = {
 SPLITS = ("train", "val", "test")
 
 
+# Retrieval protocols (1K/5K, R@K) score exactly five captions per image.
+CAPTIONS_PER_IMAGE = 5
+
+
 def beyond_caption_limit(limit: int) -> str:
     """The reject reason of a caption dropped because its image already has ``limit``
     captions: retrieval protocols (1K/5K, R@K) count exactly five captions per image."""

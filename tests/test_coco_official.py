@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from ops.dataset_store import load_dataset_table
 from ops.datasets.acquire import acquire_custom, parse_raw_dataset
 from ops.datasets.coco_official import acquire_coco_official
+from ops.datasets.registry import add_dataset
 from ops.tables import DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
+from tests.pipeline_helpers import materialize
 
 BEYOND_FIVE = "beyond the first 5 captions of its image"
 
@@ -280,3 +283,19 @@ def test_five_caption_limit_keeps_entities_phrases_aligned(tmp_path: Path) -> No
     phrases = tables.phrases[tables.phrases["image_id"] == "im2"]
     assert phrases["caption_id"].tolist() == [f"im2#{k}" for k in range(5)]
     assert tables.rejects["item_id"].tolist() == ["im2#5"]
+
+
+def test_registered_coco_official_dataset_runs_through_the_data_assets(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    add_dataset(root, "coco2014", "coco_official", _coco_folder(tmp_path / "coco"))
+    result = materialize(["raw_dataset", "images", "captions", "phrases"], root, dataset="coco2014")
+    assert result.success
+    captions = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path == ["captions"]
+    )
+    assert captions["rows"].value == 40 and captions["captions_dropped_beyond_5"].value == 3
+    assert captions["per_split"].value == {"test": 15, "train": 15, "val": 10}
+    images = load_dataset_table(root, "coco2014", "images")
+    assert set(images["dataset"]) == {"coco2014"}

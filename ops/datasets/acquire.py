@@ -19,7 +19,14 @@ from ops.datasets.flickr30k_entities import load_entities_phrases
 from ops.datasets.image_check import validate_images
 from ops.datasets.karpathy import load_karpathy
 from ops.paths import raw_dir
-from ops.tables import REJECT_COLUMNS, SPLITS, DatasetFormatError, DatasetTables, empty_frame
+from ops.tables import (
+    CAPTIONS_PER_IMAGE,
+    REJECT_COLUMNS,
+    SPLITS,
+    DatasetFormatError,
+    DatasetTables,
+    empty_frame,
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def parse_raw_dataset(
     raw: RawDataset,
     restval_to_train: bool = True,
     check_images: bool = True,
-    max_captions_per_image: int | None = 5,
+    max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
     min_images_per_split: int = 1,
 ) -> DatasetTables:
     """Load captions (and phrases where present), validate images, drop what they orphan.

@@ -17,6 +17,7 @@ import pandas as pd
 from ops.datasets.karpathy import KARPATHY_SPLITS, read_json_document, relative_image_path
 from ops.tables import (
     CAPTION_COLUMNS,
+    CAPTIONS_PER_IMAGE,
     IMAGE_COLUMNS,
     REJECT_COLUMNS,
     DatasetFormatError,
@@ -100,7 +101,7 @@ def load_coco_captions(
     image_root: Path,
     split: str,
     dataset: str,
-    max_captions_per_image: int | None = 5,
+    max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
     min_captions_per_image: int = 5,
 ) -> DatasetTables:
     """Images and captions of one COCO caption file, all assigned to ``split``.

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ops.tables import (
     CAPTION_COLUMNS,
+    CAPTIONS_PER_IMAGE,
     IMAGE_COLUMNS,
     REJECT_COLUMNS,
     SPLITS,
@@ -116,7 +117,7 @@ def load_karpathy(
     image_root: Path,
     dataset: str,
     restval_to_train: bool = True,
-    max_captions_per_image: int | None = 5,
+    max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
 ) -> DatasetTables:
     """Images and captions of a Karpathy-style split file.
 
