@@ -56,18 +56,22 @@ def test_weekly_schedule_requests_one_retrain_run_per_dataset_and_starts_off(
             repository_def=defs.get_repository_def(),
             scheduled_execution_time=pd.Timestamp("2026-11-30 03:00", tz="UTC").to_pydatetime(),
         )
-        requests = retrain_schedule.evaluate_tick(context).run_requests
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            requests = retrain_schedule.evaluate_tick(context).run_requests
         assert sorted(r.partition_key for r in requests) == ["photos", "synthetic"]
         assert len({r.run_key for r in requests}) == 2
         # The setting narrows the datasets the schedule retrains.
         monkeypatch.setenv(AUTOMATION_DATASETS_ENV, "photos")
-        requests = retrain_schedule.evaluate_tick(context).run_requests
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            requests = retrain_schedule.evaluate_tick(context).run_requests
         assert [r.partition_key for r in requests] == ["photos"]
 
 
 def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    return retrain_on_new_data.evaluate_tick(context)
+    # The daemon evaluates sensors with the instance as the store of dynamic partitions.
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        return retrain_on_new_data.evaluate_tick(context)
 
 
 def test_sensor_retrains_a_dataset_only_when_its_data_changes(tmp_path: Path) -> None:

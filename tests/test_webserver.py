@@ -12,7 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
+
+from assets.partitions import sync_dataset_partitions
+from ops.datasets.registry import add_dataset, load_registry
+from tests.hardening.custom_dataset import write_custom_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = {
@@ -58,6 +63,11 @@ def webserver(tmp_path: Path):
         "  module: dagster._core.run_coordinator.default_run_coordinator\n"
         "  class: DefaultRunCoordinator\n"
     )
+    # Two registered datasets, mirrored into the instance as `twobranch dataset sync` does.
+    data_root = tmp_path / "data"
+    add_dataset(data_root, "mine", "custom", write_custom_dataset(tmp_path / "mine"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        sync_dataset_partitions(instance, load_registry(data_root))
     port = _free_port()
     env = os.environ | {
         "DAGSTER_HOME": str(home),
@@ -91,7 +101,7 @@ def webserver(tmp_path: Path):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("dagster-webserver did not start") from None
                 time.sleep(1)
-        yield port, tmp_path / "data"
+        yield port, data_root
     finally:
         server.send_signal(signal.SIGTERM)  # only the process this test started
         try:
@@ -116,6 +126,22 @@ def test_asset_graph_and_a_launched_run_through_graphql(webserver) -> None:
         "{ nodes { name location { name } } } } }",
     )["repositoriesOrError"]["nodes"]
     repository = repositories[0]
+    for dataset in ("synthetic", "mine"):
+        assert _launch_and_wait(port, repository, dataset) == "SUCCESS", dataset
+    assert (data_root / "tables" / "synthetic" / "captions.parquet").exists()
+    assert (data_root / "tables" / "mine" / "captions.parquet").exists()
+    # Both datasets stay materialized, each a partition of the same assets.
+    for asset in ("raw_dataset", "captions"):
+        node = _graphql(
+            port,
+            """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+                 ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }""",
+            {"key": {"path": [asset]}},
+        )["assetNodeOrError"]
+        assert node["partitionStats"] == {"numMaterialized": 2, "numPartitions": 2}, asset
+
+
+def _launch_and_wait(port: int, repository: dict, dataset: str) -> str | None:
     launched = _graphql(
         port,
         """mutation($params: ExecutionParams!) {
@@ -137,6 +163,7 @@ def test_asset_graph_and_a_launched_run_through_graphql(webserver) -> None:
                     ],
                 },
                 "runConfigData": SMALL_RUN,
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": dataset}]},
             }
         },
     )["launchRun"]
@@ -153,5 +180,4 @@ def test_asset_graph_and_a_launched_run_through_graphql(webserver) -> None:
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    assert status == "SUCCESS"
-    assert (data_root / "tables" / "synthetic" / "captions.parquet").exists()
+    return status
