@@ -7,10 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.losses import EmbeddingLossConfig
+from models.losses import EmbeddingLossConfig, LossKind
+
+# The loss's defaults live with the loss (models/ cannot import ops/); read here, not retyped.
+_LOSS = EmbeddingLossConfig()
 
 Task = Literal["image_sentence", "phrase_region"]
 Network = Literal["embedding", "similarity"]
+NegativeSide = Literal["caption", "image", "mixed"]  # PairSampler's negative_side
 
 # Fields that may change between a run and its resumption without changing what the finished
 # epochs mean: the run length, the patience, and where it runs.
@@ -47,17 +51,19 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.5, ge=0, lt=1)
 
     # Ranking loss (embedding network).
-    margin: float = Field(0.05, ge=0)
-    top_k: int = Field(10, ge=1)
-    lambda_sentence: float = 1.5
-    lambda_image: float = 1.0
-    lambda_neighbor: float = 0.05
-    lambda_region_neighbor: float = 0.05
-    loss_kind: Literal["topk_hinge", "vse_hardest"] = "topk_hinge"
+    margin: float = Field(_LOSS.margin, ge=0)
+    top_k: int = Field(_LOSS.top_k, ge=1)
+    lambda_sentence: float = _LOSS.lambda_sentence
+    lambda_image: float = _LOSS.lambda_image
+    lambda_neighbor: float = _LOSS.lambda_neighbor
+    lambda_region_neighbor: float = _LOSS.lambda_region_neighbor
+    loss_kind: LossKind = _LOSS.kind
 
-    # Similarity network: positives per batch and sampled negatives per positive.
+    # Similarity network: positives per batch, sampled negatives per positive, and which side
+    # of a positive pair a negative replaces (image–sentence task; see PairSampler).
     similarity_batch: int = Field(200, ge=1)
     negatives_per_positive: int = Field(2, ge=0)
+    negative_side: NegativeSide = "caption"
 
     # Phrase–region task: phrases per batch (whole images are added until reached), IoU
     # thresholds, and whether regions of the other images in a batch also count as negatives.

@@ -147,7 +147,11 @@ class BatchPlan:
         if isinstance(data, ImageSentenceData):
             if config.network == "similarity":
                 self.sampler: Any = PairSampler(
-                    data.caption_image, config.similarity_batch, config.negatives_per_positive, seed
+                    data.caption_image,
+                    config.similarity_batch,
+                    config.negatives_per_positive,
+                    seed,
+                    negative_side=config.negative_side,
                 )
             elif config.sampler == "neighborhood":
                 self.sampler = NeighborhoodSampler(

@@ -1,0 +1,195 @@
+"""One recorded training run: feature files in, a checkpoint, a ``training_runs`` row (status
+running → finished or failed), ``epoch_metrics`` rows and a champion decision out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ops.dataset_store import load_dataset_table
+from ops.paths import checkpoint_dir
+from ops.results_store import publish_catalogue, utc_now
+from ops.run_records import file_identity, make_run_id, promote_if_better, write_epochs, write_run
+from ops.training.config import TrainConfig
+from ops.training.curves import curves_png
+from ops.training.data import ImageSentenceData, PhraseRegionData
+from ops.training.trainer import EpochRecord, train
+from ops.training_inputs import first_images, image_sentence_splits, phrase_region_splits
+
+Log = Callable[[str], None]
+
+
+class EmptyTrainingSplit(ValueError):
+    """The feature files hold no training rows for the task."""
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a finished run hands on: ``manifest`` is what downstream steps read (checkpoint,
+    features, scores, champion); the rest describes the run for people."""
+
+    manifest: dict[str, Any]
+    score_name: str  # "R-sum" (retrieval) or "accuracy" (localization)
+    rows: int  # training sentences or phrases, each seen once per epoch
+    seconds: float
+    epochs_run: int
+    resumed_from_epoch: int | None
+    stopped_early: bool
+    config: dict[str, Any]
+    curves_png: bytes = field(repr=False)
+
+
+def _load_splits(task: str, inputs: Mapping[str, str], root: Path, dataset: str) -> dict:
+    if task == "image_sentence":
+        return image_sentence_splits(inputs["image_features"], inputs["text_features"])
+    return phrase_region_splits(
+        inputs["region_features"],
+        pd.read_parquet(inputs["region_proposals"]),
+        inputs["phrase_features"],
+        load_dataset_table(root, dataset, "phrases"),
+    )
+
+
+def _training_rows(data: ImageSentenceData | PhraseRegionData) -> int:
+    texts = data.text_features if isinstance(data, ImageSentenceData) else data.phrase_features
+    return int(texts.shape[0])
+
+
+def _step_logger(log: Log, every_s: float) -> Callable[[int, int, int], None]:
+    last_logged = [time.monotonic()]
+
+    def progress(epoch: int, step: int, steps: int) -> None:
+        if time.monotonic() - last_logged[0] > every_s:
+            last_logged[0] = time.monotonic()
+            log(f"epoch {epoch}: step {step}/{steps}")
+
+    return progress
+
+
+def run_training(
+    root: Path,
+    dataset: str,
+    inputs: Mapping[str, str],
+    config: TrainConfig,
+    *,
+    val_max_images: int = 0,
+    log: Log = lambda message: None,
+    progress_every_s: float = 15.0,
+) -> TrainingRun:
+    """Train ``config.task`` / ``config.network`` on the feature files ``inputs`` (name → path)
+    and record the run under ``root``.
+
+    The run id hashes the config and the input files, so re-running after a crash resumes
+    from the run's last checkpoint. The run becomes the champion of (task, network, dataset)
+    only if its validation score beats the current champion's.
+    """
+    task, network = config.task, config.network
+    run_id = make_run_id(
+        task,
+        network,
+        dataset,
+        config.model_dump(mode="json"),
+        {name: file_identity(path) for name, path in inputs.items()},
+    )
+    splits = _load_splits(task, inputs, root, dataset)
+    if "train" not in splits:
+        raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
+    val = splits.get("val")
+    if task == "image_sentence" and val is not None:
+        val = first_images(val, val_max_images)
+    started_at = utc_now()
+    record = {
+        "task": task,
+        "network": network,
+        "dataset": dataset,
+        "config": config.model_dump(mode="json"),
+        "features": dict(inputs),
+    }
+    write_run(root, run_id, device=config.device, status="running", started_at=started_at, **record)
+    publish_catalogue(root)
+    epochs: list[dict] = []
+    score_name = "R-sum" if task == "image_sentence" else "accuracy"
+    log(f"training run {run_id}: {task} / {network} on {dataset}")
+
+    def on_epoch(epoch: EpochRecord) -> None:
+        # Written every epoch so the UI and SQL show a run's progress while it trains.
+        epochs.append(epoch.to_dict())
+        write_epochs(root, run_id, epochs)
+        score = epoch.val_score if epoch.val_score is None else round(epoch.val_score, 3)
+        log(
+            f"epoch {epoch.epoch}: loss {epoch.loss:.4f}, validation {score_name} {score}, "
+            f"{epoch.seconds:.1f}s"
+        )
+
+    train_started = time.perf_counter()
+    try:
+        result = train(
+            config,
+            splits["train"].data,
+            None if val is None else val.data,
+            checkpoint_dir(root, run_id),
+            on_epoch=on_epoch,
+            progress=_step_logger(log, progress_every_s),
+        )
+    except BaseException:
+        write_run(
+            root,
+            run_id,
+            device=config.device,
+            status="failed",
+            started_at=started_at,
+            finished_at=utc_now(),
+            **record,
+        )
+        raise
+    seconds = time.perf_counter() - train_started
+    # The result lists resumed epochs too, which this process's on_epoch never saw.
+    all_epochs = [e.to_dict() for e in result.epochs]
+    write_epochs(root, run_id, all_epochs)
+    write_run(
+        root,
+        run_id,
+        device=result.device,
+        status="finished",
+        started_at=started_at,
+        finished_at=utc_now(),
+        best_epoch=result.best_epoch,
+        best_val_score=result.best_val_score,
+        checkpoint=str(result.best_checkpoint),
+        **record,
+    )
+    promoted, reason = promote_if_better(
+        root, run_id, task, network, dataset, result.best_val_score
+    )
+    publish_catalogue(root)
+    log(reason)
+    manifest = {
+        "run_id": run_id,
+        "task": task,
+        "network": network,
+        "dataset": dataset,
+        "checkpoint": str(result.best_checkpoint),
+        "features": dict(inputs),
+        "best_epoch": result.best_epoch,
+        "best_val_score": result.best_val_score,
+        "best_val_metrics": result.best_val_metrics,
+        "champion": promoted,
+        "champion_reason": reason,
+        "device": result.device,
+    }
+    return TrainingRun(
+        manifest=manifest,
+        score_name=score_name,
+        rows=_training_rows(splits["train"].data),
+        seconds=round(seconds, 2),
+        epochs_run=len(all_epochs),
+        resumed_from_epoch=result.resumed_from_epoch,
+        stopped_early=result.stopped_early,
+        config=record["config"],
+        curves_png=curves_png(all_epochs, score_name),
+    )

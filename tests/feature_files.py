@@ -1,0 +1,55 @@
+"""Small image–sentence feature files, in the format the feature assets write, built from
+the synthetic problems of ``tests/test_trainer.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ops.parquet_io import FeatureWriter
+from tests.test_trainer import make_image_sentence
+
+SPLITS = {"train": (120, 0), "val": (40, 1), "test": (40, 2)}
+
+
+def write_image_sentence_features(
+    folder: Path, splits: dict[str, tuple[int, int]] = SPLITS
+) -> dict[str, str]:
+    """``{"image_features": path, "text_features": path}`` with ``splits`` as
+    ``{split: (n_images, seed)}``; five captions per image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "image_features": folder / "image_toy.parquet",
+        "text_features": folder / "text_toy.parquet",
+    }
+    data = {split: make_image_sentence(n, seed) for split, (n, seed) in splits.items()}
+    image_dim = next(iter(data.values())).image_dim
+    text_dim = next(iter(data.values())).text_dim
+    string = pa.string()
+    with (
+        FeatureWriter(
+            paths["image_features"], {"image_id": string, "split": string}, image_dim
+        ) as images,
+        FeatureWriter(
+            paths["text_features"],
+            {"caption_id": string, "image_id": string, "split": string},
+            text_dim,
+        ) as texts,
+    ):
+        for split, part in data.items():
+            image_ids = np.array([f"{split}-{i}" for i in range(part.image_features.shape[0])])
+            images.write(
+                {"image_id": image_ids, "split": [split] * len(image_ids)}, part.image_features
+            )
+            captions = [f"{split}-c{j}" for j in range(part.caption_image.size)]
+            texts.write(
+                {
+                    "caption_id": captions,
+                    "image_id": image_ids[part.caption_image],
+                    "split": [split] * len(captions),
+                },
+                part.text_features,
+            )
+    return {name: str(path) for name, path in paths.items()}

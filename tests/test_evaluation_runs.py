@@ -1,0 +1,105 @@
+"""Evaluation of a lineage's runs and the report's tables, without Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ops.report_build import runs_table
+from ops.retrieval_eval import evaluate_retrieval_runs, recall_at_k_curve, store_retrieval_results
+from ops.sql import run_query
+from ops.training import TrainConfig
+from ops.training.run import run_training
+from tests.feature_files import write_image_sentence_features
+
+TINY = {"hidden_dim": 32, "embed_dim": 16, "batch_images": 50, "similarity_batch": 50}
+
+
+def test_recall_at_k_curve_hand_computed() -> None:
+    ranks = pd.DataFrame(
+        {
+            "method": ["a"] * 4 + ["b"] * 2,
+            "direction": ["t2i"] * 4 + ["i2t"] * 2,
+            "rank": [1, 3, 3, 10, 2, 1],
+        }
+    )
+    curves = recall_at_k_curve(ranks, max_k=4)
+    assert curves == {"a t2i": [25.0, 25.0, 75.0, 75.0], "b i2t": [50.0, 100.0, 100.0, 100.0]}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("runs")
+    inputs = write_image_sentence_features(folder / "features")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [
+            run_training(
+                folder / "data",
+                "toy",
+                inputs,
+                TrainConfig(network=network, epochs=1, lr=1e-2, device="cpu", **TINY),
+            ).manifest
+            for network in ("embedding", "similarity")
+        ]
+    finally:
+        torch.set_num_threads(previous)
+    return folder / "data", runs
+
+
+def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
+    root, (embedding, similarity) = trained
+    result = evaluate_retrieval_runs(embedding, similarity, "test", rerank_k=5, device="cpu")
+
+    assert result.protocols == ["all"] and (result.n_images, result.n_captions) == (40, 200)
+    assert result.runs == {"embedding": embedding["run_id"], "similarity": similarity["run_id"]}
+    methods = {(row["network"], row["method"]) for row in result.summary.to_dict("records")}
+    assert methods == {
+        ("embedding", "single_stage"),
+        ("similarity", "single_stage"),
+        ("similarity", "two_stage_k5"),
+    }
+    assert set(result.summary["direction"]) == {"i2t", "t2i"} and len(result.summary) == 6
+    assert set(result.curves) == {f"{n} {m} {d}" for n, m in methods for d in ("i2t", "t2i")}
+    for label, curve in result.curves.items():
+        assert len(curve) == 50 and curve == sorted(curve), label
+        if label.endswith("t2i"):  # 40 candidate images: every caption's image is in the top 50
+            assert curve[-1] == 100.0, label
+    assert set(result.timings) == {
+        "single_stage all ms/query",
+        "two_stage_k5 all ms/query",
+    }
+    output = result.output()
+    assert output["metrics"] == result.summary.to_dict("records")
+    assert output["recall_curves"] == result.curves
+
+    store_retrieval_results(root, result)
+    stored = run_query(root, "SELECT run_id, method, direction, r1, r10 FROM retrieval_metrics")
+    assert len(stored) == 6 and set(stored["run_id"]) == set(result.runs.values())
+    assert ((stored["r1"] >= 0) & (stored["r1"] <= stored["r10"])).all()
+    ranks = run_query(root, "SELECT count(*) AS n FROM retrieval_ranks")
+    assert ranks["n"][0] == 3 * (40 + 200)  # every query, both directions, three methods
+
+    no_rerank = evaluate_retrieval_runs(embedding, similarity, "test", rerank_k=0, device="cpu")
+    assert set(no_rerank.summary["method"]) == {"single_stage"}
+
+
+def test_runs_table_one_row_per_run(trained) -> None:
+    _, runs = trained
+    table = runs_table(runs)
+    assert table["network"].tolist() == ["embedding", "similarity"]
+    assert table["champion"].tolist() == ["yes", "yes"]
+    assert list(table.columns) == [
+        "task",
+        "network",
+        "run_id",
+        "device",
+        "best_epoch",
+        "best validation score",
+        "champion",
+        "why",
+    ]
