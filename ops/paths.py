@@ -23,6 +23,12 @@ def tables_dir(root: Path, dataset: str) -> Path:
     return root / "tables" / dataset
 
 
+def staging_dir(root: Path) -> Path:
+    """Work in progress of publishes: outside every folder a view reads, on the same
+    filesystem as the data it replaces (so publishing is a rename)."""
+    return root / ".staging"
+
+
 def features_path(root: Path, dataset: str, kind: str, variant: str) -> Path:
     """``features/<dataset>/<kind>_<variant>.parquet`` (DESIGN.md storage contract)."""
     return root / "features" / dataset / f"{kind}_{variant}.parquet"
