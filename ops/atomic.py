@@ -1,12 +1,16 @@
 """Atomic file writes: write to a temporary sibling, fsync, then rename over the target.
 
 A reader sees either the previous complete file or the new complete file, never a partial
-one; a crash leaves at most a ``.tmp-*`` sibling, which the next write removes.
+one; a crash leaves at most a ``.tmp-*`` sibling, which the next write removes. Folders are
+replaced as a whole by :func:`replace_directory`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -49,3 +53,51 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+# renameat2(2) flag and "relative to the working directory" descriptor, from <linux/fs.h> and
+# <fcntl.h>.
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> ctypes._CFuncPtr | None:
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is not None:
+        path, fd = ctypes.c_char_p, ctypes.c_int
+        renameat2.argtypes = [fd, path, fd, path, ctypes.c_uint]
+    return renameat2
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step; False where the C library or filesystem cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    status = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if status == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def replace_directory(new: Path, target: Path, previous: Path) -> None:
+    """Put the folder ``new`` at ``target``; the folder it replaces (if any) moves to ``previous``.
+
+    Where Linux's ``renameat2(RENAME_EXCHANGE)`` works, ``target`` names the old folder or the
+    new one at every instant, also after a crash at any point, because both names are swapped
+    in one step. Elsewhere two renames are needed, and between them ``target`` is briefly absent.
+    All three paths must be on one filesystem.
+    """
+    if not target.exists():
+        os.rename(new, target)
+    elif _exchange(new, target):
+        os.rename(new, previous)
+    else:
+        os.rename(target, previous)
+        os.rename(new, target)

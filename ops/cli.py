@@ -8,6 +8,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.paths import data_root, results_db
+from ops.sql import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_TIMEOUT_SECONDS,
+    QueryRefused,
+    QueryStopped,
+    format_frame,
+    run_query,
+)
 
 EXAMPLE_QUERIES = (
     "SELECT split, count(*) AS captions FROM captions GROUP BY split ORDER BY split",
@@ -28,15 +36,26 @@ def _add_sql(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("query", help='e.g. "SELECT split, count(*) FROM captions GROUP BY 1"')
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=200, help="rows shown in table format")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="stop the query after this many seconds (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        metavar="SIZE",
+        help="most memory the query may use, e.g. 512MB, 8GB (default: %(default)s)",
+    )
     parser.set_defaults(handler=_run_sql)
 
 
 def _run_sql(args: argparse.Namespace) -> int:
-    from ops.sql import QueryRefused, format_frame, run_query
-
     try:
-        frame = run_query(data_root(args.data_root), args.query)
-    except QueryRefused as refused:
+        frame = run_query(data_root(args.data_root), args.query, args.timeout, args.memory_limit)
+    except (QueryRefused, QueryStopped) as refused:
         print(f"twobranch sql: {refused}", file=sys.stderr)
         return 2
     except Exception as error:  # a query error is the user's to read, not a traceback

@@ -1,41 +1,46 @@
 """Publishing a parsed dataset's tables (images, captions, phrases, rejects) as one unit.
 
-The four Parquet files are written into a staging folder and swapped in with renames, so a
-failure while writing leaves the previous materialization in place, and readers see either the
-old set or the new set of tables.
+The four Parquet files are written into a staging folder outside ``tables/`` (see
+:mod:`ops.staging`), then swapped with ``tables/<dataset>`` in one step
+(:func:`ops.atomic.replace_directory`). At every instant, also after a crash at any point,
+``tables/<dataset>`` holds the previous set of tables or the new one: never both, never a mix.
 """
 
 from __future__ import annotations
 
 import shutil
-import uuid
 from pathlib import Path
 
 import pandas as pd
 
+from ops.atomic import replace_directory
 from ops.paths import tables_dir
-from ops.results_store import DATASET_SCHEMAS, dataset_table_file, write_dataset_table
+from ops.results_store import DATASET_SCHEMAS, dataset_table_file, write_table_file
+from ops.staging import staging_folder
 from ops.tables import DatasetTables
 
 TABLE_NAMES = ("images", "captions", "phrases", "rejects")
+# Where versions before the staging area staged and retired folders, inside tables/ itself.
+LEGACY_LEFTOVERS = (".*.staging-*", ".*.retired-*")
 
 
 def publish_dataset_tables(root: Path, tables: DatasetTables) -> Path:
     final = tables_dir(root, tables.dataset)
-    staging_name = f".{tables.dataset}.staging-{uuid.uuid4().hex[:8]}"
-    staging = final.parent / staging_name
-    try:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_legacy_leftovers(final.parent)
+    with staging_folder(root, f"tables-{tables.dataset}") as staging:
+        fresh = staging / "new"
         for name in TABLE_NAMES:
-            frame = getattr(tables, name)
-            write_dataset_table(root, staging_name, name, _for_storage(frame, name))
-        retired = final.parent / f".{tables.dataset}.retired-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            frame = _for_storage(getattr(tables, name), name)
+            write_table_file(fresh / f"{name}.parquet", DATASET_SCHEMAS[name], name, frame)
+        replace_directory(fresh, final, previous=staging / "previous")
     return final
+
+
+def _remove_legacy_leftovers(tables_root: Path) -> None:
+    for pattern in LEGACY_LEFTOVERS:
+        for leftover in tables_root.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _for_storage(frame: pd.DataFrame, name: str) -> pd.DataFrame:

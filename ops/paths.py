@@ -27,6 +27,12 @@ def features_dir(root: Path, dataset: str) -> Path:
     return root / "features" / dataset
 
 
+def staging_dir(root: Path) -> Path:
+    """Work in progress of publishes: outside every folder a view reads, on the same
+    filesystem as the data it replaces (so publishing is a rename)."""
+    return root / ".staging"
+
+
 def features_path(root: Path, dataset: str, kind: str, variant: str) -> Path:
     """``features/<dataset>/<kind>_<variant>.parquet`` (DESIGN.md storage contract)."""
     return features_dir(root, dataset) / f"{kind}_{variant}.parquet"

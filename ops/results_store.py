@@ -238,9 +238,9 @@ def write_result(root: Path, table: str, run_id: str, frame: pd.DataFrame) -> Pa
     return path
 
 
-def write_dataset_table(root: Path, dataset: str, table: str, frame: pd.DataFrame) -> Path:
-    path = dataset_table_file(root, dataset, table)
-    _write_parquet(path, _to_arrow(frame, DATASET_SCHEMAS[table], table))
+def write_table_file(path: Path, schema: pa.Schema, name: str, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` with the contract's ``schema`` for table ``name`` to ``path``, atomically."""
+    _write_parquet(path, _to_arrow(frame, schema, name))
     return path
 
 
@@ -284,24 +284,29 @@ def _ensure_placeholders(root: Path) -> None:
             _write_parquet(path, schema.empty_table())
 
 
-def _quote(path: Path) -> str:
+def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+# "[!.]*" rather than "*": DuckDB's glob also matches hidden names, and hidden names are what
+# temporary files and interrupted publishes leave behind; only committed files are read.
+VISIBLE = "[!.]*"
+
+
+def _read_all(pattern: Path) -> str:
+    return f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
 
 
 def view_definitions(root: Path) -> dict[str, str]:
     """``CREATE VIEW`` bodies for every contract table, keyed by view name."""
     views: dict[str, str] = {}
     for table in DATASET_SCHEMAS:
-        pattern = root / "tables" / "*" / f"{table}.parquet"
-        views[table] = f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
+        views[table] = _read_all(root / "tables" / VISIBLE / f"{table}.parquet")
     for table in DERIVED_SCHEMAS:
-        pattern = root / DERIVED_FOLDERS[table] / "*" / f"{table}.parquet"
-        views[table] = f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
+        views[table] = _read_all(root / DERIVED_FOLDERS[table] / VISIBLE / f"{table}.parquet")
     for table in RESULT_SCHEMAS:
-        pattern = root / "results" / table / "*.parquet"
-        views[f"{table}_raw" if table == "training_runs" else table] = (
-            f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
-        )
+        name = f"{table}_raw" if table == "training_runs" else table
+        views[name] = _read_all(root / "results" / table / f"{VISIBLE}.parquet")
     views["training_runs"] = (
         "SELECT r.*, coalesce(c.run_id IS NOT NULL, false) AS champion "
         "FROM training_runs_raw r LEFT JOIN champions c "
@@ -311,12 +316,20 @@ def view_definitions(root: Path) -> dict[str, str]:
     return views
 
 
+# The catalogue records the root its views point at and the layout of those views, so a copied
+# or moved data root, or a catalogue written by an older layout, is rebuilt before use. (Views
+# keep absolute paths so that ``duckdb results.duckdb`` works from any directory.)
+CATALOGUE_MARKER = "_catalogue"
+CATALOGUE_FORMAT = 2
+
+
 def publish_catalogue(root: Path) -> Path:
     """Rebuild ``results.duckdb`` (views only) in a temporary file and rename it into place."""
     root.mkdir(parents=True, exist_ok=True)
     _ensure_placeholders(root)
     target = results_db(root)
     views = view_definitions(root)
+    views[CATALOGUE_MARKER] = f"SELECT {_quote(root)} AS data_root, {CATALOGUE_FORMAT} AS format"
     with atomic_path(target) as tmp:
         tmp.unlink()  # DuckDB refuses to open an empty file as a database
         con = duckdb.connect(str(tmp))
@@ -332,10 +345,29 @@ def publish_catalogue(root: Path) -> Path:
     return target
 
 
+def _catalogue_marker(root: Path) -> tuple[str, int] | None:
+    try:
+        con = duckdb.connect(str(results_db(root)), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute(f"SELECT data_root, format FROM {CATALOGUE_MARKER}").fetchone()
+    except duckdb.CatalogException:
+        return None  # written before catalogues carried a marker
+    finally:
+        con.close()
+    return (row[0], row[1]) if row else None
+
+
 def catalogue_is_current(root: Path) -> bool:
+    """True when ``results.duckdb`` exists, was built for this root in the current layout, and
+    every view's placeholder file is there."""
     placeholders = [result_file(root, t, SCHEMA_PLACEHOLDER) for t in RESULT_SCHEMAS]
+    placeholders += [dataset_table_file(root, SCHEMA_PLACEHOLDER, t) for t in DATASET_SCHEMAS]
     placeholders += [derived_table_file(root, SCHEMA_PLACEHOLDER, t) for t in DERIVED_SCHEMAS]
-    return results_db(root).exists() and all(p.exists() for p in placeholders)
+    if not results_db(root).exists() or not all(p.exists() for p in placeholders):
+        return False
+    return _catalogue_marker(root) == (str(root), CATALOGUE_FORMAT)
 
 
 def ensure_catalogue(root: Path) -> Path:

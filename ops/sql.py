@@ -4,6 +4,10 @@ Three locks, each enough alone for its class of statement: only ``SELECT``-like 
 accepted (checked on DuckDB's own parse, not on text); the connection is read-only; and
 external access is limited to the data root's own folders with the configuration locked, so a
 query cannot read arbitrary files, ``COPY … TO`` anywhere, ``ATTACH`` or ``INSTALL``.
+
+And two bounds, so one query cannot hold a shared machine: a time limit (the query is
+interrupted from a timer thread) and a memory limit, both set before the configuration is
+locked, one statement per call.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -22,10 +27,16 @@ from ops.results_store import DERIVED_FOLDERS, ensure_catalogue
 
 ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
 LOCK_RETRY_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_MEMORY_LIMIT = "4GB"
 
 
 class QueryRefused(ValueError):
     """The statement is not a read-only query."""
+
+
+class QueryStopped(RuntimeError):
+    """The query ran into its time or memory limit."""
 
 
 def _statement_types(sql: str) -> list[str]:
@@ -43,6 +54,8 @@ def check_read_only(sql: str) -> None:
     types = _statement_types(sql)
     if not types:
         raise QueryRefused("empty query")
+    if len(types) > 1:
+        raise QueryRefused(f"one statement per call; got {len(types)}")
     refused = [t for t in types if t not in ALLOWED_STATEMENTS]
     if refused:
         raise QueryRefused(
@@ -51,7 +64,7 @@ def check_read_only(sql: str) -> None:
         )
 
 
-def _open_read_only(root: Path) -> duckdb.DuckDBPyConnection:
+def _open_read_only(root: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     ensure_catalogue(root)
     deadline = time.monotonic() + LOCK_RETRY_SECONDS
     while True:
@@ -65,6 +78,11 @@ def _open_read_only(root: Path) -> duckdb.DuckDBPyConnection:
             time.sleep(0.1)
     folders = ("tables", "results", "features", *DERIVED_FOLDERS.values())
     allowed = [str(root / sub) + "/" for sub in folders]
+    try:
+        con.execute("SET memory_limit = ?", [memory_limit])
+    except duckdb.Error as error:
+        con.close()
+        raise QueryRefused(f"invalid memory limit {memory_limit!r}: {error}") from error
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
@@ -73,15 +91,36 @@ def _open_read_only(root: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_query(root: Path, sql: str) -> pd.DataFrame:
-    """Run one read-only query and return its rows."""
+def run_query(
+    root: Path,
+    sql: str,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> pd.DataFrame:
+    """Run one read-only query and return its rows, within ``timeout`` seconds and
+    ``memory_limit`` (a DuckDB size such as ``"4GB"``)."""
+    if timeout <= 0:
+        raise QueryRefused(f"the time limit must be positive; got {timeout:g} s")
     check_read_only(sql)
-    con = _open_read_only(root)
+    con = _open_read_only(root, memory_limit)
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.daemon = True
+    timer.start()
     try:
         return con.execute(sql).fetchdf()
+    except duckdb.InterruptException as error:
+        raise QueryStopped(
+            f"query stopped at the time limit of {timeout:g} s; raise it with --timeout SECONDS"
+        ) from error
+    except duckdb.OutOfMemoryException as error:
+        raise QueryStopped(
+            f"query needs more than the memory limit of {memory_limit}; "
+            "raise it with --memory-limit SIZE (e.g. 8GB)"
+        ) from error
     except duckdb.PermissionException as error:
         raise QueryRefused(f"query refused: {error}") from error
     finally:
+        timer.cancel()
         con.close()
 
 
