@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+from pydantic import Field
 
 from assets.metadata import counts_by, preview
 from assets.partitions import DATASETS, dataset_of
@@ -30,6 +31,8 @@ class DatasetConfig(dg.Config):
     synthetic_image_size: int = 128
     restval_to_train: bool = True
     check_images: bool = True
+    # A split with fewer images than this once bad images are gone stops the run.
+    min_images_per_split: int = Field(default=1, ge=1)
 
 
 @dg.asset(group_name=DATA_GROUP, kinds={"python", "files"}, partitions_def=DATASETS)
@@ -54,7 +57,11 @@ def raw_dataset(
     context.log.info(f"raw dataset {raw.dataset} ({entry.source}) at {raw.karpathy_json}")
     return dg.Output(
         raw.to_dict()
-        | {"restval_to_train": config.restval_to_train, "check_images": config.check_images},
+        | {
+            "restval_to_train": config.restval_to_train,
+            "check_images": config.check_images,
+            "min_images_per_split": config.min_images_per_split,
+        },
         metadata={
             "dataset": raw.dataset,
             "source": entry.source,
@@ -92,6 +99,7 @@ def dataset_tables(
         raw,
         restval_to_train=raw_dataset.get("restval_to_train", True),
         check_images=raw_dataset.get("check_images", True),
+        min_images_per_split=raw_dataset.get("min_images_per_split", 1),
     )
     root = storage.root
     folder = publish_dataset_tables(root, tables)

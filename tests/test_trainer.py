@@ -28,6 +28,8 @@ from ops.training import validate as validate_module
 from ops.training.data import DeviceFeatures, PhraseBatchSampler, sample_phrase_pairs
 from ops.training.validate import validate
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = {
     "hidden_dim": 32,
     "embed_dim": 16,
@@ -40,15 +42,6 @@ SMALL = {
     "dropout": 0.1,
     "device": "cpu",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread avoids contention and fixes the float summation order.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_image_sentence(

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training import run as run_module
 from ops.training.run import EmptyTrainingSplit, TrainingRun, run_training
 from tests.feature_files import write_image_sentence_features
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "hidden_dim": 32,
@@ -22,15 +23,6 @@ TINY = {
     "dropout": 0.1,
     "device": "cpu",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread avoids contention and fixes the float summation order.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _run(root: Path, inputs: dict, **values) -> TrainingRun:

@@ -115,9 +115,12 @@ def test_odd_captions_are_handled(tmp_path: Path) -> None:
     assert len(ids) == len(stored) and np.isfinite(matrix).all()
 
 
-def _run_and_expect_failure(tmp_path: Path, folder: Path, *fragments: str) -> None:
+def _run_and_expect_failure(
+    tmp_path: Path, folder: Path, *fragments: str, config: dict | None = None
+) -> None:
     root = tmp_path / "data"
-    result = materialize(DATA, root, dataset=register_custom(root, folder), raise_on_error=False)
+    custom = register_custom(root, folder)
+    result = materialize(DATA, root, config, dataset=custom, raise_on_error=False)
     assert not result.success
     message = _failure_message(result)
     for fragment in fragments:
@@ -154,6 +157,13 @@ def test_a_split_left_empty_by_bad_images_stores_nothing(tmp_path: Path) -> None
     for name in ("im4.jpg", "im5.jpg"):  # both test images
         (folder / "img" / name).write_bytes(b"")
     _run_and_expect_failure(tmp_path, folder, "data.json", "split 'test' kept 0 images")
+
+
+def test_a_split_below_the_minimum_setting_stores_nothing(tmp_path: Path) -> None:
+    folder = write_custom_dataset(tmp_path / "custom")
+    (folder / "img" / "im5.jpg").write_bytes(b"")  # one of the two test images
+    minimum = {"raw_dataset": {"min_images_per_split": 2}}
+    _run_and_expect_failure(tmp_path, folder, "split 'test' kept 1 images", config=minimum)
 
 
 def test_malformed_karpathy_json_names_file_and_line(tmp_path: Path) -> None:

@@ -18,15 +18,9 @@ from ops.training import CheckpointError, TrainConfig, load_checkpoint, load_mod
 from ops.training import train as run_training
 from tests.test_trainer import SMALL, make_image_sentence, make_phrase_region
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _launch(tmp_path: Path, run: str) -> subprocess.Popen:
