@@ -17,6 +17,9 @@ from ops.datasets.registry import (
     registry_path,
     remove_dataset,
 )
+from ops.results_store import publish_catalogue, utc_now
+from ops.run_records import promote_if_better, write_epochs, write_run
+from ops.sql import run_query
 from tests.hardening.custom_dataset import write_custom_dataset
 
 
@@ -101,6 +104,29 @@ def test_purge_deletes_the_datasets_folders_under_the_data_root_only(tmp_path: P
     ]
     assert all((root / kind / "other" / "x.parquet").exists() for kind in ("tables", "graph"))
     assert (folder / "data.json").exists()
+
+
+def test_purge_deletes_the_datasets_runs_and_their_rows(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    folder = write_custom_dataset(tmp_path / "mine")
+    for name in ("mine", "other"):
+        add_dataset(root, name, "custom", folder)
+        run_id = f"run-{name}"
+        write_run(root, run_id, task="image_sentence", network="embedding", dataset=name,
+                  config={}, device="cpu", status="finished", started_at=utc_now())  # fmt: skip
+        write_epochs(
+            root, run_id, [{"epoch": 1, "loss": 0.5, "val_score": 10.0, "lr": 1e-3, "seconds": 1.0}]
+        )
+        promote_if_better(root, run_id, "image_sentence", "embedding", name, 10.0)
+        (root / "checkpoints" / run_id).mkdir(parents=True)
+    publish_catalogue(root)
+    removed = remove_dataset(root, "mine", purge=True)
+    assert root / "checkpoints" / "run-mine" in removed
+    assert not (root / "checkpoints" / "run-mine").exists()
+    assert (root / "checkpoints" / "run-other").exists()
+    for table in ("training_runs", "epoch_metrics", "champions"):
+        rows = run_query(root, f"SELECT DISTINCT run_id FROM {table}")
+        assert rows["run_id"].tolist() == ["run-other"], table
 
 
 def test_cli_registers_datasets_as_dagster_partitions(

@@ -18,8 +18,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ops.atomic import write_text_atomic
-from ops.paths import features_dir, raw_dir, tables_dir
-from ops.results_store import DERIVED_FOLDERS
+from ops.paths import checkpoint_dir, features_dir, raw_dir, report_dir, tables_dir
+from ops.results_store import (
+    DERIVED_FOLDERS,
+    RESULT_SCHEMAS,
+    publish_catalogue,
+    read_result,
+    result_file,
+)
+from ops.run_records import champion_key
 
 Source = Literal["synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
@@ -145,23 +152,52 @@ def add_dataset(
 
 def dataset_folders(root: Path, name: str) -> list[Path]:
     """The data root's folders that belong to ``name`` alone (inputs the user keeps elsewhere,
-    such as a custom dataset's own folder, are never among them)."""
+    such as a custom dataset's own folder, are never among them): its raw files, tables,
+    features, proposals and graph, and its training runs' checkpoints and reports."""
     root = Path(root)
     folders = [raw_dir(root, name), tables_dir(root, name), features_dir(root, name)]
     folders += [root / folder / name for folder in DERIVED_FOLDERS.values()]
+    for run_id in dataset_run_ids(root, name):
+        folders += [checkpoint_dir(root, run_id), report_dir(root, run_id)]
     return [folder for folder in folders if folder.exists()]
 
 
+def dataset_run_ids(root: Path, name: str) -> list[str]:
+    runs = read_result(root, "training_runs")
+    return sorted(runs.loc[runs["dataset"] == name, "run_id"])
+
+
+def _dataset_result_files(root: Path, name: str) -> list[Path]:
+    """Every result row file of the dataset's runs, and its champion records."""
+    files = [
+        result_file(root, table, run_id)
+        for run_id in dataset_run_ids(root, name)
+        for table in RESULT_SCHEMAS
+    ]
+    champions = read_result(root, "champions")
+    mine = champions[champions["dataset"] == name]
+    files += [
+        result_file(root, "champions", champion_key(row.task, row.network, name))
+        for row in mine.itertuples()
+    ]
+    return [path for path in files if path.exists()]
+
+
 def remove_dataset(root: Path, name: str, purge: bool = False) -> list[Path]:
-    """Unregister ``name``; with ``purge`` also delete its folders under the data root.
-    Returns the folders deleted."""
+    """Unregister ``name``; with ``purge`` also delete its folders under the data root and its
+    runs' rows from the result tables. Returns what was deleted."""
     entries = load_registry(root)
     get_dataset(root, name)
     if name == DEFAULT_DATASET:
         raise DatasetRegistryError(f"{DEFAULT_DATASET!r} is built in and cannot be removed")
     removed = dataset_folders(root, name) if purge else []
+    result_files = _dataset_result_files(root, name) if purge else []
     del entries[name]
     _save(root, entries)
+    for path in result_files:
+        path.unlink()
     for folder in removed:
         shutil.rmtree(folder)
-    return removed
+    if purge:
+        publish_catalogue(root)
+    return removed + result_files
