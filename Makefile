@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/twobranch dataset sync
 	$(BIN)/dagster job execute -m assets.definitions -j full_pipeline -c configs/synthetic_demo.yaml \
 		--tags '{"dagster/partition": "$(DATASET)"}'
-	$(BIN)/twobranch summary
+	$(BIN)/twobranch summary --dataset $(DATASET)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

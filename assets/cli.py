@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import sync_dataset_partitions
+from assets.run_summary import print_run_summaries
 from ops import cli as plain_cli
 from ops.datasets.registry import (
     SOURCES,
@@ -75,6 +76,31 @@ def _run_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_summary(args: argparse.Namespace) -> int:
+    root = data_root(args.data_root)
+    plain_cli.print_where_results_are(root)
+    with dagster_instance() as instance:
+        shown = print_run_summaries(instance, root, args.dataset or None)
+    if not shown:
+        print(
+            "\nNo full_pipeline run yet"
+            + (f" for {', '.join(args.dataset)}" if args.dataset else "")
+        )
+    return 0
+
+
+def add_summary_command(subparsers: argparse._SubParsersAction) -> None:
+    summary = subparsers.add_parser(
+        "summary",
+        help="where the results are; per dataset, the latest run's seconds per asset and "
+        "its headline results",
+    )
+    summary.add_argument(
+        "--dataset", action="append", default=[], help="only this dataset (repeatable)"
+    )
+    summary.set_defaults(handler=_run_summary)
+
+
 def _guarded(handler):
     def run(args: argparse.Namespace) -> int:
         try:
@@ -116,7 +142,7 @@ def add_dataset_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return plain_cli.main(argv, extra_commands=[add_dataset_commands])
+    return plain_cli.main(argv, extra_commands=[add_dataset_commands, add_summary_command])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The ``twobranch`` command: read-only SQL over results, evaluators, and a run summary."""
+"""The ``twobranch`` command's plain tools: read-only SQL over results and the evaluators."""
 
 from __future__ import annotations
 
@@ -65,17 +65,10 @@ def _run_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_summary(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "summary", help="print where the results are and example queries"
-    )
-    parser.set_defaults(handler=_run_summary)
-
-
-def _run_summary(args: argparse.Namespace) -> int:
+def print_where_results_are(root: Path) -> None:
+    """The data root, the results database, the latest report and example queries."""
     from ops.results_store import ensure_catalogue
 
-    root = data_root(args.data_root)
     ensure_catalogue(root)
     print(f"Data root:        {root}")
     print(f"Results database: {results_db(root)}")
@@ -85,7 +78,6 @@ def _run_summary(args: argparse.Namespace) -> int:
     print("\nTry:")
     for query in EXAMPLE_QUERIES:
         print(f'  twobranch sql "{query}"')
-    return 0
 
 
 def _add_evaluators(subparsers: argparse._SubParsersAction) -> None:
@@ -120,7 +112,6 @@ def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.Argume
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_sql(subparsers)
-    _add_summary(subparsers)
     _add_evaluators(subparsers)
     for add in extra_commands:
         add(subparsers)

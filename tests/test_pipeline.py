@@ -8,6 +8,8 @@ import dagster as dg
 import pytest
 
 from assets.definitions import ALL_ASSETS
+from assets.run_summary import CHECK_STEPS, print_run_summaries, step_timings
+from ops.run_summary import CHECKS_ROW, headline_results, seconds_per_asset
 from ops.sql import run_query
 from tests.pipeline_helpers import materialize
 
@@ -121,3 +123,31 @@ def test_every_asset_reports_seconds_rows_and_something_to_look_at(pipeline) -> 
     image_preview = metadata["image_features"]["preview"].value
     assert "norm" in image_preview and "first_values" in image_preview
     assert image_preview.count("\n") >= 6  # header, rule and five rows
+
+
+def test_summary_times_every_asset_of_the_run_and_shows_its_results(pipeline, capsys) -> None:
+    root, result, _, instance = pipeline
+    timings = seconds_per_asset(step_timings(instance, result.run_id), CHECK_STEPS)
+    assert set(timings["asset"]) == {a.node_def.name for a in ALL_ASSETS} | {CHECKS_ROW}
+    assert timings.set_index("asset").loc[CHECKS_ROW, "steps"] == 10
+    shards = timings.set_index("asset")["steps"]
+    # plan + 3 shards + merge
+    assert all(shards[name] == 5 for name in SHARDED)
+    stats = instance.get_run_step_stats(result.run_id)
+    assert timings["seconds"].sum() == pytest.approx(sum(s.end_time - s.start_time for s in stats))
+    assert print_run_summaries(instance, root) == 1
+    printed = capsys.readouterr().out
+    assert f"== synthetic: run {result.run_id} (success) ==" in printed
+    for name in timings["asset"]:
+        assert f"\n{name} " in printed
+    stored = run_query(
+        root,
+        "SELECT m.r10 FROM retrieval_metrics m JOIN training_runs t USING (run_id) "
+        "WHERE t.network = 'embedding' AND t.task = 'image_sentence' AND m.split = 'test' "
+        "AND m.fold <= 0 AND m.method = 'single_stage' AND m.direction = 't2i'",
+    )
+    retrieval, localization = headline_results(root, "synthetic")
+    embedding = retrieval[(retrieval["network"] == "embedding")]
+    t2i = embedding[(embedding["method"] == "single_stage") & (embedding["direction"] == "t2i")]
+    assert sorted(t2i["r10"]) == sorted(stored["r10"])
+    assert set(localization["network"]) == {"embedding", "similarity"}
