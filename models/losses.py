@@ -232,14 +232,8 @@ def region_phrase_embedding_loss(
     region_nearest = _nearest_negatives(negative_dist, None, k, dim=0)  # (R, K)
     region_term = _hinge_mean(anchor_positive, region_nearest[anchor_region], margin)
 
-    anchor_region_dist = pairwise_distance(region_emb, region_emb)[anchor_region]  # (A, R)
-    neighbors = positive[anchor_phrase]
-    neighbors[torch.arange(anchor_region.shape[0], device=neighbors.device), anchor_region] = False
-    farthest_neighbor = anchor_region_dist.masked_fill(~neighbors, float("-inf")).amax(1)
-    region_neighbor_term = _hinge_mean(
-        farthest_neighbor,
-        _nearest_negatives(anchor_region_dist, negative[anchor_phrase], k),
-        margin,
+    region_neighbor_term = _region_neighbor_term(
+        region_emb, positive, negative, anchor_phrase, anchor_region, k, margin
     )
 
     terms = {"phrase": phrase_term, "region": region_term, "region_neighbor": region_neighbor_term}
@@ -249,6 +243,36 @@ def region_phrase_embedding_loss(
         + config.lambda_region_neighbor * region_neighbor_term
     )
     return total, terms
+
+
+def _region_neighbor_term(
+    region_emb: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    anchor_phrase: torch.Tensor,
+    anchor_region: torch.Tensor,
+    k: int,
+    margin: float,
+) -> torch.Tensor:
+    """The region–region neighborhood term over only the regions that can matter: for each
+    anchor, the columns its phrase marks positive or negative (its own image's proposals,
+    unless negatives cross images), and distances from each distinct anchor region only.
+    Equal to the term over full ``(anchors, R)`` matrices, whose masking and backward cost
+    more than both branches when a batch holds thousands of proposals."""
+    relevant = positive | negative
+    # Per phrase, its relevant columns first (stable), then padding.
+    marked, columns = relevant.sort(dim=1, descending=True, stable=True)
+    width = max(1, int(marked.sum(1).max()))
+    columns, marked = columns[:, :width], marked[:, :width]
+    unique_regions, anchor_of_region = anchor_region.unique(return_inverse=True)
+    from_anchors = pairwise_distance(region_emb[unique_regions], region_emb)  # (U, R)
+    anchor_columns = columns[anchor_phrase]  # (A, W)
+    distances = from_anchors[anchor_of_region[:, None], anchor_columns]  # (A, W)
+    neighbors = positive.gather(1, columns)[anchor_phrase] & marked[anchor_phrase]
+    neighbors &= anchor_columns != anchor_region[:, None]
+    negatives = negative.gather(1, columns)[anchor_phrase] & marked[anchor_phrase]
+    farthest_neighbor = distances.masked_fill(~neighbors, float("-inf")).amax(1)
+    return _hinge_mean(farthest_neighbor, _nearest_negatives(distances, negatives, k), margin)
 
 
 def logistic_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
