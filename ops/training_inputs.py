@@ -148,10 +148,15 @@ def phrase_region_splits(
     return result
 
 
-def first_images(split: ImageSentenceSplit, n_images: int) -> ImageSentenceSplit:
-    """The first ``n_images`` images of a split and their captions (cheaper validation)."""
+def first_images(
+    split: ImageSentenceSplit | PhraseRegionSplit, n_images: int
+) -> ImageSentenceSplit | PhraseRegionSplit:
+    """The first ``n_images`` images of a split with their captions, or with their regions and
+    phrases (cheaper validation)."""
     if n_images <= 0 or n_images >= len(split.image_ids):
         return split
+    if isinstance(split, PhraseRegionSplit):
+        return _first_phrase_images(split, n_images)
     keep = split.data.caption_image < n_images
     return ImageSentenceSplit(
         data=ImageSentenceData(
@@ -161,4 +166,25 @@ def first_images(split: ImageSentenceSplit, n_images: int) -> ImageSentenceSplit
         ),
         image_ids=split.image_ids[:n_images],
         caption_ids=split.caption_ids[keep],
+    )
+
+
+def _first_phrase_images(split: PhraseRegionSplit, n_images: int) -> PhraseRegionSplit:
+    data = split.data
+    regions = data.region_image < n_images
+    phrases = data.phrase_image < n_images
+    return PhraseRegionSplit(
+        data=PhraseRegionData(
+            region_features=data.region_features[regions],
+            region_image=data.region_image[regions],
+            region_boxes=data.region_boxes[regions],
+            phrase_features=data.phrase_features[phrases],
+            phrase_image=data.phrase_image[phrases],
+            phrase_boxes=data.phrase_boxes[phrases],
+            region_is_gt=data.region_is_gt[regions],
+        ),
+        image_ids=split.image_ids[:n_images],
+        region_ids=split.region_ids[regions],
+        phrase_ids=split.phrase_ids[phrases],
+        phrase_types=split.phrase_types[phrases],
     )

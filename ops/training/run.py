@@ -100,7 +100,7 @@ def run_training(
     if "train" not in splits:
         raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
     val = splits.get("val")
-    if task == "image_sentence" and val is not None:
+    if val is not None:
         val = first_images(val, val_max_images)
     started_at = utc_now()
     record = {
