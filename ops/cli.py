@@ -1,4 +1,4 @@
-"""The ``twobranch`` command: read-only SQL over results, evaluators, and a run summary."""
+"""The ``twobranch`` command: read-only SQL over results, evaluators, search, and a run summary."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.paths import data_root, results_db
+from ops.search.cli import add_search_command
 from ops.sql import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS,
@@ -122,6 +123,7 @@ def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.Argume
     _add_sql(subparsers)
     _add_summary(subparsers)
     _add_evaluators(subparsers)
+    add_search_command(subparsers)
     for add in extra_commands:
         add(subparsers)
     return parser
