@@ -199,11 +199,9 @@ def test_other_test_sets_and_missing_package_are_skipped_with_the_reason(
     coco_like, fake_metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, runs = coco_like
-    fake_metrics_pool = fake_metrics.coco_ids
-    monkeypatch.setattr(fake_metrics, "coco_ids", fake_metrics_pool[:-5])  # one image fewer
-    outcome = eccv_caption.eccv_caption_evaluation(
-        root, runs["embedding"], "test", "cpu", fake_metrics
-    )
+    embedding = runs["embedding"]
+    monkeypatch.setattr(fake_metrics, "coco_ids", fake_metrics.coco_ids[:-5])  # an image fewer
+    outcome = eccv_caption.eccv_caption_evaluation(root, embedding, "test", "cpu", fake_metrics)
     assert outcome.rows == []
     assert outcome.note == "not computed: the test split of 'coco5k' is not the Karpathy 5K test"
     monkeypatch.setattr(eccv_caption, "load_eccv_metrics", lambda: None)
