@@ -10,7 +10,8 @@ Everything a query needs (model, encoder, faiss indexes, ids) is loaded once by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,29 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
     )
 
 
+# Up to this many queries run on one thread (see single_threaded).
+FEW_QUERIES = 4
+
+
+@contextlib.contextmanager
+def single_threaded(queries: int) -> Iterator[None]:
+    """One torch and one faiss thread while answering a handful of queries: their matrices are
+    too small to split, and waking a second thread costs more than it saves (on a busy machine
+    tens of milliseconds; measured in benchmarks/bench_search.py). The thread counts are
+    process-wide, so concurrent searches from several Python threads share the setting."""
+    if queries > FEW_QUERIES:
+        yield
+        return
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
 def _check_k(k: int) -> int:
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}")
@@ -210,10 +234,11 @@ def search_text(
     answerable = [i for i, problem in enumerate(problems) if problem is None]
     hits: dict[int, list[ImageHit]] = {}
     if answerable:
-        embeddings = index.embed_texts(features[answerable])
-        scores, ids = search(
-            index.image_index, embeddings, k, id_range, index.manifest["search_parameters"]
-        )
+        with single_threaded(len(answerable)):
+            embeddings = index.embed_texts(features[answerable])
+            scores, ids = search(
+                index.image_index, embeddings, k, id_range, index.manifest["search_parameters"]
+            )
         for query, row_scores, row_ids in zip(answerable, scores, ids, strict=True):
             hits[query] = [
                 _image_hit(index, rank, int(item), float(score))
@@ -245,10 +270,11 @@ def search_image(
     features = extract_query_image(
         image, index.manifest["image_extractor"], device=str(index.device)
     )
-    embedding = index.embed_images(features)
-    scores, ids = search(
-        index.caption_index, embedding, k, id_range, index.manifest["search_parameters"]
-    )
+    with single_threaded(1):
+        embedding = index.embed_images(features)
+        scores, ids = search(
+            index.caption_index, embedding, k, id_range, index.manifest["search_parameters"]
+        )
     paths = index.images.set_index("image_id")["path"]
     hits = []
     for rank, (item, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1):

@@ -20,11 +20,11 @@ class IndexSettings(BaseModel):
 
     index_type: IndexType = Field("flat", description="flat (exact), ivf or hnsw (approximate)")
     ivf_lists: int = Field(
-        0, ge=0, description="ivf: k-means cells; 0 picks about 4·sqrt(items), at most items/39"
+        0, ge=0, description="ivf: k-means cells; 0 picks about sqrt(items), at most items/64"
     )
     ivf_probe: int = Field(16, ge=1, description="ivf: cells visited per query (nprobe)")
     hnsw_neighbors: int = Field(32, ge=2, description="hnsw: links per node (M)")
-    hnsw_ef_construction: int = Field(200, ge=1, description="hnsw: candidates while building")
+    hnsw_ef_construction: int = Field(80, ge=1, description="hnsw: candidates while building")
     hnsw_ef_search: int = Field(128, ge=1, description="hnsw: candidates while searching")
     chunk_rows: int = Field(
         8192, ge=1, description="rows embedded and added per step (bounds the build's memory)"
