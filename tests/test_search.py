@@ -190,3 +190,17 @@ def test_index_rows_are_the_dataset_in_split_order(indexed) -> None:
             assert set(frame["split"].iloc[start:stop]) == {split}
     assert index.image_index.ntotal == len(index.images) == 84
     assert index.caption_index.ntotal == len(index.captions) == 5 * 84
+
+
+def test_a_damaged_index_is_one_line(indexed, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    root, _, _ = indexed
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("raw", "proposals"))
+    (copy / "index" / "synthetic" / "images.faiss").write_bytes(b"not an index")
+    code, out, err = _cli(capsys, copy, "a red circle")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "cannot be read" in err and "re-materialize retrieval_index" in err
+    code, _, err = _cli(capsys, copy, "a red circle", "--device", "cuda:7")
+    assert code == 2 and err.count("\n") == 1 and "cuda:7" in err

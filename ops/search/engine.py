@@ -31,7 +31,6 @@ from ops.run_records import current_champion
 from ops.search.encoding import embed, encode_texts, extract_query_image
 from ops.search.errors import SearchError
 from ops.search.index_build import (
-    MANIFEST,
     NETWORK,
     TASK,
     TEXT_ENCODER,
@@ -107,8 +106,8 @@ class SearchIndex:
 
     def captions_of(self, image_id: str) -> list[str]:
         if self._captions_of is None:
-            self._captions_of = self.captions.groupby("image_id", sort=False)["text"].agg(list)
-            self._captions_of = self._captions_of.to_dict()
+            grouped = self.captions.groupby("image_id", sort=False)["text"].agg(list)
+            self._captions_of = grouped.to_dict()
         return self._captions_of.get(image_id, [])
 
     def id_range(self, side: str, split: str | None) -> tuple[int, int] | None:
@@ -169,28 +168,36 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
             "(full_pipeline and retrain include it)"
         )
     folder = index_dir(root, dataset)
-    checkpoint = root / manifest["checkpoint"]
-    torch_device = resolve_device(device)
     try:
-        model, _ = load_trained(checkpoint, torch_device)
-        encoders = load_text_encoders(folder / TEXT_ENCODER)
-    except FileNotFoundError as error:
-        raise SearchError(f"{folder / MANIFEST}: {error}") from None
+        torch_device = resolve_device(device)
+    except ValueError as error:
+        raise SearchError(str(error)) from None
+    try:
+        model, _ = load_trained(root / manifest["checkpoint"], torch_device)
+        return SearchIndex(
+            root=root,
+            dataset=dataset,
+            manifest=manifest,
+            images=_table(folder / "images.parquet", ["image_id", "split", "path"]),
+            captions=_table(
+                folder / "captions.parquet", ["caption_id", "image_id", "split", "text"]
+            ),
+            image_index=read_index(folder / "images.faiss"),
+            caption_index=read_index(folder / "captions.faiss"),
+            model=model,
+            encoders=load_text_encoders(folder / TEXT_ENCODER),
+            device=torch_device,
+            stale=_stale_note(root, dataset, manifest),
+        )
     except (CheckpointError, TextEncoderError) as error:
         raise SearchError(str(error)) from None
-    return SearchIndex(
-        root=root,
-        dataset=dataset,
-        manifest=manifest,
-        images=_table(folder / "images.parquet", ["image_id", "split", "path"]),
-        captions=_table(folder / "captions.parquet", ["caption_id", "image_id", "split", "text"]),
-        image_index=read_index(folder / "images.faiss"),
-        caption_index=read_index(folder / "captions.faiss"),
-        model=model,
-        encoders=encoders,
-        device=torch_device,
-        stale=_stale_note(root, dataset, manifest),
-    )
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
+        # A file of the index (or the checkpoint it names) is missing or damaged.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SearchError(
+            f"the retrieval index in {folder} cannot be read ({reason}); "
+            "re-materialize retrieval_index"
+        ) from None
 
 
 # Up to this many queries run on one thread (see single_threaded).

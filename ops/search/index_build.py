@@ -34,7 +34,7 @@ from ops.evaluation import check_feature_dims, load_trained
 from ops.features.device import resolve_device
 from ops.parquet_io import FeatureWriter, iter_feature_batches
 from ops.paths import index_dir
-from ops.results_store import read_result, to_json, utc_now
+from ops.results_store import dataset_table_file, read_result, to_json, utc_now
 from ops.run_records import current_champion, decode_json, file_identity
 from ops.search.encoding import embed, encode_texts, image_extractor
 from ops.search.errors import SearchError
@@ -208,8 +208,8 @@ def _input_files(root: Path, dataset: str, run: dict[str, Any]) -> dict[str, Pat
         "image_features": Path(features["image_features"]),
         "text_features": Path(features["text_features"]),
         "text_encoder": encoder_path(features["text_features"]),
-        "images": root / "tables" / dataset / "images.parquet",
-        "captions": root / "tables" / dataset / "captions.parquet",
+        "images": dataset_table_file(root, dataset, "images"),
+        "captions": dataset_table_file(root, dataset, "captions"),
     }
     for name, path in files.items():
         if not path.exists():
