@@ -25,9 +25,10 @@ full_pipeline = dg.define_asset_job(
 
 retrain = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.groups("training", "evaluation"),
+    selection=dg.AssetSelection.groups("training", "evaluation", "search"),
     description="Train the four networks on the current features, evaluate them, write the "
-    "report; a new model becomes champion only if it beats the current one on validation.",
+    "report, rebuild the search index; a new model becomes champion only if it beats the "
+    "current one on validation.",
 )
 
 refresh_from_data = dg.define_asset_job(

@@ -14,6 +14,7 @@ from assets.graph import neighborhood_graph
 from assets.regions import region_features, region_proposals
 from assets.report import report
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.search import retrieval_index
 from assets.training import TRAINING_ASSETS
 
 ALL_ASSETS = [
@@ -29,6 +30,7 @@ ALL_ASSETS = [
     *TRAINING_ASSETS,
     *EVALUATION_ASSETS,
     report,
+    retrieval_index,
 ]
 ALL_CHECKS = [*DATA_CHECKS, *FEATURE_CHECKS, *EVALUATION_CHECKS]
 

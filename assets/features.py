@@ -26,6 +26,7 @@ from ops.features.image_features import extract_image_features, image_variant
 from ops.features.shards import shard_file
 from ops.features.word_store import load_word_vectors_file, save_word_vectors
 from ops.paths import features_path
+from ops.text.encoder_store import encoder_path, save_text_encoders
 from ops.text.text_features import build_text_features, dataset_vocabulary, fit_text_encoders
 from ops.text.tokenize import tokenize
 from ops.text.word_vectors import load_word_vectors, oov_rate
@@ -223,9 +224,11 @@ def _text_features(
         pca=encoders.pca,
         progress=progress_logger(context, f"{kind} features"),
     )
+    # Saved so that a search query is encoded exactly as these rows were.
+    encoder = save_text_encoders(encoders, encoder_path(path))
     return dg.Output(
         _manifest(dataset, path, stats.rows, stats.dim, encoders.variant)
-        | {"fingerprint": encoders.fingerprint()},
+        | {"fingerprint": encoders.fingerprint(), "encoder": str(encoder)},
         metadata={
             "rows": stats.rows,
             "dim": stats.dim,
@@ -233,6 +236,7 @@ def _text_features(
             "path": dg.MetadataValue.path(str(path)),
             "fitted_on_train_rows": len(train_texts),
             "encoder_fingerprint": encoders.fingerprint(),
+            "encoder": dg.MetadataValue.path(str(encoder)),
             "per_split": counts_by(rows, "split"),
             "preview": feature_preview(str(path)),
             "seconds": round(stats.seconds, 2),

@@ -1,4 +1,5 @@
-"""The ``twobranch`` command's plain tools: read-only SQL over results and the evaluators."""
+"""The ``twobranch`` command's plain tools: read-only SQL over results, the evaluators and
+search."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.paths import data_root, results_db
+from ops.search.cli import add_search_command
 from ops.sql import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS,
@@ -113,6 +115,7 @@ def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.Argume
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_sql(subparsers)
     _add_evaluators(subparsers)
+    add_search_command(subparsers)
     for add in extra_commands:
         add(subparsers)
     return parser

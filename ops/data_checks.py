@@ -105,10 +105,11 @@ def check_recall_above_chance(metrics: list[dict], n_images: int, k: int = 10) -
     problems = []
     for row in metrics:
         label = f"{row['network']} {row['method']} {row['protocol']} {row['direction']}"
-        recalls = [row["r1"], row["r5"], row["r10"]]
+        # A protocol may not report every K (eccv_caption has R@1 only): NULL is not checked.
+        recalls = [r for r in (row["r1"], row["r5"], row["r10"]) if not pd.isna(r)]
         if not all(0.0 <= r <= 100.0 for r in recalls):
             problems.append(f"{label}: recall outside [0, 100] ({recalls})")
-        if row[f"r{k}"] <= chance:
+        if not pd.isna(row[f"r{k}"]) and row[f"r{k}"] <= chance:
             problems.append(f"{label}: R@{k} {row[f'r{k}']:.2f} at or below chance {chance:.2f}")
     return CheckOutcome(
         passed=not problems,

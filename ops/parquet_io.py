@@ -9,7 +9,7 @@ partial file under the final name.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -129,3 +129,17 @@ def write_table(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
+
+
+def iter_feature_batches(
+    path: str | os.PathLike[str], batch_rows: int = 8192
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """A feature file as ``(id columns, float32 matrix)`` batches of at most ``batch_rows``, in
+    file order, so that memory is bounded by the batch and not by the file."""
+    parquet = pq.ParquetFile(path)
+    dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        feature = batch.column(FEATURE_COLUMN)
+        matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        ids = batch.drop_columns([FEATURE_COLUMN]).to_pandas()
+        yield ids, matrix

@@ -42,6 +42,11 @@ def checkpoint_dir(root: Path, run_id: str) -> Path:
     return root / "checkpoints" / run_id
 
 
+def index_dir(root: Path, dataset: str) -> Path:
+    """The dataset's retrieval index: embeddings, faiss indexes and what encodes a query."""
+    return root / "index" / dataset
+
+
 def report_dir(root: Path, run_id: str) -> Path:
     return root / "reports" / run_id
 

@@ -77,6 +77,9 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("median_rank", FLOAT),
             ("mean_rank", FLOAT),
             ("rsum", FLOAT),
+            # Percent; NULL in rows stored before these were computed.
+            ("r_precision", FLOAT),
+            ("map_at_r", FLOAT),
         ]
     ),
     "retrieval_ranks": pa.schema(
@@ -268,19 +271,23 @@ def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFra
     return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
 
 
+def _placeholders(root: Path) -> list[tuple[Path, pa.Schema]]:
+    return (
+        [(result_file(root, t, SCHEMA_PLACEHOLDER), s) for t, s in RESULT_SCHEMAS.items()]
+        + [(dataset_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DATASET_SCHEMAS.items()]
+        + [(derived_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DERIVED_SCHEMAS.items()]
+    )
+
+
+def _placeholder_is_current(path: Path, schema: pa.Schema) -> bool:
+    return path.exists() and pq.read_schema(path).remove_metadata().equals(schema)
+
+
 def _ensure_placeholders(root: Path) -> None:
-    """An empty file with the contract's schema keeps every view valid before the first run."""
-    for table, schema in RESULT_SCHEMAS.items():
-        path = result_file(root, table, SCHEMA_PLACEHOLDER)
-        if not path.exists():
-            _write_parquet(path, schema.empty_table())
-    for table, schema in DATASET_SCHEMAS.items():
-        path = dataset_table_file(root, SCHEMA_PLACEHOLDER, table)
-        if not path.exists():
-            _write_parquet(path, schema.empty_table())
-    for table, schema in DERIVED_SCHEMAS.items():
-        path = derived_table_file(root, SCHEMA_PLACEHOLDER, table)
-        if not path.exists():
+    """An empty file with the contract's schema keeps every view valid before the first run,
+    and gives a column added to the contract a type (NULL in files stored before it)."""
+    for path, schema in _placeholders(root):
+        if not _placeholder_is_current(path, schema):
             _write_parquet(path, schema.empty_table())
 
 
@@ -320,7 +327,7 @@ def view_definitions(root: Path) -> dict[str, str]:
 # or moved data root, or a catalogue written by an older layout, is rebuilt before use. (Views
 # keep absolute paths so that ``duckdb results.duckdb`` works from any directory.)
 CATALOGUE_MARKER = "_catalogue"
-CATALOGUE_FORMAT = 2
+CATALOGUE_FORMAT = 3
 
 
 def publish_catalogue(root: Path) -> Path:
@@ -361,11 +368,10 @@ def _catalogue_marker(root: Path) -> tuple[str, int] | None:
 
 def catalogue_is_current(root: Path) -> bool:
     """True when ``results.duckdb`` exists, was built for this root in the current layout, and
-    every view's placeholder file is there."""
-    placeholders = [result_file(root, t, SCHEMA_PLACEHOLDER) for t in RESULT_SCHEMAS]
-    placeholders += [dataset_table_file(root, SCHEMA_PLACEHOLDER, t) for t in DATASET_SCHEMAS]
-    placeholders += [derived_table_file(root, SCHEMA_PLACEHOLDER, t) for t in DERIVED_SCHEMAS]
-    if not results_db(root).exists() or not all(p.exists() for p in placeholders):
+    every view's placeholder file is there with the contract's current schema."""
+    if not results_db(root).exists():
+        return False
+    if not all(_placeholder_is_current(path, schema) for path, schema in _placeholders(root)):
         return False
     return _catalogue_marker(root) == (str(root), CATALOGUE_FORMAT)
 

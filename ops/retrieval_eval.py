@@ -31,6 +31,8 @@ SUMMARY_COLUMNS = [
     "r10",
     "median_rank",
     "rsum",
+    "r_precision",
+    "map_at_r",
 ]
 
 

@@ -32,3 +32,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """The whole asset graph materialized once for the small synthetic dataset (tiny
+    networks, sharded feature steps): ``(data root, result, outputs by asset, instance)``.
+    Tests read it; none may change it."""
+    import dagster as dg
+
+    from tests.pipeline_helpers import ALL_KEYS, SHARDED, TINY_TRAINING, TRAINED, materialize
+
+    root = tmp_path_factory.mktemp("pipeline")
+    with dg.instance_for_test() as instance:
+        config = {name: TINY_TRAINING for name in TRAINED} | {
+            name: {"shards": 3} for name in SHARDED
+        }
+        result = materialize(ALL_KEYS, root, config, instance)
+        keys = ("retrieval_eval", "report", "retrieval_index", *TRAINED)
+        outputs = {key: result.output_for_node(key) for key in keys}
+        yield root, result, outputs, instance

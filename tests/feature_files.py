@@ -3,6 +3,7 @@ the synthetic problems of ``tests/test_trainer.py``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,14 @@ SPLITS = {"train": (120, 0), "val": (40, 1), "test": (40, 2)}
 
 
 def write_image_sentence_features(
-    folder: Path, splits: dict[str, tuple[int, int]] = SPLITS
+    folder: Path,
+    splits: dict[str, tuple[int, int]] = SPLITS,
+    image_name: Callable[[str, int], str] = lambda split, i: f"{split}-{i}",
+    caption_name: Callable[[str, int], str] = lambda split, j: f"{split}-c{j}",
 ) -> dict[str, str]:
     """``{"image_features": path, "text_features": path}`` with ``splits`` as
-    ``{split: (n_images, seed)}``; five captions per image."""
+    ``{split: (n_images, seed)}``; five captions per image, caption j of a split belonging
+    to its image j // 5. Ids are ``image_name(split, i)`` and ``caption_name(split, j)``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "image_features": folder / "image_toy.parquet",
@@ -39,11 +44,13 @@ def write_image_sentence_features(
         ) as texts,
     ):
         for split, part in data.items():
-            image_ids = np.array([f"{split}-{i}" for i in range(part.image_features.shape[0])])
+            image_ids = np.array(
+                [image_name(split, i) for i in range(part.image_features.shape[0])]
+            )
             images.write(
                 {"image_id": image_ids, "split": [split] * len(image_ids)}, part.image_features
             )
-            captions = [f"{split}-c{j}" for j in range(part.caption_image.size)]
+            captions = [caption_name(split, j) for j in range(part.caption_image.size)]
             texts.write(
                 {
                     "caption_id": captions,

@@ -11,6 +11,16 @@ from assets.partitions import DATASETS, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.datasets.registry import add_dataset, load_registry
 
+TRAINED = [
+    "image_sentence_embedding_net",
+    "image_sentence_similarity_net",
+    "phrase_region_embedding_net",
+    "phrase_region_similarity_net",
+]
+TINY_TRAINING = {"epochs": 3, "batch_images": 20, "hidden_dim": 64, "embed_dim": 32}
+SHARDED = ["image_features", "region_proposals", "region_features"]
+ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
+
 SMALL_SYNTHETIC = {
     "synthetic_train_images": 60,
     "synthetic_val_images": 12,

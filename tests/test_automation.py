@@ -37,6 +37,7 @@ def test_definitions_load_with_every_job_schedule_and_sensor() -> None:
         "retrieval_eval",
         "localization_eval",
         "report",
+        "retrieval_index",
     }
     refresh = defs.resolve_job_def("refresh_from_data")
     refresh_keys = {k.to_user_string() for k in refresh.asset_layer.executable_asset_keys}

@@ -25,6 +25,11 @@ def test_recall_check_passes_above_chance_and_fails_at_it() -> None:
     assert not outcome.passed and "t2i: R@10 1.00 at or below chance 1.00" in outcome.description
     broken = [_row("i2t", 20.0, 50.0, 170.0)]
     assert "outside [0, 100]" in check_recall_above_chance(broken, 1000).description
+    # ECCV Caption rows report R@1 only; their missing R@5/R@10 are not failures.
+    eccv = good + [_row("i2t", 45.0, float("nan"), float("nan")) | {"protocol": "eccv_caption"}]
+    assert check_recall_above_chance(eccv, n_images=1000).passed
+    eccv[-1]["r1"] = 140.0
+    assert "eccv_caption i2t: recall outside" in check_recall_above_chance(eccv, 1000).description
 
 
 def test_grounding_check_needs_more_than_a_random_proposal() -> None:

@@ -4,41 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.run_summary import CHECK_STEPS, print_run_summaries, step_timings
 from ops.run_summary import CHECKS_ROW, headline_results, seconds_per_asset
 from ops.sql import run_query
-from tests.pipeline_helpers import materialize
-
-TRAINED = [
-    "image_sentence_embedding_net",
-    "image_sentence_similarity_net",
-    "phrase_region_embedding_net",
-    "phrase_region_similarity_net",
-]
-TINY_TRAINING = {"epochs": 3, "batch_images": 20, "hidden_dim": 64, "embed_dim": 32}
-SHARDED = ["image_features", "region_proposals", "region_features"]
-ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
+from tests.pipeline_helpers import ALL_KEYS, SHARDED, TRAINED
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("pipeline")
-    with dg.instance_for_test() as instance:
-        config = {name: TINY_TRAINING for name in TRAINED} | {
-            name: {"shards": 3} for name in SHARDED
-        }
-        result = materialize(ALL_KEYS, root, config, instance)
-        outputs = {key: result.output_for_node(key) for key in ("retrieval_eval", "report")}
-        outputs |= {name: result.output_for_node(name) for name in TRAINED}
-        yield root, result, outputs, instance
-
-
-def test_every_asset_materializes_and_every_check_passes(pipeline) -> None:
-    _, result, _, _ = pipeline
+def test_every_asset_materializes_and_every_check_passes(synthetic_pipeline) -> None:
+    _, result, _, _ = synthetic_pipeline
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == set(ALL_KEYS)
@@ -51,8 +27,8 @@ def test_every_asset_materializes_and_every_check_passes(pipeline) -> None:
     assert len(checks) == 10
 
 
-def test_results_are_queryable_per_run(pipeline) -> None:
-    root, _, outputs, _ = pipeline
+def test_results_are_queryable_per_run(synthetic_pipeline) -> None:
+    root, _, outputs, _ = synthetic_pipeline
     runs = run_query(root, "SELECT run_id, status, champion FROM training_runs ORDER BY run_id")
     assert sorted(runs["run_id"]) == sorted(outputs[name]["run_id"] for name in TRAINED)
     assert set(runs["status"]) == {"finished"} and runs["champion"].all()
@@ -78,8 +54,8 @@ def test_results_are_queryable_per_run(pipeline) -> None:
     assert (localization["accuracy"] <= localization["upper_bound"]).all()
 
 
-def test_report_is_self_contained_html_with_plots(pipeline) -> None:
-    _, _, outputs, _ = pipeline
+def test_report_is_self_contained_html_with_plots(synthetic_pipeline) -> None:
+    _, _, outputs, _ = synthetic_pipeline
     html = Path(outputs["report"]["path"]).read_text()
     assert html.startswith("<!doctype html>")
     assert html.count("data:image/png;base64,") >= 5
@@ -88,8 +64,8 @@ def test_report_is_self_contained_html_with_plots(pipeline) -> None:
     assert 'src="http' not in html  # nothing fetched from elsewhere
 
 
-def test_feature_extraction_ran_as_shard_steps_and_cleaned_up(pipeline) -> None:
-    root, result, _, _ = pipeline
+def test_feature_extraction_ran_as_shard_steps_and_cleaned_up(synthetic_pipeline) -> None:
+    root, result, _, _ = synthetic_pipeline
     steps = {event.step_key for event in result.get_step_success_events()}
     materializations = {
         e.asset_key.to_user_string(): e.materialization.metadata
@@ -107,8 +83,8 @@ def test_feature_extraction_ran_as_shard_steps_and_cleaned_up(pipeline) -> None:
     assert materializations["image_features"]["rows"].value == 60 + 12 + 12  # every image once
 
 
-def test_every_asset_reports_seconds_rows_and_something_to_look_at(pipeline) -> None:
-    _, result, _, _ = pipeline
+def test_every_asset_reports_seconds_rows_and_something_to_look_at(synthetic_pipeline) -> None:
+    _, result, _, _ = synthetic_pipeline
     metadata = {
         e.asset_key.to_user_string(): e.materialization.metadata
         for e in result.get_asset_materialization_events()
@@ -125,8 +101,10 @@ def test_every_asset_reports_seconds_rows_and_something_to_look_at(pipeline) -> 
     assert image_preview.count("\n") >= 6  # header, rule and five rows
 
 
-def test_summary_times_every_asset_of_the_run_and_shows_its_results(pipeline, capsys) -> None:
-    root, result, _, instance = pipeline
+def test_summary_times_every_asset_of_the_run_and_shows_its_results(
+    synthetic_pipeline, capsys
+) -> None:
+    root, result, _, instance = synthetic_pipeline
     timings = seconds_per_asset(step_timings(instance, result.run_id), CHECK_STEPS)
     assert set(timings["asset"]) == {a.node_def.name for a in ALL_ASSETS} | {CHECKS_ROW}
     assert timings.set_index("asset").loc[CHECKS_ROW, "steps"] == 10
@@ -151,3 +129,25 @@ def test_summary_times_every_asset_of_the_run_and_shows_its_results(pipeline, ca
     t2i = embedding[(embedding["method"] == "single_stage") & (embedding["direction"] == "t2i")]
     assert sorted(t2i["r10"]) == sorted(stored["r10"])
     assert set(localization["network"]) == {"embedding", "similarity"}
+
+
+def test_extended_positive_metrics_are_stored_and_reported(synthetic_pipeline) -> None:
+    root, result, outputs, _ = synthetic_pipeline
+    rows = run_query(
+        root, "SELECT direction, r1, r5, r_precision, map_at_r FROM retrieval_metrics"
+    ).to_dict("records")
+    assert rows and all(0 <= r["map_at_r"] <= r["r_precision"] <= 100 for r in rows)
+    # A caption has one positive: both equal its R@1. An image has five: any credit needs one
+    # of them in the top five, so R-Precision is at most R@5.
+    assert all(
+        r["r_precision"] == r["map_at_r"] == r["r1"] for r in rows if r["direction"] == "t2i"
+    )
+    assert all(r["r_precision"] <= r["r5"] for r in rows if r["direction"] == "i2t")
+    html = Path(outputs["report"]["path"]).read_text()
+    assert "r_precision" in html and "map_at_r" in html
+    metadata = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "retrieval_eval"
+    )
+    assert metadata["eccv_caption"].value.startswith("not computed: 'synthetic' is not COCO")

@@ -84,6 +84,27 @@ def _image_id(source: Path, record: dict[str, Any], filename: str, where: str) -
     return stem
 
 
+def caption_id_of(image_id: str, position: int) -> str:
+    """A caption's id: its image's id and its position in the image's sentence list."""
+    return f"{image_id}#{position}"
+
+
+def sentence_ids(json_path: Path, split: str | None = None) -> dict[str, Any]:
+    """``{caption id: sentid}`` of the captions (of ``split``, or all) of a Karpathy file that
+    gives sentids; COCO's files keep the caption annotation id there."""
+    json_path = Path(json_path)
+    document = read_json_document(json_path)
+    found: dict[str, Any] = {}
+    for index, record in enumerate(document.get("images", [])):
+        if split is not None and record.get("split") != split:
+            continue
+        image_id = _image_id(json_path, record, record.get("filename", ""), f"record {index}")
+        for position, sentence in enumerate(record.get("sentences", [])):
+            if isinstance(sentence, dict) and "sentid" in sentence:
+                found[caption_id_of(image_id, position)] = sentence["sentid"]
+    return found
+
+
 def _excluded_images(source: Path, document: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(image_id, path, reason)`` of each image a conversion left out (module docstring)."""
     records = document.get("excluded_images", [])
@@ -185,7 +206,7 @@ def load_karpathy(
             if not isinstance(sentence, dict):
                 raise DatasetFormatError(json_path, f"{sentence_where}: expected an object")
             raw = _require(json_path, sentence, "raw", str, sentence_where)
-            caption_id = f"{image_id}#{k}"
+            caption_id = caption_id_of(image_id, k)
             if record_imgid is not None and "imgid" in sentence:
                 if sentence["imgid"] != record_imgid:
                     raise DatasetFormatError(
@@ -217,11 +238,11 @@ def load_karpathy(
             )
             for k, _, _ in non_empty:
                 if k not in kept:
-                    reject(f"{image_id}#{k}", beyond_caption_limit(max_captions_per_image))
+                    reject(caption_id_of(image_id, k), beyond_caption_limit(max_captions_per_image))
         for k, text, _ in non_empty:
             if k not in kept:
                 continue
-            caption_id = f"{image_id}#{k}"
+            caption_id = caption_id_of(image_id, k)
             # k keeps the position in the source so it still lines up with per-image files
             # (e.g. Flickr30K Entities sentences) after a caption is dropped.
             for name, value in zip(

@@ -18,7 +18,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ops.atomic import write_text_atomic
-from ops.paths import checkpoint_dir, features_dir, raw_dir, report_dir, tables_dir
+from ops.paths import (
+    checkpoint_dir,
+    features_dir,
+    index_dir,
+    raw_dir,
+    report_dir,
+    tables_dir,
+)
 from ops.results_store import (
     DERIVED_FOLDERS,
     RESULT_SCHEMAS,
@@ -153,9 +160,11 @@ def add_dataset(
 def dataset_folders(root: Path, name: str) -> list[Path]:
     """The data root's folders that belong to ``name`` alone (inputs the user keeps elsewhere,
     such as a custom dataset's own folder, are never among them): its raw files, tables,
-    features, proposals and graph, and its training runs' checkpoints and reports."""
+    features, proposals, graph and retrieval index, and its training runs' checkpoints and
+    reports."""
     root = Path(root)
     folders = [raw_dir(root, name), tables_dir(root, name), features_dir(root, name)]
+    folders.append(index_dir(root, name))
     folders += [root / folder / name for folder in DERIVED_FOLDERS.values()]
     for run_id in dataset_run_ids(root, name):
         folders += [checkpoint_dir(root, run_id), report_dir(root, run_id)]

@@ -144,7 +144,9 @@ def run_eval_retrieval(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         columns = ["protocol", "fold", "direction", "r1", "r5", "r10"]
-        print(_table(rows, columns + ["median_rank", "mean_rank", "rsum"]))
+        print(
+            _table(rows, columns + ["median_rank", "mean_rank", "rsum", "r_precision", "map_at_r"])
+        )
     return 0
 
 

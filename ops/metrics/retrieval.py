@@ -30,10 +30,14 @@ import pandas as pd
 import torch
 
 from ops.features.device import resolve_device
+from ops.metrics.counting import count_true
+from ops.metrics.precision_at_r import own_positive_precision
 
 PROTOCOLS = ("1k", "5k", "5fold_1k", "all")
 DIRECTIONS = ("i2t", "t2i")
 RECALL_KS = (1, 5, 10)
+# Extended-positive metrics of every protocol row (see ops.metrics.precision_at_r).
+PRECISION_COLUMNS = ("r_precision", "map_at_r")
 # Target size of one score block, in elements: small enough to stay in cache on CPU.
 CPU_BLOCK_ELEMENTS = 1 << 20
 CUDA_BLOCK_ELEMENTS = 1 << 26
@@ -281,26 +285,6 @@ class _Pass:
     overflowed: torch.Tensor | None = None
 
 
-def _count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """True entries of a 2-D mask along ``dim``, as int64.
-
-    Summing a bool tensor first copies all of it to int64 (8 bytes per score); summing its
-    bytes in uint8 over groups of at most 255 cannot overflow and needs no copy, which is
-    several times faster and keeps memory at the block's own size.
-    """
-    group = 255
-    as_bytes = mask.view(torch.uint8)
-    length = as_bytes.shape[dim]
-    whole = (length // group) * group
-    count = torch.zeros(as_bytes.shape[1 - dim], dtype=torch.int64, device=mask.device)
-    if whole:
-        grouped = as_bytes.narrow(dim, 0, whole).unflatten(dim, (-1, group))
-        count += grouped.sum(dim + 1, dtype=torch.uint8).sum(dim)
-    if whole < length:
-        count += as_bytes.narrow(dim, whole, length - whole).sum(dim, dtype=torch.uint8)
-    return count
-
-
 def _fail_on_nan(values: torch.Tensor) -> None:
     if values.is_floating_point() and bool(torch.isnan(values).any()):
         raise ValueError("scores contain NaN")
@@ -313,12 +297,12 @@ def _t2i_block_counts(block: torch.Tensor, positive_rows: torch.Tensor) -> torch
     columns = torch.arange(block.shape[1], device=block.device)
     positive = block[positive_rows, columns]
     first, last = int(positive_rows.min()), int(positive_rows.max())
-    count = _count_true(block[:first] >= positive, 0)
-    count += _count_true(block[last + 1 :] > positive, 0)
+    count = count_true(block[:first] >= positive, 0)
+    count += count_true(block[last + 1 :] > positive, 0)
     middle = block[first : last + 1]
     middle_rows = torch.arange(first, last + 1, device=block.device)[:, None]
     tied_earlier = (middle == positive) & (middle_rows < positive_rows)
-    return count + _count_true((middle > positive) | tied_earlier, 0)
+    return count + count_true((middle > positive) | tied_earlier, 0)
 
 
 def _column_pass(
@@ -369,8 +353,8 @@ def _column_pass(
             result.i2t_top1 = torch.where(better, row_argmax + start, result.i2t_top1)
 
         low_column, high_column = low[:, None], high[:, None]
-        above_block = _count_true(block > high_column, 1)
-        in_band = _count_true(block >= low_column, 1) - above_block
+        above_block = count_true(block > high_column, 1)
+        in_band = count_true(block >= low_column, 1) - above_block
         result.above += above_block
         positive_in_band = (positive >= low[positive_rows]) & (positive <= high[positive_rows])
         own_in_band = torch.bincount(positive_rows[positive_in_band], minlength=n_images)
@@ -428,7 +412,7 @@ def _recount_rows(
         sub = source.rows_block(rows, start, stop)
         caption_index = torch.arange(start, stop, device=source.device)[None, :]
         tied_earlier = (sub == threshold) & (caption_index < threshold_caption)
-        count += _count_true((sub > threshold) | tied_earlier, 1)
+        count += count_true((sub > threshold) | tied_earlier, 1)
     return count
 
 
@@ -669,21 +653,26 @@ def protocol_folds(protocol: str, n_images: int, fold_size: int = 1000) -> list[
     return [(fold * fold_size, (fold + 1) * fold_size) for fold in range(5)]
 
 
-def _metric_rows(protocol: str, fold: int, metrics: dict[str, object]) -> list[dict[str, object]]:
+def _metric_rows(
+    protocol: str,
+    fold: int,
+    metrics: dict[str, object],
+    precision: dict[str, dict[str, float]],
+) -> list[dict[str, object]]:
     rows = []
     for direction in DIRECTIONS:
         summary = metrics[direction]
         assert isinstance(summary, dict)
         rows.append(
             {"protocol": protocol, "fold": fold, "direction": direction, **summary}
-            | {"rsum": metrics["rsum"]}
+            | {"rsum": metrics["rsum"], **precision[direction]}
         )
     return rows
 
 
 def _mean_rows(protocol: str, fold_rows: list[dict[str, object]]) -> list[dict[str, object]]:
     frame = pd.DataFrame(fold_rows)
-    numeric = ["r1", "r5", "r10", "median_rank", "mean_rank", "rsum"]
+    numeric = ["r1", "r5", "r10", "median_rank", "mean_rank", "rsum", *PRECISION_COLUMNS]
     means = frame.groupby("direction", sort=False)[numeric].mean()
     return [
         {"protocol": protocol, "fold": -1, "direction": direction}
@@ -717,10 +706,16 @@ def _run_protocol(
     for fold, (first, last) in enumerate(folds):
         captions = np.flatnonzero((mapping >= first) & (mapping < last))
         local_mapping = mapping[captions] - first
-        ranks = _rank(make_source(first, last, captions), local_mapping, chunk)
+        source = make_source(first, last, captions)
+        ranks = _rank(source, local_mapping, chunk)
         assert ranks.i2t is not None and ranks.t2i is not None
         assert ranks.i2t_top1 is not None and ranks.t2i_top1 is not None
-        metric_rows += _metric_rows(protocol, fold, retrieval_metrics(ranks.i2t, ranks.t2i))
+        precision = own_positive_precision(
+            source, local_mapping, ranks.t2i, chunk or default_chunk(source.n_images, source.device)
+        )
+        metric_rows += _metric_rows(
+            protocol, fold, retrieval_metrics(ranks.i2t, ranks.t2i), precision
+        )
         for direction, query_names, top1_names, rank, top1 in (
             ("i2t", image_names[first:last], caption_names[captions], ranks.i2t, ranks.i2t_top1),
             ("t2i", caption_names[captions], image_names[first:last], ranks.t2i, ranks.t2i_top1),

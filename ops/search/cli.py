@@ -1,0 +1,113 @@
+"""``twobranch search``: a thin shell over :mod:`ops.search.engine` (one-line errors, exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ops.paths import data_root
+
+DESCRIPTION = """\
+Ask the dataset's champion embedding network. A text query returns the best-matching images
+(id, path, score, split and their captions); --image PATH returns the best-matching captions;
+--queries FILE answers one text query per line, as JSON lines. Queries are encoded exactly as
+the training captions and images were. Needs the dataset's retrieval_index asset.
+"""
+
+
+def add_search_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="text → images or image → captions with the champion model",
+        description=DESCRIPTION,
+    )
+    parser.add_argument("query", nargs="?", help='a text query, e.g. "a dog on a beach"')
+    parser.add_argument("--image", type=Path, help="an image file: find captions for it")
+    parser.add_argument("--queries", type=Path, help="a text file, one query per line")
+    parser.add_argument("--dataset", default="synthetic", help="registered dataset name")
+    parser.add_argument("--split", help="search only this split (e.g. test); default: all")
+    parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "html"),
+        help="table (default; JSON lines with --queries), json, or html (a gallery; needs --out)",
+    )
+    parser.add_argument("--out", type=Path, help="write the results to this file")
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("TWOBRANCH_DEVICE", "auto"),
+        help="auto (CUDA when present), cpu, cuda",
+    )
+    parser.set_defaults(handler=run_search)
+
+
+def _fail(message: str) -> int:
+    print(f"twobranch search: {message}", file=sys.stderr)
+    return 2
+
+
+def _read_queries(path: Path) -> list[str]:
+    from ops.search.errors import SearchError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SearchError(f"{path}: cannot read the queries ({error})") from None
+    queries = [line.strip() for line in lines if line.strip()]
+    if not queries:
+        raise SearchError(f"{path}: no queries (one per line)")
+    return queries
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    from ops.atomic import write_text_atomic
+
+    write_text_atomic(out, text)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    given = [name for name in ("query", "image", "queries") if getattr(args, name) is not None]
+    if len(given) != 1:
+        return _fail("give exactly one of: a text query, --image PATH, --queries FILE")
+    output_format = args.format or ("json" if args.queries else "table")
+    if output_format == "html" and args.out is None:
+        return _fail("--format html writes a gallery page: give --out FILE")
+    from ops.search import render
+    from ops.search.engine import open_index, search_image, search_text
+    from ops.search.errors import SearchError
+
+    try:
+        queries = _read_queries(args.queries) if args.queries else None
+        if args.image is not None:
+            from ops.search.encoding import check_image
+
+            check_image(args.image)  # before loading anything
+        index = open_index(data_root(args.data_root), args.dataset, args.device)
+        if index.stale:
+            print(f"twobranch search: warning: {index.stale}", file=sys.stderr)
+        if args.image is not None:
+            results = [search_image(index, args.image, args.k, args.split)]
+        else:
+            results = search_text(index, queries or [args.query], args.k, args.split)
+            if queries is None and results[0].error:
+                raise SearchError(results[0].error)
+    except SearchError as error:
+        return _fail(str(error))
+    if output_format == "html":
+        text = render.to_html(results, f"twobranch search — {args.dataset}")
+    elif output_format == "json":
+        text = render.to_json(results, lines=queries is not None)
+    else:
+        text = render.to_table(results)
+    _write(text, args.out)
+    unanswered = sum(1 for r in results if getattr(r, "error", None))
+    if unanswered:
+        note = f'{unanswered} of {len(results)} queries unanswered (see their "error")'
+        print(f"twobranch search: {note}", file=sys.stderr)
+    return 0
