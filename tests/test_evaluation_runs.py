@@ -13,7 +13,7 @@ from ops.retrieval_eval import evaluate_retrieval_runs, recall_at_k_curve, store
 from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training.run import run_training
-from tests.feature_files import write_image_sentence_features
+from tests.feature_files import write_graph_for, write_image_sentence_features
 
 TINY = {"hidden_dim": 32, "embed_dim": 16, "batch_images": 50, "similarity_batch": 50}
 
@@ -34,6 +34,7 @@ def test_recall_at_k_curve_hand_computed() -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     folder = tmp_path_factory.mktemp("runs")
     inputs = write_image_sentence_features(folder / "features")
+    graph = write_graph_for(folder / "data", inputs)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -43,6 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]
                 "toy",
                 inputs,
                 TrainConfig(network=network, epochs=1, lr=1e-2, device="cpu", **TINY),
+                graph,
             ).manifest
             for network in ("embedding", "similarity")
         ]

@@ -11,6 +11,7 @@ import torch
 
 from models.losses import logistic_loss
 from ops.features.boxes import pairwise_iou
+from ops.graph import positive_regions
 from ops.training import (
     ImageSentenceData,
     PhraseRegionData,
@@ -59,11 +60,17 @@ def make_image_sentence(
 
 
 def make_phrase_region(
-    n_images: int, seed: int, region_dim: int = 64, text_dim: int = 48, noise: float = 0.3
+    n_images: int,
+    seed: int,
+    region_dim: int = 64,
+    text_dim: int = 48,
+    noise: float = 0.3,
+    positive_iou: float = 0.6,
 ) -> PhraseRegionData:
     """Three objects of distinct classes per image, two phrases per object. Candidates: the
     three ground-truth boxes, two jittered copies of each, ten random boxes; a region's
-    feature mixes the class vectors of the objects it overlaps (weighted by IoU)."""
+    feature mixes the class vectors of the objects it overlaps (weighted by IoU). Positive
+    pairs are the graph's rule: the same image, IoU ≥ ``positive_iou``."""
     fixed = np.random.default_rng(99)
     classes = fixed.normal(size=(8, 32))
     to_region = fixed.normal(size=(32, region_dim)) / np.sqrt(32)
@@ -71,6 +78,7 @@ def make_phrase_region(
     rng = np.random.default_rng(seed)
     regions: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": [], "gt": []}
     phrases: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": []}
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for image in range(n_images):
         kinds = rng.choice(8, 3, replace=False)
         corner = rng.uniform(0, 60, size=(3, 2))
@@ -92,6 +100,8 @@ def make_phrase_region(
             )
             phrases["image"].append(np.array([image]))
             phrases["boxes"].append(boxes[obj][None])
+        rows, cols, _ = positive_regions(np.repeat(boxes, 2, 0), candidates, positive_iou)
+        pairs.append((image * 6 + rows, image * len(candidates) + cols))
     return PhraseRegionData(
         region_features=np.concatenate(regions["features"]),
         region_image=np.concatenate(regions["image"]),
@@ -100,6 +110,8 @@ def make_phrase_region(
         phrase_image=np.concatenate(phrases["image"]),
         phrase_boxes=np.concatenate(phrases["boxes"]),
         region_is_gt=np.concatenate(regions["gt"]),
+        positive_phrase=np.concatenate([p for p, _ in pairs]),
+        positive_region=np.concatenate([r for _, r in pairs]),
     )
 
 

@@ -11,7 +11,7 @@ from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training import run as run_module
 from ops.training.run import EmptyTrainingSplit, TrainingRun, run_training
-from tests.feature_files import write_image_sentence_features
+from tests.feature_files import write_graph_for, write_image_sentence_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +26,8 @@ TINY = {
 
 
 def _run(root: Path, inputs: dict, **values) -> TrainingRun:
-    return run_training(root, "toy", inputs, TrainConfig(**(TINY | values)))
+    graph = write_graph_for(root.parent / "graph", inputs)
+    return run_training(root, "toy", inputs, TrainConfig(**(TINY | values)), graph)
 
 
 def _runs(root: Path) -> dict[str, dict]:
@@ -38,8 +39,9 @@ def test_run_is_recorded_and_only_a_better_run_is_promoted(tmp_path: Path) -> No
     root = tmp_path / "data"
     inputs = write_image_sentence_features(tmp_path / "features")
     messages: list[str] = []
+    graph = write_graph_for(tmp_path / "graph", inputs)
     first = run_training(
-        root, "toy", inputs, TrainConfig(**TINY, lr=1e-2, epochs=2), log=messages.append
+        root, "toy", inputs, TrainConfig(**TINY, lr=1e-2, epochs=2), graph, log=messages.append
     )
 
     manifest = first.manifest
