@@ -11,8 +11,8 @@ from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason, skipped_output
 from ops.localization_eval import evaluate_localization_runs, store_localization_results
-from ops.report import recall_curves
 from ops.metrics.retrieval import PROTOCOLS
+from ops.report import recall_curves
 from ops.retrieval_eval import evaluate_retrieval_runs, store_retrieval_results
 from ops.two_stage import DEFAULT_WEIGHTS
 

@@ -21,8 +21,8 @@ from ops.evaluation import (
     check_feature_dims,
     load_trained,
     merge_directions,
-    split_ids,
     split_embeddings,
+    split_ids,
 )
 from ops.features.device import autocast_context, resolve_device
 from ops.metrics.retrieval import ProtocolResult, evaluate_protocol_scores

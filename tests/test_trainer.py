@@ -338,3 +338,35 @@ def test_similarity_batches_embed_each_item_once_with_the_loss_of_the_pairs() ->
     assert embedded == [np.unique(batch.image_rows).size] and embedded[0] < batch.image_rows.size
     expected = logistic_loss(logits, torch.from_numpy(batch.labels))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", ["caption", "image", "mixed"])
+def test_phrase_negative_side_reaches_the_pair_sampler(side: str) -> None:
+    data = make_phrase_region(12, 0)
+    config = TrainConfig(task="phrase_region", network="similarity", negative_side=side, **SMALL)
+    plan = trainer_module.BatchPlan(config, data)
+    plan.set_epoch(1)
+    step = next(iter(plan))
+    phrase_batch = next(iter(plan.sampler))  # the same epoch's first batch, with its masks
+    row_of_region = {r: i for i, r in enumerate(phrase_batch.region_idx)}
+    row_of_phrase = {p: i for i, p in enumerate(phrase_batch.phrase_idx)}
+    positive = step.labels == 1
+    pos_phrases, pos_regions = set(step.text_rows[positive]), set(step.image_rows[positive])
+    kept_phrase = kept_region = 0
+    for region, phrase, label in zip(step.image_rows, step.text_rows, step.labels, strict=True):
+        mask = phrase_batch.positive if label == 1 else phrase_batch.negative
+        assert mask[row_of_phrase[phrase], row_of_region[region]]
+        if label == -1:
+            kept_phrase += phrase in pos_phrases
+            kept_region += region in pos_regions
+    negatives = int((~positive).sum())
+    # Two per positive, fewer where a phrase (region) has fewer candidates than its quota.
+    assert int(positive.sum()) < negatives <= 2 * int(positive.sum())
+    if side == "image":  # the phrase stays, another region
+        assert kept_phrase == negatives
+    elif side == "caption":  # the region stays, another phrase
+        assert kept_region == negatives
+    else:
+        assert 0 < kept_phrase < negatives or 0 < kept_region < negatives
+    assert TrainConfig(task="phrase_region").negative_side == "image"
+    assert TrainConfig(task="image_sentence").negative_side == "caption"

@@ -4,7 +4,8 @@ Every image gets exactly ``num_proposals`` candidates ``r0..r{N-1}`` (source ``p
 
 1. with ``whole_image``, the whole-image box first (off in the paper's setup);
 2. the searcher's boxes in its order, after dropping boxes with a side under ``min_size``
-   pixels and exact duplicates;
+   pixels, exact duplicates and the whole image itself (selective search always ends with
+   it): whether the whole image is a candidate is ``whole_image``'s say alone;
 3. when the search found fewer than N, a fixed fill: sliding windows of the image's aspect at
    scales 0.8, 0.64, 0.5, … of its sides with half-window strides, largest first, skipping
    boxes already present (never the whole image); if even those run out (tiny images), the
@@ -202,9 +203,8 @@ def exactly_n(
     """``(n candidates, how many came from the fill)`` from the searcher's ``found`` boxes
     (already filtered), per the module's rule."""
     whole = np.array([[0.0, 0.0, float(width), float(height)]])
-    parts = [whole] if whole_image else []
-    parts.append(found)
-    candidates = _unique_rows(np.vstack(parts))[:n]
+    found = found[~np.all(np.isclose(found, whole), axis=1)]
+    candidates = _unique_rows(np.vstack([whole, found] if whole_image else [found]))[:n]
     filled = 0
     if len(candidates) < n:
         fill = fill_windows(width, height, min_size)

@@ -50,7 +50,7 @@ class TrainingRun:
     curves_png: bytes = field(repr=False)
 
 
-def _load_splits(
+def load_training_splits(
     config: TrainConfig, inputs: Mapping[str, str], graph: Mapping, root: Path, dataset: str
 ) -> dict:
     """Per split the training arrays; the train split's positives and neighborhoods are the
@@ -134,7 +134,7 @@ def run_training(
         {name: file_identity(path) for name, path in inputs.items()}
         | {"neighborhood_graph": graph_identity(graph)},
     )
-    splits = _load_splits(config, inputs, graph, root, dataset)
+    splits = load_training_splits(config, inputs, graph, root, dataset)
     if "train" not in splits:
         raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
     val = splits.get("val")
