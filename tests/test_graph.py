@@ -11,13 +11,17 @@ import pandas as pd
 import pytest
 
 from ops.dataset_store import load_dataset_table
+from ops.features.boxes import pairwise_iou
+from ops.features.proposals import proposal_upper_bound
 from ops.graph import nearest_neighbors
 from ops.graph_store import read_relation
+from ops.metrics.grounding import evaluate_grounding
 from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training.data import PhraseBatchSampler
 from ops.training.run import load_training_splits
 from ops.training.trainer import BatchPlan
+from ops.training_inputs import phrase_region_splits
 from tests.pipeline_helpers import materialize
 
 UPSTREAM = [
@@ -190,3 +194,40 @@ def test_faiss_and_exact_search_find_the_same_neighbors() -> None:
         ((_, few, _),) = nearest_neighbors(features[:4], 10, faiss_min_items=threshold)
         assert few.shape == (4, 3)
         assert all(sorted(row) == [j for j in range(4) if j != i] for i, row in enumerate(few))
+
+
+def test_localization_scores_exactly_n_candidates_and_bounds_over_those(built) -> None:
+    root, outputs, _ = built
+    proposals = pd.read_parquet(outputs["region_proposals"]["path"])
+    candidates = proposals[proposals["source"] == "proposal"]
+    assert (candidates.groupby("image_id").size() == 30).all()
+    phrases = load_dataset_table(root, "synthetic", "phrases")
+    test = phrase_region_splits(
+        outputs["region_features"]["path"],
+        proposals,
+        outputs["phrase_features"]["path"],
+        phrases,
+        ("test",),
+    )["test"]
+    # What localization scores: the 30 candidates of each test image, no ground-truth box.
+    test_candidates = candidates[candidates["image_id"].isin(set(test.image_ids))]
+    assert sorted(test.region_ids) == sorted(test_candidates["region_id"])
+    evaluated = phrases[phrases["phrase_id"].isin(set(test.phrase_ids))]
+    covered = [
+        pairwise_iou(
+            [row[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(float)],
+            test_candidates.loc[
+                test_candidates["image_id"] == row["image_id"], ["x1", "y1", "x2", "y2"]
+            ].to_numpy(float),
+        ).max()
+        >= 0.5
+        for _, row in evaluated.iterrows()
+    ]
+    by_hand = 100.0 * float(np.mean(covered))
+    bound = proposal_upper_bound(evaluated, proposals).set_index("split")
+    assert 100.0 * bound.loc["test", "upper_bound"] == pytest.approx(by_hand)
+    grounding = evaluate_grounding(
+        evaluated, test_candidates, chosen_region=pd.Series(dtype=object)
+    )
+    assert grounding.summary["upper_bound"] == pytest.approx(by_hand)
+    assert 0 < by_hand < 100
