@@ -11,7 +11,8 @@ Every variant is trained from the neighborhood graph the way the training assets
 graph built from the stored features, training split only) and reported on the validation
 and test splits.
 
-    # a reduced synthetic dataset into its own data root, then the ablation (about 10 min)
+    # a reduced synthetic dataset into its own data root, then the ablation (about 45 min
+    # on two busy cores)
     .venv/bin/python benchmarks/ablation_synthetic.py --data-root /tmp/ablation \\
         --prepare 2000,400,400 --epochs 10
     # or on the features of the last `make run`

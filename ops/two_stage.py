@@ -30,7 +30,7 @@ from ops.training_inputs import ImageSentenceSplit
 
 # Weights of the similarity score tried on the validation split (logits are ~10× wider than
 # the embedding's cosine scores, hence the small end of the grid).
-DEFAULT_WEIGHTS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+DEFAULT_WEIGHTS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @torch.no_grad()
