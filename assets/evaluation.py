@@ -4,6 +4,7 @@ split, written to the DuckDB result tables, one set of rows per training run."""
 import time
 
 import dagster as dg
+from pydantic import Field, field_validator
 
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
@@ -11,18 +12,34 @@ from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason, skipped_output
 from ops.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.localization_eval import evaluate_localization_runs, store_localization_results
+from ops.metrics.retrieval import PROTOCOLS
 from ops.report import recall_curves
 from ops.retrieval_eval import evaluate_retrieval_runs, store_retrieval_results
+from ops.two_stage import DEFAULT_WEIGHTS
 
 EVALUATION_GROUP = "evaluation"
 
 
 class RetrievalEvalConfig(dg.Config):
-    """``rerank_k``: candidates per query that the similarity network rescores in two-stage
-    retrieval (0 turns two-stage off)."""
+    """``rerank_k``: candidates per query that two-stage retrieval rescores as embedding score
+    + w × similarity score (0 turns two-stage off), w being the one of ``two_stage_weights``
+    (0 always included) with the best R-sum on ``tune_split``. ``protocols``: e.g. ``[1k,
+    5fold_1k, 5k]`` for COCO; empty = by test-set size (5,000+ images: 5fold_1k and 5k;
+    1,000: 1k; otherwise all)."""
 
-    rerank_k: int = 20
+    rerank_k: int = Field(default=20, ge=0)
     split: str = "test"
+    two_stage_weights: list[float] = list(DEFAULT_WEIGHTS)
+    tune_split: str = "val"
+    protocols: list[str] = []
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, values: list[str]) -> list[str]:
+        unknown = sorted(set(values) - set(PROTOCOLS))
+        if unknown:
+            raise ValueError(f"unknown protocols {unknown}; use some of {list(PROTOCOLS)}")
+        return values
 
 
 @dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
@@ -35,8 +52,9 @@ def retrieval_eval(
     compute: ComputeSettings,
 ) -> dg.Output[dict]:
     """Recall@1/5/10 both directions, median/mean rank, R-sum, R-Precision and mAP@R of the
-    models it is given, per protocol; two-stage retrieval reranks the embedding network's
-    top-k with the similarity network. On COCO's Karpathy 5K test also the ECCV Caption
+    models it is given, per protocol; two-stage retrieval rescores the embedding network's
+    top-k by embedding + w × similarity score, w chosen on the validation split
+    (``two_stage_weights`` table). On COCO's Karpathy 5K test also the ECCV Caption
     extended-positive metrics (protocol ``eccv_caption``). Per-query ranks go to
     ``retrieval_ranks``."""
     started = time.perf_counter()
@@ -46,6 +64,9 @@ def retrieval_eval(
         config.split,
         config.rerank_k,
         compute.device,
+        weights=config.two_stage_weights,
+        tune_split=config.tune_split,
+        protocols=config.protocols or None,
     )
     eccv = eccv_caption_evaluation(
         storage.root, image_sentence_embedding_net, config.split, compute.device
@@ -53,10 +74,19 @@ def retrieval_eval(
     result = with_eccv_rows(result, image_sentence_embedding_net, eccv)
     store_retrieval_results(storage.root, result)
     context.log.info("\n" + result.summary.round(2).to_string(index=False))
+    two_stage = result.two_stage
     return dg.Output(
         result.output(),
         metadata={
             "metrics": preview(result.summary.round(2), rows=50),
+            **(
+                {
+                    "two_stage_weight": two_stage["weight"],
+                    "two_stage_on_validation": dg.MetadataValue.json(two_stage),
+                }
+                if two_stage
+                else {}
+            ),
             "recall_at_k": png_bytes_value(recall_curves(result.curves)),
             "timings": dg.MetadataValue.json(result.timings),
             "rows": result.n_images + result.n_captions,  # queries, both directions

@@ -183,12 +183,15 @@ def word_vectors(
 class TextFeatureConfig(dg.Config):
     """Sentence/phrase features: ``mean`` (mean word vector, L2-normalized) or ``fisher``
     (Fisher vector over a diagonal GMM, power + L2 normalized; the paper used HGLMM FV with
-    30 components and PCA to 6,000-d). Everything fitted sees the training split only."""
+    30 components on ICA-transformed word2vec and PCA to 6,000-d). ``word_dim`` reduces the
+    word vectors first with ``word_transform`` (``pca`` whitening or ``ica``). Everything
+    fitted sees the training split only."""
 
     method: Literal["mean", "fisher"] = "mean"
     fisher_components: int = 30
     pca_dim: int | None = None
     word_dim: int | None = None
+    word_transform: Literal["pca", "ica"] = "pca"
     seed: int = 0
 
 
@@ -212,6 +215,7 @@ def _text_features(
         pca_dim=config.pca_dim,
         seed=config.seed,
         word_dim=config.word_dim,
+        word_transform=config.word_transform,
     )
     path = features_path(root, dataset, kind, encoders.variant)
     stats = build_text_features(

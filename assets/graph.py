@@ -1,46 +1,28 @@
-"""The neighborhood graph asset: positives and neighborhoods the losses are built on."""
-
-import time
+"""The neighborhood graph asset: the training split's positives and neighborhoods, which the
+training assets learn from."""
 
 import dagster as dg
-import matplotlib
+import pydantic
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from assets.metadata import png, preview  # noqa: E402
-from assets.partitions import DATASETS  # noqa: E402
-from assets.resources import TwobranchStorage  # noqa: E402
-from assets.skips import skip_reason  # noqa: E402
-from ops.dataset_store import load_dataset_table  # noqa: E402
-from ops.graph import build_neighborhood_graph, degree_statistics, knn_edges  # noqa: E402
-from ops.parquet_io import read_features  # noqa: E402
-from ops.results_store import publish_catalogue, write_derived_table  # noqa: E402
+from assets.metadata import png_bytes_value, preview
+from assets.partitions import DATASETS
+from assets.resources import TwobranchStorage
+from assets.skips import skip_reason
+from ops.graph import GraphSettings, knn_method
+from ops.graph_store import build_graph, graph_preview
+from ops.report import degree_histogram
+from ops.results_store import publish_catalogue
 
 GRAPH_GROUP = "graph"
 
-
-class GraphConfig(dg.Config):
-    """``positive_iou``: a region is a phrase's positive at this IoU with its box (lab: 0.6).
-    ``knn_k`` > 0 adds feature-space nearest-neighbor edges between images (faiss when
-    installed, exact chunked search otherwise)."""
-
-    positive_iou: float = 0.6
-    knn_k: int = 0
-
-
-def _degree_histogram(edges: pd.DataFrame):
-    relations = sorted(edges["relation"].unique())
-    figure, axes = plt.subplots(1, len(relations), figsize=(3.2 * len(relations), 2.6))
-    axes = [axes] if len(relations) == 1 else list(axes)
-    for axis, relation in zip(axes, relations, strict=True):
-        degree = edges[edges["relation"] == relation].groupby("source_id").size()
-        axis.hist(degree, bins=min(30, max(1, degree.nunique())), color="#4c72b0")
-        axis.set_title(relation, fontsize=9)
-        axis.set_xlabel("degree")
-    figure.tight_layout()
-    return figure
+# Built from GraphSettings' fields: each setting, its default and its range are written once.
+GraphConfig = pydantic.create_model(
+    "GraphConfig",
+    __base__=dg.Config,
+    __doc__=GraphSettings.__doc__,
+    __module__=__name__,
+    **{name: (info.annotation, info) for name, info in GraphSettings.model_fields.items()},
+)
 
 
 @dg.asset(group_name=GRAPH_GROUP, kinds={"parquet", "duckdb"}, partitions_def=DATASETS)
@@ -50,40 +32,46 @@ def neighborhood_graph(
     phrases: dict,
     region_proposals: dict,
     image_features: dict,
+    text_features: dict,
     storage: TwobranchStorage,
 ) -> dg.Output[dict]:
-    """Image→sentence positives, sentence→sentence neighbors (same image), phrase→region
-    positives (IoU ≥ threshold) and region→region neighbors (when the dataset has phrase
-    boxes); queryable as ``neighbors``."""
-    started = time.perf_counter()
+    """The training split's image→sentence positives, sentence→sentence neighbors (same
+    image), phrase→region positives (IoU ≥ ``positive_iou``) and region→region neighbors (when
+    the dataset has phrase boxes), and with ``knn_k`` > 0 each training image's and sentence's
+    nearest neighbors by feature. The training assets take their positives and neighborhoods
+    from it; queryable as ``neighbors``."""
     root, dataset = storage.root, captions["dataset"]
+    settings = GraphSettings(**config.model_dump())
     regions_skipped = skip_reason(region_proposals)
-    edges = build_neighborhood_graph(
-        load_dataset_table(root, dataset, "captions"),
-        load_dataset_table(root, dataset, "phrases"),
-        None if regions_skipped else pd.read_parquet(region_proposals["path"]),
+    summary = build_graph(
+        root,
         dataset,
-        positive_iou=config.positive_iou,
+        settings,
+        None if regions_skipped else region_proposals["path"],
+        image_features["path"],
+        text_features["path"],
     )
-    if config.knn_k > 0:
-        ids, matrix = read_features(image_features["path"])
-        knn = knn_edges(ids["image_id"].to_numpy(), matrix, config.knn_k, "knn_image", dataset)
-        edges = pd.concat([edges, knn], ignore_index=True)
-    path = write_derived_table(root, dataset, "neighbors", edges)
     publish_catalogue(root)
-    stats = degree_statistics(edges)
-    figure = _degree_histogram(edges)
-    plot = png(figure)
-    plt.close(figure)
+    knn_items = {
+        relation: summary.degrees().get(relation, {}).get("sources", 0)
+        for relation in ("knn_image", "knn_sentence")
+    }
     return dg.Output(
-        {"dataset": dataset, "path": str(path), "edges": stats.edges},
+        summary.manifest(dataset),
         metadata={
-            "rows": len(edges),
-            "edges": dg.MetadataValue.json(stats.edges),
-            "degrees": dg.MetadataValue.json(stats.degrees),
-            "degree_histogram": plot,
-            "preview": preview(edges),
+            "rows": summary.rows,
+            "edges": dg.MetadataValue.json(summary.edges),
+            "degrees": dg.MetadataValue.json(summary.degrees()),
+            "degree_histogram": png_bytes_value(degree_histogram(summary.degree_counts)),
+            "preview": preview(graph_preview(summary.path), rows=20),
+            "fingerprint": summary.fingerprint,
+            "settings": dg.MetadataValue.json(summary.settings),
+            "split": "train (no validation or test item is in the graph)",
+            "knn_search": dg.MetadataValue.json(
+                {relation: knn_method(settings, n) for relation, n in knn_items.items()}
+            ),
             **({"phrase_edges": f"none: {regions_skipped}"} if regions_skipped else {}),
-            "seconds": round(time.perf_counter() - started, 2),
+            "path": dg.MetadataValue.path(str(summary.path)),
+            "seconds": round(summary.seconds, 2),
         },
     )

@@ -25,7 +25,12 @@ from assets.sharding import (
 )
 from assets.skips import skip_reason, skipped_output
 from ops.dataset_store import load_dataset_table
-from ops.features.proposals import phrase_task_images, proposal_upper_bound, propose_regions
+from ops.features.proposals import (
+    phrase_task_images,
+    proposal_upper_bound,
+    propose_regions,
+    resolve_method,
+)
 from ops.features.region_features import (
     extract_region_features,
     proposal_image_order,
@@ -39,14 +44,20 @@ FEATURES_GROUP = "features"
 
 
 class ProposalConfig(dg.Config):
-    """Region proposals: up to ``max_proposals`` per image (the paper used 200 EdgeBoxes).
-    ``edge_boxes`` needs OpenCV's structured-edge model file at ``edge_model_path``.
-    ``max_images_per_split`` limits the phrase task to a subset of images (0 = all);
-    ``shards`` splits the images into that many parts, each searched in its own step."""
+    """Region proposals: exactly ``num_proposals`` candidates per image (the paper: 200
+    EdgeBoxes), searched at full resolution unless ``max_side`` downscales the image; a search
+    that finds fewer is completed by fixed sliding windows (see ops/features/proposals.py).
+    ``method: auto`` runs EdgeBoxes when ``edge_model_path`` names OpenCV's structured-edge
+    model file (model.yml.gz), selective search otherwise. ``whole_image`` makes the
+    whole-image box candidate r0 (not in the paper). ``max_images_per_split`` limits the
+    phrase task to a subset of images (0 = all); ``shards`` splits the images into that many
+    parts, each searched in its own step."""
 
-    max_proposals: int = 200
-    method: Literal["selective_search_fast", "selective_search_quality", "edge_boxes"] = (
-        "selective_search_fast"
+    num_proposals: int = Field(default=200, ge=1)
+    max_side: int | None = Field(default=None, ge=16)
+    whole_image: bool = False
+    method: Literal["auto", "selective_search_fast", "selective_search_quality", "edge_boxes"] = (
+        "auto"
     )
     edge_model_path: str | None = None
     max_images_per_split: int = 0
@@ -94,14 +105,16 @@ def region_proposals_shard(
     stats = propose_regions(
         chosen.iloc[spec.start : spec.stop],
         path,
-        max_proposals=config.max_proposals,
+        num_proposals=config.num_proposals,
         method=config.method,
         include_ground_truth_for=phrase_rows[phrase_rows["split"] == "train"],
         num_workers=max(1, compute.num_workers),
         progress=progress_logger(context, f"region proposals {spec.key}"),
+        max_side=config.max_side,
+        whole_image=config.whole_image,
         model_path=config.edge_model_path,
     )
-    return shard_result(shard, path, stats.images, stats.seconds)
+    return shard_result(shard, path, stats.images, stats.seconds, filled=stats.filled)
 
 
 @dg.op
@@ -122,13 +135,22 @@ def region_proposals_merge(
         phrase_rows[phrase_rows["image_id"].isin(set(chosen["image_id"]))], proposals
     )
     per_image = proposals[proposals["source"] == "proposal"].groupby("image_id").size()
+    filled = sum(int(shard.get("filled", 0)) for shard in shards)
+    method = resolve_method(config.method, config.edge_model_path)
     return dg.Output(
-        {"dataset": dataset, "path": str(path), "images": len(chosen), "method": config.method},
+        {"dataset": dataset, "path": str(path), "images": len(chosen), "method": method},
         metadata={
             "images": len(chosen),
             "rows": len(proposals),
             "regions": len(proposals),
-            "proposals_per_image_mean": round(float(per_image.mean()), 1),
+            "method": method,
+            "proposals_per_image": dg.MetadataValue.json(
+                {"min": int(per_image.min()), "max": int(per_image.max())} if len(per_image) else {}
+            ),
+            # Candidates from the fixed sliding-window fill, where the search found too few.
+            "filled_per_image_mean": round(filled / max(1, len(per_image)), 2),
+            "max_side": config.max_side or "full resolution",
+            "whole_image": config.whole_image,
             # No candidate box at all: their phrases are left out of training and evaluation.
             "images_without_regions": int(len(chosen) - proposals["image_id"].nunique()),
             "upper_bound": preview(bound),

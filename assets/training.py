@@ -11,7 +11,7 @@ from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason, skipped_output
 from ops.training.config import Network, Task
-from ops.training.run import EmptyTrainingSplit, TrainingRun, run_training
+from ops.training.run import EmptyTrainingSplit, GraphMismatch, TrainingRun, run_training
 from ops.training.settings import SETTINGS_DOC, check_settings, settings_fields, train_config_for
 
 TRAINING_GROUP = "training"
@@ -51,6 +51,7 @@ def _metadata(run: TrainingRun) -> dict[str, object]:
         "champion_reason": manifest["champion_reason"],
         "curves": png_bytes_value(run.curves_png),
         "config": dg.MetadataValue.json(run.config),
+        "graph": dg.MetadataValue.json(run.manifest["graph"]),
         "checkpoint": dg.MetadataValue.path(manifest["checkpoint"]),
     }
 
@@ -61,6 +62,7 @@ def _train(
     task: Task,
     network: Network,
     inputs: dict[str, str],
+    graph: dict,
     dataset: str,
     storage: TwobranchStorage,
     compute: ComputeSettings,
@@ -71,10 +73,11 @@ def _train(
             dataset,
             inputs,
             train_config_for(config.model_dump(), task, network, compute.device),
+            graph,
             val_max_images=config.val_max_images,
             log=context.log.info,
         )
-    except EmptyTrainingSplit as error:
+    except (EmptyTrainingSplit, GraphMismatch) as error:
         raise dg.Failure(str(error)) from error
     return dg.Output(run.manifest, metadata=_metadata(run))
 
@@ -105,7 +108,8 @@ TASK_UPSTREAM: Mapping[Task, tuple[str, ...]] = {
 
 
 def training_asset(task: Task, network: Network, description: str) -> dg.AssetsDefinition:
-    """The asset ``<task>_<network>_net``: reads its task's feature assets, trains, records."""
+    """The asset ``<task>_<network>_net``: reads its task's feature assets and the
+    neighborhood graph (its positives and neighborhoods), trains, records."""
     upstream = TASK_UPSTREAM[task]
 
     @dg.asset(
@@ -113,8 +117,7 @@ def training_asset(task: Task, network: Network, description: str) -> dg.AssetsD
         description=description,
         group_name=TRAINING_GROUP,
         kinds={"pytorch"},
-        deps=["neighborhood_graph"],
-        ins={name: dg.AssetIn(name) for name in upstream},
+        ins={name: dg.AssetIn(name) for name in (*upstream, "neighborhood_graph")},
         op_tags=accelerator_step_tags(),
         partitions_def=DATASETS,
     )
@@ -123,13 +126,16 @@ def training_asset(task: Task, network: Network, description: str) -> dg.AssetsD
         config: TrainingConfig,
         storage: TwobranchStorage,
         compute: ComputeSettings,
+        neighborhood_graph: dict,
         **features: dict,
     ) -> dg.Output[dict]:
         dataset = features[upstream[0]]["dataset"]
         if reason := skip_reason(*features.values()):
             return skipped_output(dataset, reason)
         inputs = TASK_INPUTS[task](*(features[name] for name in upstream))
-        return _train(context, config, task, network, inputs, dataset, storage, compute)
+        return _train(
+            context, config, task, network, inputs, neighborhood_graph, dataset, storage, compute
+        )
 
     return _asset
 

@@ -1,10 +1,22 @@
-"""Ablations of the embedding network on stored features of a materialized dataset.
+"""Ablations on stored features of a materialized dataset (the synthetic one by default).
 
-Trains the image–sentence embedding network with the neighborhood term on and off, with
-neighborhood and triplet sampling, and prints validation recalls as a table. The similarity
-network's row is read from the results of the last `make run` when present.
+1. The embedding network's neighborhood constraint: the paper's (sentences of the same
+   image) against the graph's kNN sentence neighbors as well (``knn_sentence_neighbors``),
+   beside the term switched off and triplet sampling.
+2. Retrieval with the similarity network: each network alone, and two-stage (embedding top-k
+   rescored by embedding + w × similarity, w chosen on validation) against the former rerank
+   by the similarity score alone (a very large w).
 
-    .venv/bin/python benchmarks/ablation_synthetic.py [--data-root data] [--epochs 15]
+Every variant is trained from the neighborhood graph the way the training assets do (a
+graph built from the stored features, training split only) and reported on the validation
+and test splits.
+
+    # a reduced synthetic dataset into its own data root, then the ablation (about 45 min
+    # on two busy cores)
+    .venv/bin/python benchmarks/ablation_synthetic.py --data-root /tmp/ablation \\
+        --prepare 2000,400,400 --epochs 10
+    # or on the features of the last `make run`
+    .venv/bin/python benchmarks/ablation_synthetic.py --epochs 15
 """
 
 from __future__ import annotations
@@ -15,11 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from ops.evaluation import evaluate_retrieval_single
+from ops.graph import GraphSettings, graph_edges
+from ops.graph_inputs import image_sentence_from_graph
+from ops.graph_store import write_graph
+from ops.parquet_io import read_features
 from ops.paths import data_root
 from ops.training import TrainConfig, train
 from ops.training_inputs import image_sentence_splits
+from ops.two_stage import DEFAULT_WEIGHTS, choose_weight, evaluate_two_stage, two_stage_candidates
 
 DEMO = {
     "lr": 1e-3,
@@ -29,40 +48,146 @@ DEMO = {
     "dropout": 0.1,
     "batch_images": 128,
 }
+SIMILARITY = {"lr": 1e-3, "hidden_dim": 1024, "embed_dim": 256, "dropout": 0.1}
 VARIANTS = {
-    "neighborhood sampling + neighborhood term (default)": {},
-    "neighborhood sampling, no neighborhood term": {"lambda_neighbor": 0.0},
+    "paper: same-image neighborhoods (default)": {},
+    "+ kNN sentence neighborhoods (graph knn_k)": {"knn_sentence_neighbors": True},
+    "no neighborhood term": {"lambda_neighbor": 0.0},
     "triplet sampling + neighborhood term": {"sampler": "triplet"},
-    "triplet sampling, no neighborhood term": {"sampler": "triplet", "lambda_neighbor": 0.0},
 }
+RERANK_K = 20
+PURE_RERANK_WEIGHT = 1e4  # the similarity score decides the top-k order alone
+
+
+def prepare(root: Path, sizes: str, seed: int) -> None:
+    """Materialize a synthetic dataset of ``train,val,test`` images and its image and text
+    features under ``root`` (in process, with the real assets)."""
+    import dagster as dg
+
+    from assets.definitions import ALL_ASSETS
+    from assets.partitions import sync_dataset_partitions
+    from assets.resources import ComputeSettings, TwobranchStorage
+
+    train_n, val_n, test_n = (int(n) for n in sizes.split(","))
+    raw = {
+        "synthetic_train_images": train_n,
+        "synthetic_val_images": val_n,
+        "synthetic_test_images": test_n,
+        "seed": seed,
+    }
+    selection = ["raw_dataset", "images", "captions", "phrases", "image_features"]
+    selection += ["word_vectors", "text_features"]
+    instance = dg.DagsterInstance.ephemeral()
+    sync_dataset_partitions(instance, {"synthetic"})
+    result = dg.materialize(
+        assets=ALL_ASSETS,
+        selection=dg.AssetSelection.assets(*selection),
+        run_config={"ops": {"raw_dataset": {"config": raw}}},
+        resources={
+            "storage": TwobranchStorage(data_root=str(root)),
+            "compute": ComputeSettings(device="auto", num_workers=2),
+        },
+        instance=instance,
+        partition_key="synthetic",
+    )
+    assert result.success
+
+
+def _recalls(metrics: list[dict]) -> dict[str, float]:
+    frame = pd.DataFrame(metrics).set_index("direction")
+    values = {f"{d}_r{k}": float(frame.loc[d, f"r{k}"]) for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    return values | {"rsum": float(frame["rsum"].iloc[0])}
+
+
+def _single(checkpoint: Path, split) -> dict[str, float]:
+    return _recalls(evaluate_retrieval_single(checkpoint, split, "all").result.metrics)
+
+
+def _row(name: str, val: dict, test: dict, seconds: float | str) -> str:
+    def cell(m: dict) -> str:
+        i2t = "/".join(f"{m[f'i2t_r{k}']:.1f}" for k in (1, 5, 10))
+        t2i = "/".join(f"{m[f't2i_r{k}']:.1f}" for k in (1, 5, 10))
+        return f"{i2t} | {t2i} | {m['rsum']:.1f}"
+
+    seconds = seconds if isinstance(seconds, str) else f"{seconds:.0f}"
+    return f"| {name} | {val['rsum']:.1f} | {cell(test)} | {seconds} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--prepare", default=None, help="train,val,test images to generate")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--knn-k", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    features = data_root(args.data_root) / "features" / args.dataset
+    root = data_root(args.data_root)
+    if args.prepare:
+        prepare(root, args.prepare, args.seed)
+    features = root / "features" / args.dataset
     image_path = next(features.glob("image_*.parquet"))
     text_path = next(features.glob("text_*.parquet"))
-    splits = image_sentence_splits(image_path, text_path, ("train", "val"))
-    print(f"features: {image_path.name}, {text_path.name}")
-    print("| variant | val i2t R@1/5/10 | val t2i R@1/5/10 | R-sum | seconds |")
-    print("|---|---|---|---|---|")
+    splits = image_sentence_splits(image_path, text_path)
+    work = Path(tempfile.mkdtemp(prefix="ablation-"))
+    settings = GraphSettings(knn_k=args.knn_k)
+    texts, images = read_features(text_path), read_features(image_path)
+    graph = write_graph(
+        work, args.dataset, settings, graph_edges(settings, texts[0], None, None, images, texts)
+    )
+    print(f"features: {image_path.name}, {text_path.name}; graph edges {graph.edges}")
+    print(f"train/val/test images: {[len(splits[s].image_ids) for s in ('train', 'val', 'test')]}")
+    header = "| variant | val R-sum | test i2t R@1/5/10 | test t2i R@1/5/10 | test R-sum | s |"
+    print(header + "\n|---|---|---|---|---|---|", flush=True)
+    checkpoints: dict[str, Path] = {}
     for name, change in VARIANTS.items():
         config = TrainConfig(device="cpu", epochs=args.epochs, **(DEMO | change))
+        train_split = image_sentence_from_graph(
+            splits["train"], graph.path, with_knn=config.knn_sentence_neighbors
+        )
+        folder = work / f"embedding-{len(checkpoints)}"
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
-            result = train(config, splits["train"].data, splits["val"].data, folder)
-        m = result.best_val_metrics
-        i2t = "/".join(f"{m[f'i2t_r{k}']:.1f}" for k in (1, 5, 10))
-        t2i = "/".join(f"{m[f't2i_r{k}']:.1f}" for k in (1, 5, 10))
+        result = train(config, train_split.data, splits["val"].data, folder)
         seconds = time.perf_counter() - started
-        print(f"| {name} | {i2t} | {t2i} | {m['rsum']:.1f} | {seconds:.0f} |", flush=True)
-    print(json.dumps({"epochs": args.epochs, "profile": DEMO}))
+        checkpoints[name] = result.best_checkpoint
+        val = _single(result.best_checkpoint, splits["val"])
+        test = _single(result.best_checkpoint, splits["test"])
+        print(_row(name, val, test, seconds), flush=True)
+
+    config = TrainConfig(
+        network="similarity", device="cpu", epochs=max(1, args.epochs // 2), **SIMILARITY
+    )
+    started = time.perf_counter()
+    train_split = image_sentence_from_graph(splits["train"], graph.path)
+    similarity = train(config, train_split.data, splits["val"].data, work / "similarity")
+    seconds = time.perf_counter() - started
+    embedding = checkpoints[next(iter(VARIANTS))]
+    print("\n| retrieval | val R-sum | test i2t R@1/5/10 | test t2i R@1/5/10 | test R-sum | s |")
+    print("|---|---|---|---|---|---|")
+    for name, checkpoint, spent in (
+        ("embedding network alone", embedding, "–"),
+        ("similarity network alone", similarity.best_checkpoint, seconds),
+    ):
+        print(
+            _row(
+                name, _single(checkpoint, splits["val"]), _single(checkpoint, splits["test"]), spent
+            ),
+            flush=True,
+        )
+    on_val = two_stage_candidates(embedding, similarity.best_checkpoint, splits["val"], RERANK_K)
+    on_test = two_stage_candidates(embedding, similarity.best_checkpoint, splits["test"], RERANK_K)
+    choice = choose_weight(on_val, splits["val"], DEFAULT_WEIGHTS)
+    for name, weight in (
+        (f"two-stage, w = {choice.weight:g} (chosen on val)", choice.weight),
+        ("rerank by the similarity score alone (previous)", PURE_RERANK_WEIGHT),
+    ):
+        val = _recalls(evaluate_two_stage(on_val, splits["val"], "all", weight).result.metrics)
+        test = _recalls(evaluate_two_stage(on_test, splits["test"], "all", weight).result.metrics)
+        print(_row(name, val, test, "–"), flush=True)
+    print("\nvalidation R-sum per weight:", choice.table[["weight", "rsum"]].to_dict("records"))
+    print(json.dumps({"epochs": args.epochs, "knn_k": args.knn_k, "profile": DEMO}))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def embedding_loss(
     config: EmbeddingLossConfig | None = None,
     *,
     image_ids: torch.Tensor | None = None,
+    extra_neighbors: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Bidirectional top-K ranking loss with the sentence neighborhood constraint.
 
@@ -140,7 +141,9 @@ def embedding_loss(
       texts t of other images;
     - ``neighbor``: anchor = each text s whose image has another text in the batch;
       ``[m + max_{t ∈ N(s)} d(s, t) − d(s, u)]₊`` over texts u of other images, N(s) the
-      other texts of the same image.
+      other texts of the same image — plus, with ``extra_neighbors (2, E)`` (rows of
+      (text, neighbor text) pairs, e.g. nearest sentences by feature), those neighbors, which
+      then are not among its negatives u either.
 
     Returns ``(λ1·sentence + λ2·image + λ3·neighbor, terms)``.
     """
@@ -167,13 +170,16 @@ def embedding_loss(
     image_term = _hinge_mean(positive, image_nearest[text_image], margin)
 
     text_dist = pairwise_distance(text_emb, text_emb)
-    same_image = text_group[:, None] == text_group[None, :]
-    neighbors = same_image.clone()
+    # Row s: the texts of its image and its extra neighbors (directed pairs).
+    neighborhood = text_group[:, None] == text_group[None, :]
+    if extra_neighbors is not None:
+        neighborhood[extra_neighbors[0], extra_neighbors[1]] = True
+    neighbors = neighborhood.clone()
     neighbors.fill_diagonal_(False)
     # -inf for a text without neighbors: not an anchor (see _hinge_mean).
     farthest_neighbor = text_dist.masked_fill(~neighbors, float("-inf")).amax(1)
     neighbor_term = _hinge_mean(
-        farthest_neighbor, _nearest_negatives(text_dist, ~same_image, k), margin
+        farthest_neighbor, _nearest_negatives(text_dist, ~neighborhood, k), margin
     )
 
     terms = {"sentence": sentence_term, "image": image_term, "neighbor": neighbor_term}

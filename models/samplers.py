@@ -22,6 +22,9 @@ class Batch:
     image_idx: np.ndarray
     caption_idx: np.ndarray
     caption_to_batch_image: np.ndarray
+    # (2, E) batch caption positions (anchor, neighbor) of extra neighborhood pairs, beyond
+    # "same image"; None when the sampler has no extra neighborhoods.
+    extra_neighbors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class NeighborhoodSampler(_EpochSampler):
     each other while the image has enough captions (an image with fewer contributes all of
     them). Two anchors of one image share one image row, and a caption drawn twice appears once,
     so a batch may hold fewer than ``batch_images`` images.
+
+    ``extra_neighbors = (start, rows)`` (CSR: caption j's extra neighbors are
+    ``rows[start[j] : start[j + 1]]``, e.g. its nearest captions by feature) adds one random
+    extra neighbor of each anchor that has any, with its image, and lists every (caption,
+    extra neighbor) pair of the batch in ``Batch.extra_neighbors``.
     """
 
     def __init__(
@@ -96,11 +104,20 @@ class NeighborhoodSampler(_EpochSampler):
         sentences_per_image: int = 2,
         seed: int = 0,
         drop_last: bool = True,
+        extra_neighbors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__(caption_image, batch_images, seed, drop_last)
         if sentences_per_image < 1:
             raise ValueError(f"sentences_per_image must be >= 1, got {sentences_per_image}")
         self.sentences_per_image = sentences_per_image
+        self.extra_neighbors = None
+        if extra_neighbors is not None:
+            start, rows = (np.asarray(a, dtype=np.int64) for a in extra_neighbors)
+            if start.shape != (self.n_captions + 1,) or start[-1] != rows.size:
+                raise ValueError(
+                    f"extra_neighbors must be a CSR pair over {self.n_captions} captions"
+                )
+            self.extra_neighbors = (start, rows)
         # Captions grouped by image: image i owns by_image[start[i] : start[i] + count[i]].
         self._by_image = np.argsort(self.caption_image, kind="stable")
         n_images = int(self.caption_image.max()) + 1 if self.n_captions else 0
@@ -114,7 +131,41 @@ class NeighborhoodSampler(_EpochSampler):
     def __iter__(self) -> Iterator[Batch]:
         rng = self._rng()
         for anchors in self._anchor_batches(rng):
-            yield self._batch_of(np.concatenate([anchors, self._companions(anchors, rng)]))
+            captions = [anchors, self._companions(anchors, rng)]
+            if self.extra_neighbors is None:
+                yield self._batch_of(np.concatenate(captions))
+                continue
+            captions.append(self._extra_neighbor_draw(anchors, rng))
+            batch = self._batch_of(np.concatenate(captions))
+            yield Batch(
+                batch.image_idx,
+                batch.caption_idx,
+                batch.caption_to_batch_image,
+                extra_neighbors=self._extra_pairs(batch.caption_idx),
+            )
+
+    def _extra_neighbor_draw(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random extra neighbor of each anchor that has one."""
+        assert self.extra_neighbors is not None
+        start, rows = self.extra_neighbors
+        count = start[anchors + 1] - start[anchors]
+        has = count > 0
+        offset = (rng.random(anchors.size) * np.maximum(count, 1)).astype(np.int64)
+        return rows[start[anchors[has]] + offset[has]]
+
+    def _extra_pairs(self, caption_idx: np.ndarray) -> np.ndarray:
+        """(2, E) batch positions of every (caption, extra neighbor) pair within the batch."""
+        assert self.extra_neighbors is not None
+        start, rows = self.extra_neighbors
+        count = start[caption_idx + 1] - start[caption_idx]
+        anchor_pos = np.repeat(np.arange(caption_idx.size), count)
+        offsets = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        neighbor = rows[np.repeat(start[caption_idx], count) + offsets]
+        # caption_idx is sorted (np.unique), so a neighbor's position is found by bisection.
+        position = np.searchsorted(caption_idx, neighbor)
+        inside = position < caption_idx.size
+        inside[inside] = caption_idx[position[inside]] == neighbor[inside]
+        return np.stack([anchor_pos[inside], position[inside]])
 
     def _companions(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Up to ``sentences_per_image − 1`` distinct other captions of each anchor's image."""

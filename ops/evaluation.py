@@ -84,7 +84,7 @@ def similarity_scores(
         return model.score_embedding_matrix(image_emb, text_emb, rows).float()
 
 
-def _ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
+def split_ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
     return {"image_ids": split.image_ids, "caption_ids": split.caption_ids}
 
 
@@ -99,102 +99,19 @@ def evaluate_retrieval_single(
     caption_image = split.data.caption_image
     if config.network == "embedding":
         result = evaluate_protocol(
-            image_emb, text_emb, caption_image, protocol, device=device, **_ids(split)
+            image_emb, text_emb, caption_image, protocol, device=device, **split_ids(split)
         )
     else:
         scores = similarity_scores(model, image_emb, text_emb, config.amp)
         result = evaluate_protocol_scores(
-            scores, caption_image, protocol, device=device, **_ids(split)
+            scores, caption_image, protocol, device=device, **split_ids(split)
         )
     seconds = time.perf_counter() - started
     queries = len(split.image_ids) + len(split.caption_ids)
     return RetrievalEvaluation("single_stage", result, seconds, seconds / queries)
 
 
-@torch.no_grad()
-def two_stage_scores(
-    embedding_scores: torch.Tensor,
-    rescore: torch.Tensor,
-    k: int,
-    dim: int,
-) -> torch.Tensor:
-    """Scores whose ranking is: the embedding network's top-``k`` candidates per query
-    (along ``dim``: 0 = per caption over images, 1 = per image over captions) in the
-    similarity network's order, then every other candidate in the embedding's order."""
-    k = min(k, embedding_scores.shape[dim])
-    top = embedding_scores.topk(k, dim=dim).indices
-    # Shift the first stage below every reranked score, keeping its order.
-    low = embedding_scores.min()
-    span = (embedding_scores.max() - low) + 1.0
-    combined = embedding_scores - low - span  # all < 0 … -span
-    chosen = rescore.gather(dim, top)
-    chosen = chosen - chosen.min() + 1.0  # all ≥ 1
-    return combined.scatter(dim, top, chosen)
-
-
-@torch.no_grad()
-def evaluate_retrieval_two_stage(
-    embedding_checkpoint: str | Path,
-    similarity_checkpoint: str | Path,
-    split: ImageSentenceSplit,
-    protocol: str,
-    k: int = 20,
-    device_name: str = "auto",
-) -> RetrievalEvaluation:
-    """The embedding network's top-``k`` per query rescored by the similarity network."""
-    device = resolve_device(device_name)
-    embed_model, embed_config = load_trained(embedding_checkpoint, device)
-    sim_model, sim_config = load_trained(similarity_checkpoint, device)
-    for model, path in ((embed_model, embedding_checkpoint), (sim_model, similarity_checkpoint)):
-        check_feature_dims(model, path, split.data.image_dim, split.data.text_dim)
-    image_emb, text_emb = split_embeddings(embed_model, split, device, embed_config.amp)
-    first = image_emb @ text_emb.T
-    started = time.perf_counter()
-    sim_image, sim_text = split_embeddings(sim_model, split, device, sim_config.amp)
-    n_images, n_captions = first.shape
-    t2i_top = first.topk(min(k, n_images), dim=0).indices  # (k, n_captions)
-    i2t_top = first.topk(min(k, n_captions), dim=1).indices  # (n_images, k)
-    pairs = torch.cat(
-        [
-            torch.stack(
-                [
-                    t2i_top.reshape(-1),
-                    torch.arange(n_captions, device=device).repeat(t2i_top.shape[0]),
-                ],
-                dim=1,
-            ),
-            torch.stack(
-                [
-                    torch.arange(n_images, device=device).repeat_interleave(i2t_top.shape[1]),
-                    i2t_top.reshape(-1),
-                ],
-                dim=1,
-            ),
-        ]
-    )
-    pairs = torch.unique(pairs, dim=0)
-    with autocast_context(device, sim_config.amp):
-        pair_scores = sim_model.score_candidates(sim_image, sim_text, pairs).float()
-    rescore = torch.full_like(first, float("-inf"))
-    rescore[pairs[:, 0], pairs[:, 1]] = pair_scores
-    rescore = torch.where(torch.isinf(rescore), torch.zeros_like(rescore), rescore)
-    seconds = time.perf_counter() - started
-    t2i_scores = two_stage_scores(first, rescore, k, dim=0)
-    i2t_scores = two_stage_scores(first, rescore, k, dim=1)
-    caption_image = split.data.caption_image
-    t2i = evaluate_protocol_scores(
-        t2i_scores, caption_image, protocol, device=device, **_ids(split)
-    )
-    i2t = evaluate_protocol_scores(
-        i2t_scores, caption_image, protocol, device=device, **_ids(split)
-    )
-    result = _merge_directions(i2t, t2i)
-    return RetrievalEvaluation(
-        f"two_stage_k{k}", result, seconds, seconds / (n_images + n_captions)
-    )
-
-
-def _merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
+def merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
     """i2t rows from one evaluation and t2i rows from the other, with R-sum recomputed."""
     metrics = [m for m in i2t.metrics if m["direction"] == "i2t"]
     metrics += [m for m in t2i.metrics if m["direction"] == "t2i"]

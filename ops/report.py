@@ -84,6 +84,22 @@ def per_type_bars(per_type: pd.DataFrame) -> bytes:
     return figure_png(figure)
 
 
+def degree_histogram(degree_counts: Mapping[str, Mapping[int, int]]) -> bytes:
+    """Per relation of the neighborhood graph: how many sources have each out-degree."""
+    relations = sorted(degree_counts)
+    figure, axes = plt.subplots(
+        1, max(1, len(relations)), figsize=(3.2 * max(1, len(relations)), 2.6), squeeze=False
+    )
+    for axis, relation in zip(axes[0], relations, strict=False):
+        counts = degree_counts[relation]
+        axis.bar(list(counts), list(counts.values()), width=0.8, color="#4c72b0")
+        axis.set_title(relation, fontsize=9)
+        axis.set_xlabel("out-degree")
+    axes[0][0].set_ylabel("sources")
+    figure.tight_layout()
+    return figure_png(figure)
+
+
 def retrieval_gallery(
     captions: Sequence[str], top_paths: Sequence[Sequence[str]], true_index: Sequence[int | None]
 ) -> bytes:
@@ -167,6 +183,22 @@ def published_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     localization = pd.DataFrame(PUBLISHED_LOCALIZATION, columns=["system", "dataset", "accuracy"])
     return retrieval, localization
+
+
+def two_stage_section(two_stage: Mapping) -> str:
+    """Single- vs two-stage R-sum on the validation split for each weight tried, and the
+    weight used on the test split."""
+    grid = pd.DataFrame(two_stage["grid"])
+    grid["chosen"] = ["yes" if w == two_stage["weight"] else "" for w in grid["weight"]]
+    summary = (
+        f"<p>Two-stage score = embedding score + w × similarity score over the embedding "
+        f"network's top {int(two_stage['rerank_k'])} candidates per query; w chosen on the "
+        f"{html.escape(str(two_stage['tuned_on']))} split: <b>w = {two_stage['weight']:g}</b> "
+        f"(R-sum {two_stage['val_rsum_two_stage']:.2f} vs single-stage "
+        f"{two_stage['val_rsum_single_stage']:.2f} at w = 0). The test-split numbers are the "
+        "<code>two_stage_k…</code> rows of the retrieval table.</p>"
+    )
+    return summary + _table(grid.rename(columns={"rsum": "validation R-sum"}))
 
 
 def render_report(content: ReportContent) -> str:

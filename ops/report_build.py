@@ -23,6 +23,7 @@ from ops.report import (
     recall_curves,
     retrieval_gallery,
     training_curves,
+    two_stage_section,
     write_report,
 )
 from ops.results_store import read_result
@@ -148,6 +149,8 @@ def build_report(
             img_tag(plots["retrieval_gallery"], "retrieval gallery"),
         ),
     ]
+    if retrieval_eval.get("two_stage"):
+        sections.insert(0, ("Two-stage retrieval", two_stage_section(retrieval_eval["two_stage"])))
     if localization_eval is not None:
         plots["per_type"] = per_type_bars(pd.DataFrame(localization_eval["per_type"]))
         plots["grounding_gallery"] = grounding_gallery(

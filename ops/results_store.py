@@ -115,6 +115,20 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("correct", BOOL),
         ]
     ),
+    # Two-stage retrieval's weight search: one row per weight tried on the validation split,
+    # filed under the similarity run (whose two_stage rows in retrieval_metrics use it).
+    "two_stage_weights": pa.schema(
+        [
+            ("run_id", STRING),
+            ("embedding_run_id", STRING),
+            ("dataset", STRING),
+            ("split", STRING),
+            ("rerank_k", INT),
+            ("weight", FLOAT),
+            ("rsum", FLOAT),
+            ("chosen", BOOL),
+        ]
+    ),
     "champions": pa.schema(
         [
             ("task", STRING),

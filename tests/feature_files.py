@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ops.parquet_io import FeatureWriter
+from ops.graph import GraphSettings, graph_edges
+from ops.graph_store import write_graph
+from ops.parquet_io import FeatureWriter, read_features
 from tests.test_trainer import make_image_sentence
 
 SPLITS = {"train": (120, 0), "val": (40, 1), "test": (40, 2)}
@@ -60,3 +62,15 @@ def write_image_sentence_features(
                 part.text_features,
             )
     return {name: str(path) for name, path in paths.items()}
+
+
+def write_graph_for(
+    root: Path, inputs: dict[str, str], settings: GraphSettings | None = None, dataset: str = "toy"
+) -> dict:
+    """The neighborhood graph of the feature files ``inputs`` (captions from the text
+    features' ids), written under ``root``; returns the graph asset's manifest."""
+    settings = settings or GraphSettings()
+    texts = read_features(inputs["text_features"])
+    images = read_features(inputs["image_features"])
+    blocks = graph_edges(settings, texts[0], image_features=images, text_features=texts)
+    return write_graph(root, dataset, settings, blocks).manifest(dataset)

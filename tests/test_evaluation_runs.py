@@ -8,12 +8,20 @@ import pandas as pd
 import pytest
 import torch
 
+from ops.evaluation import evaluate_retrieval_single
 from ops.report_build import runs_table
-from ops.retrieval_eval import evaluate_retrieval_runs, recall_at_k_curve, store_retrieval_results
+from ops.retrieval_eval import (
+    evaluate_retrieval_runs,
+    recall_at_k_curve,
+    store_retrieval_results,
+    tune_two_stage,
+)
 from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training.run import run_training
-from tests.feature_files import write_image_sentence_features
+from ops.training_inputs import image_sentence_splits
+from ops.two_stage import two_stage_scores
+from tests.feature_files import write_graph_for, write_image_sentence_features
 
 TINY = {"hidden_dim": 32, "embed_dim": 16, "batch_images": 50, "similarity_batch": 50}
 
@@ -34,6 +42,7 @@ def test_recall_at_k_curve_hand_computed() -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     folder = tmp_path_factory.mktemp("runs")
     inputs = write_image_sentence_features(folder / "features")
+    graph = write_graph_for(folder / "data", inputs)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -43,6 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]
                 "toy",
                 inputs,
                 TrainConfig(network=network, epochs=1, lr=1e-2, device="cpu", **TINY),
+                graph,
             ).manifest
             for network in ("embedding", "similarity")
         ]
@@ -86,6 +96,60 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
 
     no_rerank = evaluate_retrieval_runs(embedding, similarity, "test", rerank_k=0, device="cpu")
     assert set(no_rerank.summary["method"]) == {"single_stage"}
+    assert no_rerank.output()["two_stage"] is None
+
+
+def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(trained) -> None:
+    root, (embedding, similarity) = trained
+    features = embedding["features"]
+    val = image_sentence_splits(features["image_features"], features["text_features"], ("val",))
+    single = evaluate_retrieval_single(embedding["checkpoint"], val["val"], "all", "cpu")
+    single_rsum = pd.DataFrame(single.result.metrics)["rsum"].iloc[0]
+    for weights in ((0.1, 1.0, 10.0), (1e3,), ()):
+        choice = tune_two_stage(embedding, similarity, "val", 10, weights, device="cpu")
+        table = choice.table
+        assert table["weight"].tolist() == sorted({0.0, *weights})
+        assert table["chosen"].sum() == 1 and choice.weight in table["weight"].tolist()
+        # Weight 0 is the embedding network alone, exactly.
+        assert choice.single_stage_rsum == pytest.approx(single_rsum, abs=1e-9)
+        assert choice.chosen_rsum >= choice.single_stage_rsum
+        assert choice.chosen_rsum == table["rsum"].max()
+
+    result = evaluate_retrieval_runs(
+        embedding, similarity, "test", rerank_k=10, device="cpu", weights=(0.1, 1.0)
+    )
+    two_stage = result.output()["two_stage"]
+    assert two_stage["tuned_on"] == "val" and two_stage["rerank_k"] == 10
+    assert two_stage["val_rsum_two_stage"] >= two_stage["val_rsum_single_stage"]
+    assert [row["weight"] for row in two_stage["grid"]] == [0.0, 0.1, 1.0]
+    store_retrieval_results(root, result)
+    stored = run_query(root, "SELECT * FROM two_stage_weights WHERE chosen")
+    assert stored["weight"].tolist() == [two_stage["weight"]]
+    assert stored["run_id"].tolist() == [similarity["run_id"]]
+    assert stored["embedding_run_id"].tolist() == [embedding["run_id"]]
+
+
+def test_two_stage_scores_rank_by_the_combined_score_within_the_top_k() -> None:
+    generator = torch.Generator().manual_seed(0)
+    first = torch.rand(6, 30, generator=generator)
+    rescore = torch.randn(6, 30, generator=generator)
+    order = first.argsort(dim=1, descending=True)
+    # Weight 0: the embedding's own ranking, everywhere.
+    unchanged = two_stage_scores(first, rescore, 5, dim=1, weight=0.0)
+    assert torch.equal(unchanged.argsort(dim=1, descending=True), order)
+    # Otherwise the top 5 are ranked by first + w × rescore, and stay above the rest.
+    combined = two_stage_scores(first, rescore, 5, dim=1, weight=2.0)
+    ranked = combined.argsort(dim=1, descending=True)
+    for row in range(6):
+        top = order[row, :5]
+        expected = top[(first[row, top] + 2.0 * rescore[row, top]).argsort(descending=True)]
+        assert torch.equal(ranked[row, :5], expected)
+        assert torch.equal(ranked[row, 5:], order[row, 5:])
+    # Along the other axis (per caption over images) the same holds column-wise.
+    columns = two_stage_scores(first.T.contiguous(), rescore.T.contiguous(), 3, dim=0, weight=0.0)
+    assert torch.equal(
+        columns.argsort(dim=0, descending=True), first.T.argsort(dim=0, descending=True)
+    )
 
 
 def test_runs_table_one_row_per_run(trained) -> None:

@@ -40,7 +40,8 @@ def _ranked_term(rows: list[tuple[torch.Tensor, list[torch.Tensor]]], k: int, ma
     return total / max(slots, 1)
 
 
-def reference_embedding_loss(image, text, text_image, config, image_ids=None):
+def reference_embedding_loss(image, text, text_image, config, image_ids=None, extra=()):
+    """``extra``: (s, t) pairs, t an extra neighbor of s (beyond s's image's texts)."""
     n_image, n_text = image.shape[0], text.shape[0]
     ids = list(range(n_image)) if image_ids is None else [int(i) for i in image_ids]
     group = [ids[int(text_image[s])] for s in range(n_text)]
@@ -59,12 +60,15 @@ def reference_embedding_loss(image, text, text_image, config, image_ids=None):
         image_rows.append(
             (pos, [_distance(image[x], text[t]) for t in range(n_text) if group[t] != group[s]])
         )
-        neighbors = [t for t in range(n_text) if t != s and group[t] == group[s]]
+        in_neighborhood = [group[t] == group[s] or (s, t) in extra for t in range(n_text)]
+        neighbors = [t for t in range(n_text) if t != s and in_neighborhood[t]]
         if neighbors:
             farthest = max(
                 (_distance(text[s], text[t]) for t in neighbors), key=lambda d: float(d.detach())
             )
-            negatives = [_distance(text[s], text[u]) for u in range(n_text) if group[u] != group[s]]
+            negatives = [
+                _distance(text[s], text[u]) for u in range(n_text) if not in_neighborhood[u]
+            ]
             neighbor_rows.append((farthest, negatives))
     terms = {
         "sentence": _ranked_term(sentence_rows, k, m),
@@ -167,6 +171,31 @@ def test_embedding_loss_matches_loop(counts, image_ids, top_k, kind):
         image_ids=ids,
     )
     assert total.item() > 0
+
+
+@pytest.mark.parametrize("top_k", [2, 10])
+def test_extra_neighbors_join_the_neighborhood_term(top_k):
+    generator = torch.Generator().manual_seed(5)
+    text_image = torch.tensor([0, 0, 1, 2, 2, 3, 1])
+    # Text 3 (image 2) gains text 2 (image 1) and text 5 (image 3, alone otherwise); text 5
+    # gains text 0: a text without a same-image neighbor becomes an anchor.
+    pairs = [(3, 2), (3, 5), (5, 0)]
+    extra = torch.tensor(pairs).T
+    config = EmbeddingLossConfig(margin=0.8, top_k=top_k)
+    inputs = (_unit(4, 6, generator), _unit(7, 6, generator))
+    _, terms = _compare(
+        lambda i, t, ti, c, extra=(): embedding_loss(i, t, ti, c, extra_neighbors=extra),
+        lambda i, t, ti, c, extra=(): reference_embedding_loss(i, t, ti, c, extra=set(pairs)),
+        inputs,
+        text_image,
+        config,
+        extra=extra,
+    )
+    plain = embedding_loss(*inputs, text_image, config)[1]
+    assert terms["neighbor"].item() != pytest.approx(plain["neighbor"].item())
+    # The ranking terms do not change: kNN neighbors only shape the neighborhood term.
+    for name in ("sentence", "image"):
+        assert terms[name].item() == pytest.approx(plain[name].item())
 
 
 def test_top_k_selects_largest_violations_only():

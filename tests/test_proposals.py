@@ -8,8 +8,14 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
+from ops.features import proposals as proposals_module
 from ops.features.boxes import pairwise_iou
-from ops.features.proposals import proposal_upper_bound, propose_regions
+from ops.features.proposals import (
+    exactly_n,
+    fill_windows,
+    proposal_upper_bound,
+    propose_regions,
+)
 from ops.parquet_io import read_table
 
 SQUARE = (16, 12, 44, 40)  # x1, y1, x2 (exclusive), y2 (exclusive)
@@ -48,30 +54,93 @@ def images(tmp_path: Path) -> pd.DataFrame:
     return make_images(folder)
 
 
-def test_finds_the_square_and_keeps_the_limits(images: pd.DataFrame, tmp_path: Path) -> None:
+def _boxes_by_image(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        image_id: group[["x1", "y1", "x2", "y2"]].to_numpy()
+        for image_id, group in table.groupby("image_id")
+    }
+
+
+def test_exactly_n_candidates_that_find_the_square(images: pd.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "proposals.parquet"
-    stats = propose_regions(images, out, max_proposals=200, num_workers=0)
+    stats = propose_regions(images, out, num_proposals=40, num_workers=0)
     table = read_table(out)
     assert list(table.columns) == [
         "image_id", "region_id", "x1", "y1", "x2", "y2", "source", "rank"
     ]  # fmt: skip
-    assert stats.images == 3 and stats.proposals == len(table) and stats.ground_truth == 0
+    assert stats.images == 3 and stats.proposals == len(table) == 3 * 40
+    assert stats.ground_truth == 0
     for image_id, group in table.groupby("image_id"):
         assert (group["source"] == "proposal").all()
-        assert group["region_id"].iloc[0] == f"{image_id}/r0"
-        assert group[["x1", "y1", "x2", "y2"]].iloc[0].tolist() == [0, 0, 64, 56]
-        assert group["rank"].tolist() == list(range(len(group)))
+        assert group["region_id"].tolist() == [f"{image_id}/r{k}" for k in range(40)]
+        assert group["rank"].tolist() == list(range(40))
         boxes = group[["x1", "y1", "x2", "y2"]].to_numpy()
-        assert pairwise_iou(np.array([SQUARE]), boxes[1:]).max() >= 0.5
+        assert pairwise_iou(np.array([SQUARE]), boxes).max() >= 0.5
         assert not pd.DataFrame(boxes).duplicated().any()
+        assert [0, 0, 64, 56] not in boxes.tolist()  # no whole-image candidate by default
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         assert (widths >= 8).all() and (heights >= 8).all()
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 56).all()
 
-    capped = tmp_path / "capped.parquet"
-    propose_regions(images, capped, max_proposals=3, num_workers=0)
-    counts = read_table(capped).groupby("image_id").size()
-    assert (counts <= 3 + 1).all() and (counts > 1).all()
+
+def test_whole_image_is_its_own_setting_within_the_n(images: pd.DataFrame, tmp_path: Path) -> None:
+    plain, whole = tmp_path / "plain.parquet", tmp_path / "whole.parquet"
+    propose_regions(images, plain, num_proposals=12, num_workers=0)
+    propose_regions(images, whole, num_proposals=12, whole_image=True, num_workers=0)
+    plain_boxes, whole_boxes = (
+        _boxes_by_image(read_table(plain)),
+        _boxes_by_image(read_table(whole)),
+    )
+    for image_id, boxes in whole_boxes.items():
+        assert len(boxes) == 12 and boxes[0].tolist() == [0, 0, 64, 56]
+        # The same search, one place shorter: the whole image takes the first slot.
+        np.testing.assert_array_equal(boxes[1:], plain_boxes[image_id][:11])
+
+
+def test_a_search_that_finds_too_few_is_filled_by_fixed_windows(
+    images: pd.DataFrame, tmp_path: Path
+) -> None:
+    short, long = tmp_path / "short.parquet", tmp_path / "long.parquet"
+    propose_regions(images, short, num_proposals=40, num_workers=0)
+    stats = propose_regions(images, long, num_proposals=500, num_workers=0)
+    assert stats.proposals == 3 * 500 and stats.filled > 0
+    windows = fill_windows(64, 56, 8)
+    short_boxes = _boxes_by_image(read_table(short))
+    for image_id, boxes in _boxes_by_image(read_table(long)).items():
+        assert len(boxes) == 500
+        # The same search first (a longer list only extends a shorter one) ...
+        np.testing.assert_array_equal(boxes[:40], short_boxes[image_id])
+        # ... then every fixed window not already there; a 64×56 image has too few distinct
+        # boxes for 500, so after them the candidates repeat from the start, in order.
+        distinct = len(pd.DataFrame(boxes).drop_duplicates())
+        assert not pd.DataFrame(boxes[:distinct]).duplicated().any()
+        present = {tuple(box) for box in boxes[:distinct].tolist()}
+        assert {tuple(w) for w in windows.tolist()} <= present
+        np.testing.assert_array_equal(
+            boxes[distinct:], np.resize(boxes[:distinct], (500 - distinct, 4))
+        )
+    assert [0, 0, 64, 56] not in windows.tolist()
+    assert windows[0].tolist() == [0, 0, round(64 * 0.8), round(56 * 0.8)]
+    boxes, filled = exactly_n(np.zeros((0, 4)), 50, 4, 4, 8, whole_image=True)
+    assert len(boxes) == 50 and boxes[0].tolist() == [0, 0, 4, 4] and filled == 49
+
+
+def test_max_side_searches_a_downscaled_copy(tmp_path: Path) -> None:
+    image = Image.new("RGB", (256, 224), (235, 235, 235))
+    ImageDraw.Draw(image).rectangle([64, 48, 175, 159], fill=(200, 20, 20))
+    image.save(tmp_path / "big.png")
+    table = pd.DataFrame({"image_id": ["big"], "path": [str(tmp_path / "big.png")]})
+    full, small = tmp_path / "full.parquet", tmp_path / "small.parquet"
+    propose_regions(table, full, num_proposals=30, num_workers=0)
+    propose_regions(table, small, num_proposals=30, max_side=64, num_workers=0)
+    full_boxes = read_table(full)[["x1", "y1", "x2", "y2"]].to_numpy()
+    small_boxes = read_table(small)[["x1", "y1", "x2", "y2"]].to_numpy()
+    square = np.array([[64, 48, 176, 160]])
+    assert pairwise_iou(square, full_boxes).max() >= 0.9
+    assert pairwise_iou(square, small_boxes).max() >= 0.5
+    # Boxes found on the 4× smaller copy are mapped back: multiples of 4 in full pixels.
+    assert not np.array_equal(full_boxes, small_boxes)
+    assert small_boxes.max() <= 256
 
 
 def test_parallel_and_repeated_runs_agree(images: pd.DataFrame, tmp_path: Path) -> None:
@@ -155,4 +224,25 @@ def test_bad_methods_are_explained(images: pd.DataFrame, tmp_path: Path) -> None
         )
     with pytest.raises(ValueError, match="unknown proposal method"):
         propose_regions(images, tmp_path / "e.parquet", method="sliding_windows")
+    with pytest.raises(ValueError, match="num_proposals must be at least 1"):
+        propose_regions(images, tmp_path / "e.parquet", num_proposals=0)
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_a_model_path_selects_edge_boxes(tmp_path: Path) -> None:
+    model = tmp_path / "model.yml.gz"
+    model.write_bytes(b"")
+    assert proposals_module.resolve_method("auto", None) == "selective_search_fast"
+    assert proposals_module.resolve_method("auto", model) == "edge_boxes"
+    assert proposals_module.resolve_method("selective_search_quality", None) == (
+        "selective_search_quality"
+    )
+
+
+def test_opencv_without_contrib_is_a_clear_error(
+    images: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(proposals_module.cv2, "ximgproc")
+    with pytest.raises(RuntimeError, match="install opencv-contrib-python-headless"):
+        propose_regions(images, tmp_path / "e.parquet", num_workers=0)
     assert not (tmp_path / "e.parquet").exists()

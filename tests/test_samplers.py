@@ -148,3 +148,30 @@ def test_pair_sampler_is_deterministic():
 
     assert np.array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
+
+
+def test_extra_neighbors_come_into_the_batch_and_are_listed():
+    caption_image = np.repeat(np.arange(30), 3)
+    rng = np.random.default_rng(2)
+    # Caption j's extra neighbors: two captions of other images (none for every fifth caption).
+    lists = [
+        [] if j % 5 == 0 else rng.choice(np.flatnonzero(caption_image != caption_image[j]), 2)
+        for j in range(caption_image.size)
+    ]
+    start = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
+    rows = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+    sampler = NeighborhoodSampler(
+        caption_image, batch_images=8, seed=1, extra_neighbors=(start, rows)
+    )
+    for batch, anchors in zip(sampler, _anchors_of(sampler), strict=True):
+        _check_batch(batch, caption_image)
+        listed = {(batch.caption_idx[a], batch.caption_idx[b]) for a, b in batch.extra_neighbors.T}
+        # Exactly the (caption, extra neighbor) pairs with both ends in the batch.
+        members = set(batch.caption_idx.tolist())
+        expected = {(j, int(t)) for j in members for t in lists[j] if int(t) in members}
+        assert listed == expected
+        # Each anchor with extra neighbors brought one along (and its image).
+        for anchor in anchors[anchors % 5 != 0]:
+            assert any(int(t) in members for t in lists[anchor])
+    with pytest.raises(ValueError, match="CSR pair over 90 captions"):
+        NeighborhoodSampler(caption_image, extra_neighbors=(start[:-1], rows))

@@ -11,6 +11,7 @@ import torch
 
 from models.losses import logistic_loss
 from ops.features.boxes import pairwise_iou
+from ops.graph import positive_regions
 from ops.training import (
     ImageSentenceData,
     PhraseRegionData,
@@ -59,11 +60,17 @@ def make_image_sentence(
 
 
 def make_phrase_region(
-    n_images: int, seed: int, region_dim: int = 64, text_dim: int = 48, noise: float = 0.3
+    n_images: int,
+    seed: int,
+    region_dim: int = 64,
+    text_dim: int = 48,
+    noise: float = 0.3,
+    positive_iou: float = 0.6,
 ) -> PhraseRegionData:
     """Three objects of distinct classes per image, two phrases per object. Candidates: the
     three ground-truth boxes, two jittered copies of each, ten random boxes; a region's
-    feature mixes the class vectors of the objects it overlaps (weighted by IoU)."""
+    feature mixes the class vectors of the objects it overlaps (weighted by IoU). Positive
+    pairs are the graph's rule: the same image, IoU ≥ ``positive_iou``."""
     fixed = np.random.default_rng(99)
     classes = fixed.normal(size=(8, 32))
     to_region = fixed.normal(size=(32, region_dim)) / np.sqrt(32)
@@ -71,6 +78,7 @@ def make_phrase_region(
     rng = np.random.default_rng(seed)
     regions: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": [], "gt": []}
     phrases: dict[str, list[np.ndarray]] = {"features": [], "image": [], "boxes": []}
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for image in range(n_images):
         kinds = rng.choice(8, 3, replace=False)
         corner = rng.uniform(0, 60, size=(3, 2))
@@ -92,6 +100,8 @@ def make_phrase_region(
             )
             phrases["image"].append(np.array([image]))
             phrases["boxes"].append(boxes[obj][None])
+        rows, cols, _ = positive_regions(np.repeat(boxes, 2, 0), candidates, positive_iou)
+        pairs.append((image * 6 + rows, image * len(candidates) + cols))
     return PhraseRegionData(
         region_features=np.concatenate(regions["features"]),
         region_image=np.concatenate(regions["image"]),
@@ -100,6 +110,8 @@ def make_phrase_region(
         phrase_image=np.concatenate(phrases["image"]),
         phrase_boxes=np.concatenate(phrases["boxes"]),
         region_is_gt=np.concatenate(regions["gt"]),
+        positive_phrase=np.concatenate([p for p, _ in pairs]),
+        positive_region=np.concatenate([r for _, r in pairs]),
     )
 
 
@@ -326,3 +338,35 @@ def test_similarity_batches_embed_each_item_once_with_the_loss_of_the_pairs() ->
     assert embedded == [np.unique(batch.image_rows).size] and embedded[0] < batch.image_rows.size
     expected = logistic_loss(logits, torch.from_numpy(batch.labels))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", ["caption", "image", "mixed"])
+def test_phrase_negative_side_reaches_the_pair_sampler(side: str) -> None:
+    data = make_phrase_region(12, 0)
+    config = TrainConfig(task="phrase_region", network="similarity", negative_side=side, **SMALL)
+    plan = trainer_module.BatchPlan(config, data)
+    plan.set_epoch(1)
+    step = next(iter(plan))
+    phrase_batch = next(iter(plan.sampler))  # the same epoch's first batch, with its masks
+    row_of_region = {r: i for i, r in enumerate(phrase_batch.region_idx)}
+    row_of_phrase = {p: i for i, p in enumerate(phrase_batch.phrase_idx)}
+    positive = step.labels == 1
+    pos_phrases, pos_regions = set(step.text_rows[positive]), set(step.image_rows[positive])
+    kept_phrase = kept_region = 0
+    for region, phrase, label in zip(step.image_rows, step.text_rows, step.labels, strict=True):
+        mask = phrase_batch.positive if label == 1 else phrase_batch.negative
+        assert mask[row_of_phrase[phrase], row_of_region[region]]
+        if label == -1:
+            kept_phrase += phrase in pos_phrases
+            kept_region += region in pos_regions
+    negatives = int((~positive).sum())
+    # Two per positive, fewer where a phrase (region) has fewer candidates than its quota.
+    assert int(positive.sum()) < negatives <= 2 * int(positive.sum())
+    if side == "image":  # the phrase stays, another region
+        assert kept_phrase == negatives
+    elif side == "caption":  # the region stays, another phrase
+        assert kept_region == negatives
+    else:
+        assert 0 < kept_phrase < negatives or 0 < kept_region < negatives
+    assert TrainConfig(task="phrase_region").negative_side == "image"
+    assert TrainConfig(task="image_sentence").negative_side == "caption"

@@ -3,15 +3,17 @@ a failed run's status, on small feature files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from ops.graph import GraphSettings
 from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training import run as run_module
-from ops.training.run import EmptyTrainingSplit, TrainingRun, run_training
-from tests.feature_files import write_image_sentence_features
+from ops.training.run import EmptyTrainingSplit, GraphMismatch, TrainingRun, run_training
+from tests.feature_files import write_graph_for, write_image_sentence_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +28,8 @@ TINY = {
 
 
 def _run(root: Path, inputs: dict, **values) -> TrainingRun:
-    return run_training(root, "toy", inputs, TrainConfig(**(TINY | values)))
+    graph = write_graph_for(root.parent / "graph", inputs)
+    return run_training(root, "toy", inputs, TrainConfig(**(TINY | values)), graph)
 
 
 def _runs(root: Path) -> dict[str, dict]:
@@ -38,8 +41,9 @@ def test_run_is_recorded_and_only_a_better_run_is_promoted(tmp_path: Path) -> No
     root = tmp_path / "data"
     inputs = write_image_sentence_features(tmp_path / "features")
     messages: list[str] = []
+    graph = write_graph_for(tmp_path / "graph", inputs)
     first = run_training(
-        root, "toy", inputs, TrainConfig(**TINY, lr=1e-2, epochs=2), log=messages.append
+        root, "toy", inputs, TrainConfig(**TINY, lr=1e-2, epochs=2), graph, log=messages.append
     )
 
     manifest = first.manifest
@@ -98,3 +102,45 @@ def test_features_without_a_train_split_are_refused(tmp_path: Path) -> None:
     with pytest.raises(EmptyTrainingSplit, match="train split is empty"):
         _run(tmp_path / "data", inputs)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_changed_graph_setting_is_a_new_run(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    inputs = write_image_sentence_features(tmp_path / "features")
+    config = TrainConfig(**TINY, epochs=1)
+    paper = write_graph_for(tmp_path / "paper", inputs)
+    knn = write_graph_for(tmp_path / "knn", inputs, GraphSettings(knn_k=2))
+    iou = write_graph_for(tmp_path / "iou", inputs, GraphSettings(positive_iou=0.7))
+    # The image–sentence edges do not depend on positive_iou, but the graph's identity does.
+    assert len({paper["fingerprint"], knn["fingerprint"], iou["fingerprint"]}) == 3
+    run_ids = {
+        name: run_training(root, "toy", inputs, config, graph).manifest["run_id"]
+        for name, graph in (("paper", paper), ("knn", knn), ("iou", iou))
+    }
+    assert len(set(run_ids.values())) == 3
+    # Rebuilding the same graph keeps the run (it resumes rather than starting over).
+    again = write_graph_for(tmp_path / "again", inputs)
+    assert again["fingerprint"] == paper["fingerprint"]
+    rerun = run_training(root, "toy", inputs, config, again)
+    assert rerun.manifest["run_id"] == run_ids["paper"] and rerun.resumed_from_epoch == 1
+    row = _runs(root)[run_ids["knn"]]
+    assert json.loads(row["features"])["graph"]["settings"]["knn_k"] == 2
+
+
+def test_knn_sentence_neighbors_train_from_the_graph_or_say_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data"
+    inputs = write_image_sentence_features(tmp_path / "features")
+    paper = write_graph_for(tmp_path / "paper", inputs)
+    with pytest.raises(GraphMismatch, match="knn_k > 0"):
+        run_training(root, "toy", inputs, TrainConfig(**TINY, knn_sentence_neighbors=True), paper)
+    knn = write_graph_for(tmp_path / "knn", inputs, GraphSettings(knn_k=3))
+    run = run_training(
+        root, "toy", inputs, TrainConfig(**TINY, epochs=1, knn_sentence_neighbors=True), knn
+    )
+    assert run.manifest["best_val_score"] > 0
+    with pytest.raises(GraphMismatch, match=r"negative_iou \(0.65\) must not exceed"):
+        run_training(
+            root, "toy", inputs, TrainConfig(task="phrase_region", negative_iou=0.65), paper
+        )

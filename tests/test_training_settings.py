@@ -3,12 +3,15 @@ derived from TrainConfig, and so are the loss's defaults."""
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pytest
 from pydantic import ValidationError
 
 from assets import training as training_assets
 from assets.definitions import defs
+from assets.graph import GraphConfig
 from assets.training import TRAINING_ASSETS, TrainingConfig
 from models.losses import EmbeddingLossConfig
 from ops.training import TrainConfig
@@ -73,7 +76,7 @@ def test_unset_lr_and_width_take_the_networks_defaults() -> None:
     ("values", "message"),
     [
         ({"dropout": 1.5}, "less than 1"),
-        ({"negative_iou": 0.7, "positive_iou": 0.6}, "must not exceed positive_iou"),
+        ({"negative_iou": 1.5}, "less than or equal to 1"),
         ({"lr": -1.0}, "greater than 0"),
     ],
 )
@@ -101,7 +104,7 @@ def test_invalid_run_config_fails_the_step_before_training(monkeypatch) -> None:
     result = dg.materialize(
         _with_upstream(asset),
         selection=[asset.key],
-        run_config={"ops": {asset.op.name: {"config": {"negative_iou": 0.7, "positive_iou": 0.6}}}},
+        run_config={"ops": {asset.op.name: {"config": {"dropout": 1.5}}}},
         resources={
             "io_manager": _FakeFeatures(),
             "storage": training_assets.TwobranchStorage(data_root="/nonexistent"),
@@ -111,7 +114,7 @@ def test_invalid_run_config_fails_the_step_before_training(monkeypatch) -> None:
     )
     assert not result.success and calls == []
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "must not exceed positive_iou" in str(failure.event_specific_data.error)
+    assert "less than 1" in str(failure.event_specific_data.error)
 
 
 @pytest.mark.parametrize("side", ["caption", "image", "mixed"])
@@ -121,6 +124,20 @@ def test_negative_side_reaches_the_pair_sampler(side: str) -> None:
     assert plan.sampler.negative_side == side
     batch = next(iter(plan.sampler))
     assert (batch.labels == -1).sum() == 2 * 10
+
+
+def test_positive_iou_is_declared_once_in_the_graph_settings() -> None:
+    assert "positive_iou" not in TrainConfig.model_fields
+    assert "positive_iou" not in TrainingConfig.model_fields
+    assert GraphConfig.model_fields["positive_iou"].default == 0.6
+    op = TRAINING_ASSETS[0].op.name
+    with pytest.raises(dg.DagsterInvalidConfigError, match="positive_iou"):
+        dg.validate_run_config(
+            defs.resolve_job_def("retrain"), {"ops": {op: {"config": {"positive_iou": 0.6}}}}
+        )
+    # Older checkpoints, written when training had its own copy, still load.
+    legacy = TrainConfig().model_dump(mode="json") | {"positive_iou": 0.6}
+    assert TrainConfig.from_json(json.dumps(legacy)) == TrainConfig()
 
 
 def test_unknown_negative_side_is_refused() -> None:

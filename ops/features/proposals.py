@@ -1,10 +1,22 @@
-"""Region proposals per image (selective search or EdgeBoxes), streamed to Parquet.
+"""Region proposals per image (EdgeBoxes or selective search), streamed to Parquet.
 
-Every image gets its whole-image box as ``r0`` (useful for scene phrases), then up to
-``max_proposals`` search boxes ``r1..rN`` in the searcher's order, after dropping boxes with a
-side under ``min_size`` pixels and exact duplicates. Ground-truth boxes of training phrases can
-be added as extra candidates ``g0..gM`` (source ``ground_truth``), as the protocol does during
-training only. Boxes are 0-based pixel coordinates with exclusive ``x2, y2``.
+Every image gets exactly ``num_proposals`` candidates ``r0..r{N-1}`` (source ``proposal``):
+
+1. with ``whole_image``, the whole-image box first (off in the paper's setup);
+2. the searcher's boxes in its order, after dropping boxes with a side under ``min_size``
+   pixels, exact duplicates and the whole image itself (selective search always ends with
+   it): whether the whole image is a candidate is ``whole_image``'s say alone;
+3. when the search found fewer than N, a fixed fill: sliding windows of the image's aspect at
+   scales 0.8, 0.64, 0.5, … of its sides with half-window strides, largest first, skipping
+   boxes already present (never the whole image); if even those run out (tiny images), the
+   candidates so far repeat in order.
+
+The searcher is EdgeBoxes (OpenCV ximgproc with the structured-edge model file
+``model_path``) when a model path is given, selective search otherwise; it sees the image at
+full resolution unless ``max_side`` downscales it (boxes are mapped back). Ground-truth boxes
+of training phrases can be added as extra candidates ``g0..gM`` (source ``ground_truth``),
+as the protocol does during training only. Boxes are 0-based pixel coordinates with exclusive
+``x2, y2``.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from ops.features.boxes import pairwise_iou
 
 Progress = Callable[[int, int], None]
 METHODS = (
+    "auto",
     "selective_search_fast",
     "selective_search_opencv_fast",
     "selective_search_quality",
@@ -55,12 +68,18 @@ REFERENCE_SEGMENT_MIN_SIZE = 100
 IMAGES_PER_TASK = 32
 
 
+# Fill windows, as fractions of the image's sides, largest first (the whole image excluded).
+FILL_SCALES = (0.8, 0.64, 0.5, 0.4, 0.32, 0.25, 0.2, 0.16, 0.125, 0.1)
+CONTRIB_PACKAGE = "opencv-contrib-python-headless"
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     method: str = "selective_search_fast"
-    max_proposals: int = 200
+    num_proposals: int = 200
     min_size: int = 8
-    max_side: int = 256
+    max_side: int | None = None
+    whole_image: bool = False
     model_path: str | None = None
 
 
@@ -69,6 +88,7 @@ class ProposalStats:
     images: int
     proposals: int
     ground_truth: int
+    filled: int  # candidates from the fixed fill, not the searcher
     seconds: float
     images_per_second: float
     proposals_per_image: float
@@ -159,41 +179,96 @@ def _edge_boxes(bgr: np.ndarray, model_path: str, max_boxes: int) -> np.ndarray:
     return np.asarray(rects, dtype=np.float64).reshape(-1, 4)
 
 
-def search_image(path: str, settings: SearchSettings) -> tuple[np.ndarray, int, int]:
-    """``(boxes (n, 4) x1y1x2y2 in original pixels, width, height)``; boxes[0] is the image."""
+def fill_windows(width: int, height: int, min_size: int) -> np.ndarray:
+    """The fixed fill: windows of the image's aspect at ``FILL_SCALES`` of its sides, each
+    scale's windows at half-window strides, row by row (sides under ``min_size`` skipped,
+    unless the image itself is that small)."""
+    boxes = []
+    floor = min(min_size, width, height)
+    for scale in FILL_SCALES:
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        if min(w, h) < floor:
+            continue
+        xs = np.unique(np.append(np.arange(0, width - w + 1, max(1, w // 2)), width - w))
+        ys = np.unique(np.append(np.arange(0, height - h + 1, max(1, h // 2)), height - h))
+        for y in ys:
+            for x in xs:
+                boxes.append((x, y, x + w, y + h))
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def exactly_n(
+    found: np.ndarray, n: int, width: int, height: int, min_size: int, whole_image: bool
+) -> tuple[np.ndarray, int]:
+    """``(n candidates, how many came from the fill)`` from the searcher's ``found`` boxes
+    (already filtered), per the module's rule."""
+    whole = np.array([[0.0, 0.0, float(width), float(height)]])
+    found = found[~np.all(np.isclose(found, whole), axis=1)]
+    candidates = _unique_rows(np.vstack([whole, found] if whole_image else [found]))[:n]
+    filled = 0
+    if len(candidates) < n:
+        fill = fill_windows(width, height, min_size)
+        fill = fill[~np.all(np.isclose(fill, whole), axis=1)]
+        before = len(candidates)
+        candidates = _unique_rows(np.vstack([candidates, fill]))[:n]
+        filled = len(candidates) - before
+    if len(candidates) < n:
+        repeats = np.resize(np.arange(len(candidates)), n - len(candidates))
+        candidates = np.vstack([candidates, candidates[repeats]])
+        filled += len(repeats)
+    return candidates, filled
+
+
+def _unique_rows(boxes: np.ndarray) -> np.ndarray:
+    """The rows of ``boxes`` without repeats, in first-seen order."""
+    if not len(boxes):
+        return boxes
+    return boxes[np.sort(np.unique(boxes, axis=0, return_index=True)[1])]
+
+
+def search_image(path: str, settings: SearchSettings) -> tuple[np.ndarray, int, int, int]:
+    """``(exactly num_proposals boxes x1y1x2y2 in original pixels, filled, width, height)``;
+    see the module docstring for the order."""
     bgr = _read_bgr(path)
     height, width = bgr.shape[:2]
-    scale = min(1.0, settings.max_side / max(height, width))
+    scale = 1.0
+    if settings.max_side is not None:
+        scale = min(1.0, settings.max_side / max(height, width))
     searched = bgr
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         searched = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
     if settings.method == "edge_boxes":
         assert settings.model_path is not None
-        rects = _edge_boxes(searched, settings.model_path, settings.max_proposals * 2)
+        rects = _edge_boxes(searched, settings.model_path, settings.num_proposals * 2)
     else:
         rects = _selective_search(searched, settings.method)
-    whole = np.array([[0.0, 0.0, float(width), float(height)]])
-    if len(rects) == 0:
-        return whole, width, height
-    # Pixel-exact duplicates only arise on the searched grid, so dedupe before rescaling.
-    rects = rects[np.sort(np.unique(rects, axis=0, return_index=True)[1])]
-    boxes = np.column_stack(
-        [rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]]
+    boxes = np.zeros((0, 4))
+    if len(rects):
+        # Pixel-exact duplicates only arise on the searched grid, so dedupe before rescaling.
+        rects = _unique_rows(rects)
+        boxes = np.column_stack(
+            [rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]]
+        )
+        boxes = np.clip(boxes / scale, 0, [width, height, width, height])
+        big_enough = ((boxes[:, 2] - boxes[:, 0]) >= settings.min_size) & (
+            (boxes[:, 3] - boxes[:, 1]) >= settings.min_size
+        )
+        boxes = boxes[big_enough]
+    candidates, filled = exactly_n(
+        boxes, settings.num_proposals, width, height, settings.min_size, settings.whole_image
     )
-    boxes = np.clip(boxes / scale, 0, [width, height, width, height])
-    big_enough = ((boxes[:, 2] - boxes[:, 0]) >= settings.min_size) & (
-        (boxes[:, 3] - boxes[:, 1]) >= settings.min_size
-    )
-    not_whole = ~np.all(np.isclose(boxes, whole), axis=1)
-    boxes = boxes[big_enough & not_whole][: settings.max_proposals]
-    return np.vstack([whole, boxes]), width, height
+    return candidates, filled, width, height
 
 
 def _search_chunk(
     chunk: Sequence[tuple[str, str]], settings: SearchSettings
-) -> list[tuple[str, np.ndarray]]:
-    return [(image_id, search_image(path, settings)[0]) for image_id, path in chunk]
+) -> list[tuple[str, np.ndarray, int]]:
+    results = []
+    for image_id, path in chunk:
+        boxes, filled, _, _ = search_image(path, settings)
+        results.append((image_id, boxes, filled))
+    return results
 
 
 def _init_worker() -> None:
@@ -232,7 +307,7 @@ def _batch(image_id: str, proposals: np.ndarray, ground_truth: np.ndarray | None
 
 def _results(
     tasks: list[list[tuple[str, str]]], settings: SearchSettings, num_workers: int
-) -> Iterator[list[tuple[str, np.ndarray]]]:
+) -> Iterator[list[tuple[str, np.ndarray, int]]]:
     if num_workers <= 0:
         for chunk in tasks:
             yield _search_chunk(chunk, settings)
@@ -249,55 +324,77 @@ def _results(
                 next_task += 1
 
 
+def resolve_method(method: str, model_path: str | Path | None) -> str:
+    """The searcher to run: ``auto`` is EdgeBoxes when a model path is given, selective
+    search otherwise. Refuses what cannot run here, naming what is missing."""
+    if method not in METHODS:
+        raise ValueError(f"unknown proposal method {method!r}; choose one of {METHODS}")
+    if method == "auto":
+        method = "edge_boxes" if model_path else "selective_search_fast"
+    if not hasattr(cv2, "ximgproc"):
+        raise RuntimeError(
+            f"{method} needs OpenCV's contrib modules (cv2.ximgproc), which this OpenCV lacks: "
+            f"install {CONTRIB_PACKAGE} (pip install {CONTRIB_PACKAGE}) in place of "
+            "opencv-python"
+        )
+    if method == "edge_boxes" and (model_path is None or not Path(model_path).is_file()):
+        raise ValueError(
+            "edge_boxes needs OpenCV's structured-edge model file (model.yml.gz, from "
+            f"opencv_extra/testdata/cv/ximgproc); no such file: {model_path!r}"
+        )
+    return method
+
+
 def propose_regions(
     images: pd.DataFrame,
     out_path: Path,
-    max_proposals: int = 200,
-    method: str = "selective_search_fast",
+    num_proposals: int = 200,
+    method: str = "auto",
     min_size: int = 8,
     include_ground_truth_for: pd.DataFrame | None = None,
     num_workers: int = 2,
     progress: Progress | None = None,
-    max_side: int = 256,
+    max_side: int | None = None,
+    whole_image: bool = False,
     model_path: str | Path | None = None,
 ) -> ProposalStats:
-    """Write proposals for every row of ``images`` to ``out_path``, grouped by image in order.
+    """Write exactly ``num_proposals`` candidates for every row of ``images`` to ``out_path``
+    (see the module docstring), grouped by image in order.
 
-    ``max_side``: larger images are searched downscaled to this longer side (boxes are mapped
-    back); ``model_path``: the structured-edge model that ``method="edge_boxes"`` needs.
-    ``include_ground_truth_for``: phrases whose train-split ground-truth boxes join the
+    ``max_side``: larger images are searched downscaled to this longer side (None: full
+    resolution); ``whole_image``: the whole-image box is candidate r0; ``model_path``: the
+    structured-edge model that EdgeBoxes needs (``method="auto"`` runs EdgeBoxes when it is
+    given). ``include_ground_truth_for``: phrases whose train-split ground-truth boxes join the
     candidates (other splits are ignored: the protocol adds them during training only).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown proposal method {method!r}; choose one of {METHODS}")
-    if method == "edge_boxes" and (model_path is None or not Path(model_path).is_file()):
-        raise ValueError(
-            "edge_boxes needs a structured-edge model file (OpenCV's model.yml.gz); "
-            f"got model_path={model_path!r}"
-        )
+    if num_proposals < 1:
+        raise ValueError(f"num_proposals must be at least 1, got {num_proposals}")
+    method = resolve_method(method, model_path)
     missing = [name for name in ("image_id", "path") if name not in images.columns]
     if missing:
         raise ValueError(f"images table lacks columns {missing}")
     settings = SearchSettings(
         method=method,
-        max_proposals=int(max_proposals),
+        num_proposals=int(num_proposals),
         min_size=int(min_size),
-        max_side=int(max_side),
+        max_side=None if max_side is None else int(max_side),
+        whole_image=bool(whole_image),
         model_path=None if model_path is None else str(model_path),
     )
     ground_truth = _ground_truth_by_image(include_ground_truth_for)
     pairs = list(zip(images["image_id"].astype(str), images["path"].astype(str), strict=True))
     tasks = [pairs[i : i + IMAGES_PER_TASK] for i in range(0, len(pairs), IMAGES_PER_TASK)]
     started = time.perf_counter()
-    done = n_proposals = n_ground_truth = 0
+    done = n_proposals = n_ground_truth = n_filled = 0
     with atomic_path(out_path) as tmp:
         with pq.ParquetWriter(tmp, PROPOSAL_SCHEMA, compression="zstd") as writer:
             for results in _results(tasks, settings, num_workers):
                 batches = []
-                for image_id, boxes in results:
+                for image_id, boxes, filled in results:
                     extra = ground_truth.get(image_id)
                     batches.append(_batch(image_id, boxes, extra))
                     n_proposals += len(boxes)
+                    n_filled += filled
                     n_ground_truth += 0 if extra is None else len(extra)
                 writer.write_table(pa.Table.from_batches(batches, schema=PROPOSAL_SCHEMA))
                 done += len(results)
@@ -308,6 +405,7 @@ def propose_regions(
         images=done,
         proposals=n_proposals,
         ground_truth=n_ground_truth,
+        filled=n_filled,
         seconds=seconds,
         images_per_second=done / seconds if seconds > 0 else 0.0,
         proposals_per_image=n_proposals / done if done else math.nan,

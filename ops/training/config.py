@@ -15,10 +15,15 @@ _LOSS = EmbeddingLossConfig()
 Task = Literal["image_sentence", "phrase_region"]
 Network = Literal["embedding", "similarity"]
 NegativeSide = Literal["caption", "image", "mixed"]  # PairSampler's negative_side
+# "auto" is the task's usual side, resolved when the config is built.
+NegativeSideSetting = Literal["auto", "caption", "image", "mixed"]
 
 # Fields that may change between a run and its resumption without changing what the finished
 # epochs mean: the run length, the patience, and where it runs.
 RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device"})
+# Fields that older checkpoints carry but the config no longer has: ``positive_iou`` is the
+# neighborhood graph's setting now (the graph holds the positives).
+RETIRED_FIELDS = frozenset({"positive_iou"})
 
 
 class TrainConfig(BaseModel):
@@ -39,10 +44,14 @@ class TrainConfig(BaseModel):
     apply_lr_decay: bool = True
     weight_decay: float = Field(0.0, ge=0)
 
-    # Embedding network, image–sentence: neighborhood (or triplet) batches.
+    # Embedding network, image–sentence: neighborhood (or triplet) batches. With
+    # ``knn_sentence_neighbors`` a sentence's neighborhood also holds its nearest sentences by
+    # feature (the graph's kNN edges; each anchor brings one into its batch); the paper's is
+    # the other sentences of its image only.
     batch_images: int = Field(500, ge=2)
     sentences_per_image: int = Field(2, ge=1)
     sampler: Literal["neighborhood", "triplet"] = "neighborhood"
+    knn_sentence_neighbors: bool = False
 
     # Network widths.
     hidden_dim: int = Field(2048, ge=1)
@@ -60,15 +69,18 @@ class TrainConfig(BaseModel):
     loss_kind: LossKind = _LOSS.kind
 
     # Similarity network: positives per batch, sampled negatives per positive, and which side
-    # of a positive pair a negative replaces (image–sentence task; see PairSampler).
+    # of a positive pair a negative replaces: "caption" keeps the image (region) and takes
+    # another sentence (phrase), "image" keeps the text and takes another image (region),
+    # "mixed" picks per negative; "auto" is the task's usual side — caption for
+    # image–sentence, image for phrase–region (another region of the phrase's image, the lab's).
     similarity_batch: int = Field(200, ge=1)
     negatives_per_positive: int = Field(2, ge=0)
-    negative_side: NegativeSide = "caption"
+    negative_side: NegativeSideSetting = "auto"
 
-    # Phrase–region task: phrases per batch (whole images are added until reached), IoU
-    # thresholds, and whether regions of the other images in a batch also count as negatives.
+    # Phrase–region task: phrases per batch (whole images are added until reached), the IoU
+    # below which a region is a phrase's negative (positives are the graph's), and whether
+    # regions of the other images in a batch also count as negatives.
     phrases_per_batch: int = Field(200, ge=1)
-    positive_iou: float = Field(0.6, gt=0, le=1)
     negative_iou: float = Field(0.3, ge=0, le=1)
     cross_image_negatives: bool = False
     localization_iou: float = Field(0.5, gt=0, le=1)
@@ -80,14 +92,14 @@ class TrainConfig(BaseModel):
     eval_chunk: int = Field(1024, ge=1)
     max_train_steps_per_epoch: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _check_thresholds(self) -> TrainConfig:
-        if self.negative_iou > self.positive_iou:
-            raise ValueError(
-                f"negative_iou ({self.negative_iou}) must not exceed positive_iou "
-                f"({self.positive_iou})"
-            )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _task_negative_side(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("negative_side", "auto") == "auto":
+            task = values.get("task", "image_sentence")
+            side = "caption" if task == "image_sentence" else "image"
+            values = {**values, "negative_side": side}
+        return values
 
     def loss_config(self) -> EmbeddingLossConfig:
         return EmbeddingLossConfig(
@@ -105,7 +117,8 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        return cls.model_validate(json.loads(text))
+        values = json.loads(text)
+        return cls.model_validate({k: v for k, v in values.items() if k not in RETIRED_FIELDS})
 
     def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ, as ``{name: (self value, other value)}``."""

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -62,14 +63,33 @@ def _boxes(name: str, value: np.ndarray, rows: int) -> np.ndarray:
     return array
 
 
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _csr(name: str, start: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A checked CSR pair over ``n`` items (an empty ``start`` means no item has any)."""
+    start = np.zeros(n + 1, dtype=np.int64) if np.asarray(start).size == 0 else np.asarray(start)
+    start = _indices(f"{name}_start", start, n + 1)
+    rows = np.asarray(rows)
+    rows = _indices(name, rows, rows.size, n)
+    if start[0] != 0 or start[-1] != rows.size or (np.diff(start) < 0).any():
+        raise ValueError(f"{name}_start is not a CSR index over {rows.size} entries")
+    return start, rows
+
+
 @dataclass(frozen=True)
 class ImageSentenceData:
     """One split for image–sentence retrieval: ``caption_image[j]`` is the row of caption j's
-    image in ``image_features``."""
+    image in ``image_features``. Caption j's nearest captions by feature (the graph's kNN
+    sentence neighborhood, training split only) are ``knn_rows[knn_start[j] : knn_start[j+1]]``;
+    both empty when the graph has none."""
 
     image_features: np.ndarray
     text_features: np.ndarray
     caption_image: np.ndarray
+    knn_start: np.ndarray = field(default_factory=_no_rows)
+    knn_rows: np.ndarray = field(default_factory=_no_rows)
 
     def __post_init__(self) -> None:
         images = _matrix("image_features", self.image_features)
@@ -81,6 +101,13 @@ class ImageSentenceData:
             "caption_image",
             _indices("caption_image", self.caption_image, texts.shape[0], images.shape[0]),
         )
+        start, rows = _csr("knn_rows", self.knn_start, self.knn_rows, texts.shape[0])
+        object.__setattr__(self, "knn_start", start)
+        object.__setattr__(self, "knn_rows", rows)
+
+    @property
+    def has_knn(self) -> bool:
+        return bool(self.knn_rows.size)
 
     @property
     def image_dim(self) -> int:
@@ -95,7 +122,9 @@ class ImageSentenceData:
 class PhraseRegionData:
     """One split for phrase localization. Regions are proposals plus, where
     ``region_is_gt``, ground-truth boxes (used for training only); boxes are 0-based
-    ``x1, y1, x2, y2`` with exclusive x2, y2; a phrase's box is the union of its boxes."""
+    ``x1, y1, x2, y2`` with exclusive x2, y2; a phrase's box is the union of its boxes.
+    ``(positive_phrase[i], positive_region[i])`` are the positive pairs (phrase row, region
+    row): the graph's ``phrase_region`` edges, given for the training split."""
 
     region_features: np.ndarray
     region_image: np.ndarray
@@ -104,6 +133,8 @@ class PhraseRegionData:
     phrase_image: np.ndarray
     phrase_boxes: np.ndarray
     region_is_gt: np.ndarray
+    positive_phrase: np.ndarray = field(default_factory=_no_rows)
+    positive_region: np.ndarray = field(default_factory=_no_rows)
 
     def __post_init__(self) -> None:
         regions = _matrix("region_features", self.region_features)
@@ -121,6 +152,9 @@ class PhraseRegionData:
             "phrase_boxes": _boxes("phrase_boxes", self.phrase_boxes, n_ph),
             "region_is_gt": is_gt.astype(bool),
         }
+        pairs = np.asarray(self.positive_phrase).size
+        checked["positive_phrase"] = _indices("positive_phrase", self.positive_phrase, pairs, n_ph)
+        checked["positive_region"] = _indices("positive_region", self.positive_region, pairs, n_reg)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -224,8 +258,8 @@ class PhraseBatchSampler:
     Each epoch shuffles the images that have phrases and fills a batch with whole images
     until it holds at least ``phrases_per_batch`` phrases, so a batch has every phrase of its
     images and every region (proposals and ground-truth boxes) of those images. A region is
-    positive for a phrase when it is in the phrase's image and its IoU with the phrase box is
-    ≥ ``positive_iou``; negative when in the same image with IoU < ``negative_iou`` — and,
+    positive for a phrase when the data's positive pairs (the graph's) say so; negative when
+    not positive, in the same image and at IoU < ``negative_iou`` with the phrase box — and,
     with ``cross_image_negatives``, every region of the other images of the batch (off by
     default: another image may well show the same kind of thing). A short last batch joins
     the one before it.
@@ -235,14 +269,12 @@ class PhraseBatchSampler:
         self,
         data: PhraseRegionData,
         phrases_per_batch: int = 200,
-        positive_iou: float = 0.6,
         negative_iou: float = 0.3,
         cross_image_negatives: bool = False,
         seed: int = 0,
     ) -> None:
         self.data = data
         self.phrases_per_batch = phrases_per_batch
-        self.positive_iou = positive_iou
         self.negative_iou = negative_iou
         self.cross_image_negatives = cross_image_negatives
         self.seed = seed
@@ -250,6 +282,8 @@ class PhraseBatchSampler:
         n_images = data.n_images
         self._phrases = Grouping.of(data.phrase_image, n_images)
         self._regions = Grouping.of(data.region_image, n_images)
+        self._positives = Grouping.of(data.positive_phrase, data.phrase_image.size)
+        self._region_position = np.full(data.region_image.size, -1, dtype=np.int64)
         self._images = np.flatnonzero(self._phrases.count > 0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -286,34 +320,78 @@ class PhraseBatchSampler:
         data = self.data
         phrase_idx = self._phrases.rows_of(images)
         region_idx = self._regions.rows_of(images)
+        positive = self._positive_mask(phrase_idx, region_idx)
         same_image = data.phrase_image[phrase_idx][:, None] == data.region_image[region_idx][None]
         iou = pairwise_iou(data.phrase_boxes[phrase_idx], data.region_boxes[region_idx])
-        positive = same_image & (iou >= self.positive_iou)
         negative = same_image & (iou < self.negative_iou)
         if self.cross_image_negatives:
             negative |= ~same_image
-        return PhraseBatch(phrase_idx, region_idx, positive, negative)
+        return PhraseBatch(phrase_idx, region_idx, positive, negative & ~positive)
+
+    def _positive_mask(self, phrase_idx: np.ndarray, region_idx: np.ndarray) -> np.ndarray:
+        pairs = self._positives.rows_of(phrase_idx)
+        phrase_pos = np.repeat(np.arange(phrase_idx.size), self._positives.count[phrase_idx])
+        self._region_position[region_idx] = np.arange(region_idx.size)
+        region_pos = self._region_position[self.data.positive_region[pairs]]
+        self._region_position[region_idx] = -1
+        positive = np.zeros((phrase_idx.size, region_idx.size), dtype=bool)
+        inside = region_pos >= 0
+        positive[phrase_pos[inside], region_pos[inside]] = True
+        return positive
 
 
-def sample_phrase_pairs(
-    batch: PhraseBatch, negatives_per_positive: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(region rows, phrase rows, labels ±1) for the similarity network: every positive pair,
-    and per phrase ``negatives_per_positive`` × its positives negatives drawn without
-    replacement from its negative regions (all of them when there are fewer)."""
-    pos_phrase, pos_region = np.nonzero(batch.positive)
-    quota = negatives_per_positive * batch.positive.sum(axis=1)
-    keys = rng.random(batch.negative.shape)
-    keys[~batch.negative] = np.inf
+def _draw_per_row(
+    candidates: np.ndarray, quota: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of ``quota[i]`` entries of row i of the mask ``candidates``, drawn
+    uniformly without replacement (all of them when the row has fewer)."""
+    keys = rng.random(candidates.shape)
+    keys[~candidates] = np.inf
     order = np.argsort(keys, axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
-    chosen = batch.negative & (rank < quota[:, None])
-    neg_phrase, neg_region = np.nonzero(chosen)
-    regions = np.concatenate([batch.region_idx[pos_region], batch.region_idx[neg_region]])
-    phrases = np.concatenate([batch.phrase_idx[pos_phrase], batch.phrase_idx[neg_phrase]])
+    return np.nonzero(candidates & (rank < quota[:, None]))
+
+
+def sample_phrase_pairs(
+    batch: PhraseBatch,
+    negatives_per_positive: int,
+    rng: np.random.Generator,
+    negative_side: Literal["caption", "image", "mixed"] = "image",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(region rows, phrase rows, labels ±1) for the similarity network: every positive pair,
+    then ``negatives_per_positive`` negatives per positive pair (p, r), drawn without
+    replacement. ``negative_side="image"`` keeps the phrase and takes another region: one of
+    p's negative regions; ``"caption"`` keeps the region and takes another phrase: one for
+    which r is a negative; ``"mixed"`` picks the side per negative at random. A phrase (region)
+    with fewer candidates than its quota gets all of them."""
+    pos_phrase, pos_region = np.nonzero(batch.positive)
+    if negative_side == "image":
+        region_side = np.full(pos_phrase.size, negatives_per_positive)
+    elif negative_side == "caption":
+        region_side = np.zeros(pos_phrase.size, dtype=np.int64)
+    else:
+        region_side = rng.binomial(negatives_per_positive, 0.5, size=pos_phrase.size)
+    n_phrases, n_regions = batch.positive.shape
+    phrase_quota = np.bincount(pos_phrase, weights=region_side, minlength=n_phrases)
+    region_quota = np.bincount(
+        pos_region, weights=negatives_per_positive - region_side, minlength=n_regions
+    )
+    neg_phrase, neg_region = [], []
+    if phrase_quota.any():
+        rows, cols = _draw_per_row(batch.negative, phrase_quota.astype(np.int64), rng)
+        neg_phrase.append(rows)
+        neg_region.append(cols)
+    if region_quota.any():
+        rows, cols = _draw_per_row(batch.negative.T, region_quota.astype(np.int64), rng)
+        neg_region.append(rows)
+        neg_phrase.append(cols)
+    neg_p = np.concatenate(neg_phrase) if neg_phrase else np.zeros(0, dtype=np.int64)
+    neg_r = np.concatenate(neg_region) if neg_region else np.zeros(0, dtype=np.int64)
+    regions = np.concatenate([batch.region_idx[pos_region], batch.region_idx[neg_r]])
+    phrases = np.concatenate([batch.phrase_idx[pos_phrase], batch.phrase_idx[neg_p]])
     labels = np.concatenate(
-        [np.ones(pos_phrase.size, np.float32), -np.ones(neg_phrase.size, np.float32)]
+        [np.ones(pos_phrase.size, np.float32), -np.ones(neg_p.size, np.float32)]
     )
     return regions, phrases, labels
 

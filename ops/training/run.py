@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ops.dataset_store import load_dataset_table
+from ops.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
+from ops.graph_store import graph_identity
 from ops.paths import checkpoint_dir
 from ops.results_store import publish_catalogue, utc_now
 from ops.run_records import file_identity, make_run_id, promote_if_better, write_epochs, write_run
@@ -26,6 +28,10 @@ Log = Callable[[str], None]
 
 class EmptyTrainingSplit(ValueError):
     """The feature files hold no training rows for the task."""
+
+
+class GraphMismatch(ValueError):
+    """The training settings contradict the neighborhood graph's."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +50,42 @@ class TrainingRun:
     curves_png: bytes = field(repr=False)
 
 
-def _load_splits(task: str, inputs: Mapping[str, str], root: Path, dataset: str) -> dict:
-    if task == "image_sentence":
-        return image_sentence_splits(inputs["image_features"], inputs["text_features"])
-    return phrase_region_splits(
+def load_training_splits(
+    config: TrainConfig, inputs: Mapping[str, str], graph: Mapping, root: Path, dataset: str
+) -> dict:
+    """Per split the training arrays; the train split's positives and neighborhoods are the
+    graph's."""
+    if config.task == "image_sentence":
+        splits = image_sentence_splits(inputs["image_features"], inputs["text_features"])
+        if "train" in splits:
+            splits["train"] = image_sentence_from_graph(
+                splits["train"], graph["path"], with_knn=config.knn_sentence_neighbors
+            )
+        return splits
+    splits = phrase_region_splits(
         inputs["region_features"],
         pd.read_parquet(inputs["region_proposals"]),
         inputs["phrase_features"],
         load_dataset_table(root, dataset, "phrases"),
     )
+    if "train" in splits:
+        splits["train"] = phrase_region_from_graph(splits["train"], graph["path"])
+    return splits
+
+
+def _check_against_graph(config: TrainConfig, graph: Mapping) -> None:
+    positive_iou = float(graph["settings"]["positive_iou"])
+    if config.task == "phrase_region" and config.negative_iou > positive_iou:
+        raise GraphMismatch(
+            f"negative_iou ({config.negative_iou}) must not exceed the neighborhood graph's "
+            f"positive_iou ({positive_iou})"
+        )
+    wants_knn = config.task == "image_sentence" and config.knn_sentence_neighbors
+    if wants_knn and not int(graph["settings"]["knn_k"]):
+        raise GraphMismatch(
+            "knn_sentence_neighbors needs the graph's kNN sentence edges: materialize "
+            "neighborhood_graph with knn_k > 0"
+        )
 
 
 def _training_rows(data: ImageSentenceData | PhraseRegionData) -> int:
@@ -76,27 +109,32 @@ def run_training(
     dataset: str,
     inputs: Mapping[str, str],
     config: TrainConfig,
+    graph: Mapping,
     *,
     val_max_images: int = 0,
     log: Log = lambda message: None,
     progress_every_s: float = 15.0,
 ) -> TrainingRun:
     """Train ``config.task`` / ``config.network`` on the feature files ``inputs`` (name → path)
-    and record the run under ``root``.
+    with the positives and neighborhoods of ``graph`` (the ``neighborhood_graph`` manifest:
+    path, fingerprint, settings), and record the run under ``root``.
 
-    The run id hashes the config and the input files, so re-running after a crash resumes
-    from the run's last checkpoint. The run becomes the champion of (task, network, dataset)
-    only if its validation score beats the current champion's.
+    The run id hashes the config, the input files and the graph's settings and content, so
+    re-running after a crash resumes from the run's last checkpoint and a changed graph is a
+    new run. The run becomes the champion of (task, network, dataset) only if its validation
+    score beats the current champion's.
     """
     task, network = config.task, config.network
+    _check_against_graph(config, graph)
     run_id = make_run_id(
         task,
         network,
         dataset,
         config.model_dump(mode="json"),
-        {name: file_identity(path) for name, path in inputs.items()},
+        {name: file_identity(path) for name, path in inputs.items()}
+        | {"neighborhood_graph": graph_identity(graph)},
     )
-    splits = _load_splits(task, inputs, root, dataset)
+    splits = load_training_splits(config, inputs, graph, root, dataset)
     if "train" not in splits:
         raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
     val = splits.get("val")
@@ -108,7 +146,8 @@ def run_training(
         "network": network,
         "dataset": dataset,
         "config": config.model_dump(mode="json"),
-        "features": dict(inputs),
+        # The inputs, and the graph the run learned from (queryable: features->'graph').
+        "features": dict(inputs) | {"graph": graph_identity(graph) | {"path": graph["path"]}},
     }
     write_run(root, run_id, device=config.device, status="running", started_at=started_at, **record)
     publish_catalogue(root)
@@ -175,6 +214,7 @@ def run_training(
         "dataset": dataset,
         "checkpoint": str(result.best_checkpoint),
         "features": dict(inputs),
+        "graph": graph_identity(graph) | {"path": graph["path"]},
         "best_epoch": result.best_epoch,
         "best_val_score": result.best_val_score,
         "best_val_metrics": result.best_val_metrics,

@@ -62,7 +62,8 @@ def _trainer_values(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_settings(settings: Mapping[str, Any]) -> None:
     """Raise TrainConfig's ``ValidationError`` for settings no network could train with
-    (e.g. ``negative_iou`` above ``positive_iou``), before any data is read."""
+    (e.g. a dropout of 1 or more), before any data is read. (Settings that must agree with
+    the neighborhood graph's are checked against it when the run starts.)"""
     values = {key: value for key, value in _trainer_values(settings).items() if value is not None}
     TrainConfig(**values)
 

@@ -132,6 +132,7 @@ class StepBatch:
     text_rows: np.ndarray
     paired: bool
     text_image: np.ndarray | None = None
+    text_neighbors: np.ndarray | None = None
     labels: np.ndarray | None = None
     positive: np.ndarray | None = None
     negative: np.ndarray | None = None
@@ -155,15 +156,23 @@ class BatchPlan:
                 )
             elif config.sampler == "neighborhood":
                 self.sampler = NeighborhoodSampler(
-                    data.caption_image, config.batch_images, config.sentences_per_image, seed
+                    data.caption_image,
+                    config.batch_images,
+                    config.sentences_per_image,
+                    seed,
+                    extra_neighbors=_knn_neighborhoods(config, data),
                 )
             else:
                 self.sampler = TripletSampler(data.caption_image, config.batch_images, seed)
         else:
+            if not data.positive_phrase.size:
+                raise ValueError(
+                    "the phrase training data has no positive (phrase, region) pair: the "
+                    "neighborhood graph's phrase_region edges give them"
+                )
             self.sampler = PhraseBatchSampler(
                 data,
                 config.phrases_per_batch,
-                config.positive_iou,
                 config.negative_iou,
                 config.cross_image_negatives,
                 seed,
@@ -190,6 +199,7 @@ class BatchPlan:
                     batch.caption_idx,
                     False,
                     text_image=batch.caption_to_batch_image,
+                    text_neighbors=batch.extra_neighbors,
                 )
             elif config.task == "image_sentence":
                 yield StepBatch(batch.image_idx, batch.caption_idx, True, labels=batch.labels)
@@ -203,9 +213,22 @@ class BatchPlan:
                 )
             else:
                 regions, phrases, labels = sample_phrase_pairs(
-                    batch, config.negatives_per_positive, pair_rng
+                    batch, config.negatives_per_positive, pair_rng, config.negative_side
                 )
                 yield StepBatch(regions, phrases, True, labels=labels)
+
+
+def _knn_neighborhoods(
+    config: TrainConfig, data: ImageSentenceData
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if not config.knn_sentence_neighbors:
+        return None
+    if not data.has_knn:
+        raise ValueError(
+            "knn_sentence_neighbors needs the graph's kNN sentence edges: materialize "
+            "neighborhood_graph with knn_k > 0"
+        )
+    return data.knn_start, data.knn_rows
 
 
 def _check_batch_rows(batch: StepBatch) -> bool:
@@ -302,7 +325,12 @@ def _loss(
     if config.task == "image_sentence":
         assert batch.text_image is not None
         text_image = torch.from_numpy(batch.text_image).to(device)
-        return embedding_loss(image_emb, text_emb, text_image, config.loss_config())
+        extra = None
+        if batch.text_neighbors is not None:
+            extra = torch.from_numpy(batch.text_neighbors).to(device)
+        return embedding_loss(
+            image_emb, text_emb, text_image, config.loss_config(), extra_neighbors=extra
+        )
     assert batch.positive is not None and batch.negative is not None
     return region_phrase_embedding_loss(
         image_emb,
