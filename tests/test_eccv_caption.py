@@ -23,7 +23,7 @@ from ops.sql import run_query
 from ops.training import TrainConfig
 from ops.training.run import run_training
 from ops.training_inputs import image_sentence_splits
-from tests.feature_files import write_image_sentence_features
+from tests.feature_files import write_graph_for, write_image_sentence_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,8 +104,11 @@ def coco_like(tmp_path_factory: pytest.TempPathFactory):
     ]
     (folder / "dataset_coco.json").write_text(json.dumps({"images": records}))
     add_dataset(root, "coco5k", "custom", folder)
+    graph = write_graph_for(base / "graph", inputs)
     runs = {
-        network: run_training(root, "coco5k", inputs, TrainConfig(network=network, **TINY)).manifest
+        network: run_training(
+            root, "coco5k", inputs, TrainConfig(network=network, **TINY), graph
+        ).manifest
         for network in ("embedding", "similarity")
     }
     return root, runs
