@@ -17,7 +17,6 @@ one (``--index-type all``) means something; uniformly random vectors have no nei
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import torch
+from peak_rss import PeakRss
 
 from models.embedding_net import EmbeddingNet
 from ops.search.engine import SearchIndex, search_text
@@ -40,38 +40,6 @@ WORDS = (
     "red blue green white black yellow brown small large young old little big wooden "
     "ball frisbee umbrella kite surfboard skateboard pizza cake phone book sign tree sky"
 ).split()
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-class PeakRss:
-    """Samples the resident set every few milliseconds while active (Linux)."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mib())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRss:
-        self.start = rss_mib()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mib())
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

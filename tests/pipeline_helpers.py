@@ -21,6 +21,20 @@ TINY_TRAINING = {"epochs": 3, "batch_images": 20, "hidden_dim": 64, "embed_dim":
 SHARDED = ["image_features", "region_proposals", "region_features"]
 ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
 
+# Everything the graph and the training assets read, in dependency order.
+FEATURE_ASSETS = [
+    "raw_dataset",
+    "images",
+    "captions",
+    "phrases",
+    "image_features",
+    "region_proposals",
+    "region_features",
+    "word_vectors",
+    "text_features",
+    "phrase_features",
+]
+
 SMALL_SYNTHETIC = {
     "synthetic_train_images": 60,
     "synthetic_val_images": 12,

@@ -22,20 +22,9 @@ from ops.training.data import PhraseBatchSampler
 from ops.training.run import load_training_splits
 from ops.training.trainer import BatchPlan
 from ops.training_inputs import phrase_region_splits
-from tests.pipeline_helpers import materialize
+from tests.pipeline_helpers import FEATURE_ASSETS, materialize
 
-UPSTREAM = [
-    "raw_dataset",
-    "images",
-    "captions",
-    "phrases",
-    "image_features",
-    "region_proposals",
-    "word_vectors",
-    "text_features",
-    "phrase_features",
-    "region_features",
-]
+UPSTREAM = FEATURE_ASSETS
 KNN_K = 3
 
 

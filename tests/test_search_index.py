@@ -9,21 +9,9 @@ import pytest
 from ops.cli import main
 from ops.search.engine import open_index, search_text
 from tests.karpathy_folder import write_karpathy_folder
-from tests.pipeline_helpers import materialize, register_custom
+from tests.pipeline_helpers import FEATURE_ASSETS, materialize, register_custom
 
-UPSTREAM = [
-    "raw_dataset",
-    "images",
-    "captions",
-    "phrases",
-    "image_features",
-    "region_proposals",
-    "region_features",
-    "word_vectors",
-    "text_features",
-    "phrase_features",
-    "neighborhood_graph",
-]
+UPSTREAM = [*FEATURE_ASSETS, "neighborhood_graph"]
 NET = "image_sentence_embedding_net"
 SMALL = {"batch_images": 10, "hidden_dim": 64, "embed_dim": 32}
 # Runs are seeded and reproducible on CPU: the barely trained first model validates at an
