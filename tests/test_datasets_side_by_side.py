@@ -7,10 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.definitions import ALL_ASSETS
 from ops.sql import run_query
 from tests.karpathy_folder import write_karpathy_folder
-from tests.pipeline_helpers import materialize, register_custom
+from tests.pipeline_helpers import ALL_KEYS, TRAINED, materialize, register_custom
 
 UP_TO_FEATURES = [
     "raw_dataset",
@@ -24,13 +23,6 @@ UP_TO_FEATURES = [
 ]
 
 
-ALL_KEYS = [key.to_user_string() for asset in ALL_ASSETS for key in asset.keys]
-TRAINED = [
-    "image_sentence_embedding_net",
-    "image_sentence_similarity_net",
-    "phrase_region_embedding_net",
-    "phrase_region_similarity_net",
-]
 TINY = {
     name: {"epochs": 2, "batch_images": 20, "hidden_dim": 32, "embed_dim": 16} for name in TRAINED
 }
