@@ -15,14 +15,14 @@ import dagster as dg
 from assets.partitions import sync_dataset_partitions
 from assets.run_summary import print_run_summaries
 from ops import cli as plain_cli
-from ops.datasets.registry import (
+from ops.data.registry import (
     SOURCES,
     DatasetRegistryError,
     add_dataset,
     load_registry,
     remove_dataset,
 )
-from ops.paths import data_root
+from ops.storage.paths import data_root
 
 # The project's own instance folder, when DAGSTER_HOME is not set (an editable install).
 PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"

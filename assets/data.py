@@ -9,13 +9,13 @@ from assets.metadata import counts_by, preview
 from assets.partitions import DATASETS, dataset_of
 from assets.resources import TwobranchStorage
 from assets.skips import SKIPPED, no_phrases_reason
-from ops.dataset_store import publish_dataset_tables, tables_fingerprint
-from ops.datasets.acquire import RawDataset, parse_raw_dataset
-from ops.datasets.registered import SyntheticSize, acquire_dataset
-from ops.datasets.registry import DatasetRegistryError, get_dataset
+from ops.data.acquire import RawDataset, parse_raw_dataset
+from ops.data.dataset_store import publish_dataset_tables, tables_fingerprint
+from ops.data.registered import SyntheticSize, acquire_dataset
+from ops.data.registry import DatasetRegistryError, get_dataset
+from ops.data.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
 from ops.features.proposals import boxed_phrases
-from ops.results_store import publish_catalogue
-from ops.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
+from ops.storage.results_store import publish_catalogue
 
 DATA_GROUP = "data"
 

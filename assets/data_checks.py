@@ -4,14 +4,14 @@ import dagster as dg
 
 from assets.partitions import check_dataset, load_partition_output
 from assets.resources import TwobranchStorage
-from ops.data_checks import (
+from ops.data.checks import (
     CheckOutcome,
     check_boxes_inside_images,
     check_references,
     check_split_counts,
     check_unique_ids,
 )
-from ops.dataset_store import load_dataset_table
+from ops.data.dataset_store import load_dataset_table
 
 
 def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:

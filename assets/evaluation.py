@@ -10,12 +10,12 @@ from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason, skipped_output
-from ops.eccv_caption import eccv_caption_evaluation, with_eccv_rows
-from ops.localization_eval import evaluate_localization_runs, store_localization_results
+from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
+from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
+from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
+from ops.evaluation.two_stage import DEFAULT_WEIGHTS
 from ops.metrics.retrieval import PROTOCOLS
-from ops.report import recall_curves
-from ops.retrieval_eval import evaluate_retrieval_runs, store_retrieval_results
-from ops.two_stage import DEFAULT_WEIGHTS
+from ops.report.html import recall_curves
 
 EVALUATION_GROUP = "evaluation"
 

@@ -6,8 +6,8 @@ import pandas as pd
 from assets.data_checks import outcome_result
 from assets.partitions import check_dataset, load_partition_output
 from assets.skips import skip_reason, skipped_check
-from ops.dataset_store import load_dataset_table
-from ops.feature_checks import check_feature_file
+from ops.data.dataset_store import load_dataset_table
+from ops.features.checks import check_feature_file
 
 # The manifest comes through the IO manager (see load_partition_output).
 CHECK_RESOURCES = {"io_manager", "storage"}

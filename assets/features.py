@@ -21,15 +21,19 @@ from assets.sharding import (
     shard_spec,
 )
 from assets.skips import skip_reason, skipped_output
-from ops.dataset_store import load_dataset_table
+from ops.data.dataset_store import load_dataset_table
+from ops.data.tokenize import tokenize
 from ops.features.image_features import extract_image_features, image_variant
 from ops.features.shards import shard_file
+from ops.features.text.encoder_store import encoder_path, save_text_encoders
+from ops.features.text.text_features import (
+    build_text_features,
+    dataset_vocabulary,
+    fit_text_encoders,
+)
+from ops.features.text.word_vectors import load_word_vectors, oov_rate
 from ops.features.word_store import load_word_vectors_file, save_word_vectors
-from ops.paths import features_path
-from ops.text.encoder_store import encoder_path, save_text_encoders
-from ops.text.text_features import build_text_features, dataset_vocabulary, fit_text_encoders
-from ops.text.tokenize import tokenize
-from ops.text.word_vectors import load_word_vectors, oov_rate
+from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
 

@@ -8,10 +8,10 @@ from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import TwobranchStorage
 from assets.skips import skip_reason
-from ops.graph import GraphSettings, knn_method
-from ops.graph_store import build_graph, graph_preview
-from ops.report import degree_histogram
-from ops.results_store import publish_catalogue
+from ops.graph.build import GraphSettings, knn_method
+from ops.graph.store import build_graph, graph_preview
+from ops.report.html import degree_histogram
+from ops.storage.results_store import publish_catalogue
 
 GRAPH_GROUP = "graph"
 

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ops.parquet_io import head_features
+from ops.storage.parquet_io import head_features
 
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:

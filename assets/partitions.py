@@ -1,7 +1,7 @@
 """Datasets as Dagster partitions: every dataset-dependent asset is partitioned by the
 registered dataset name, so several datasets keep their own materializations side by side.
 
-The registry (``ops.datasets.registry``, a file in the data root) is the source of truth;
+The registry (``ops.data.registry``, a file in the data root) is the source of truth;
 the instance's dynamic partitions mirror it (``sync_dataset_partitions``), which
 ``twobranch dataset add/remove/sync`` and ``make run`` do.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from ops.datasets.registry import DEFAULT_DATASET
+from ops.data.registry import DEFAULT_DATASET
 
 DATASETS = dg.DynamicPartitionsDefinition(name="datasets")
 PARTITION_TAG = "dagster/partition"

@@ -24,7 +24,7 @@ from assets.sharding import (
     skipped_shard,
 )
 from assets.skips import skip_reason, skipped_output
-from ops.dataset_store import load_dataset_table
+from ops.data.dataset_store import load_dataset_table
 from ops.features.proposals import (
     phrase_task_images,
     proposal_upper_bound,
@@ -37,8 +37,8 @@ from ops.features.region_features import (
     region_variant,
 )
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
-from ops.paths import features_path
-from ops.results_store import derived_table_file
+from ops.storage.paths import features_path
+from ops.storage.results_store import derived_table_file
 
 FEATURES_GROUP = "features"
 

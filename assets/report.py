@@ -8,7 +8,7 @@ from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason
-from ops.report_build import build_report
+from ops.report.build import build_report
 
 REPORT_GROUP = "evaluation"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ops.paths import DEFAULT_DATA_ROOT
+from ops.storage.paths import DEFAULT_DATA_ROOT
 
 
 class TwobranchStorage(dg.ConfigurableResource):

@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import ALL_CHECKS
-from ops.run_summary import StepTiming, format_timings, headline_results, seconds_per_asset
-from ops.sql import format_frame
+from ops.report.run_summary import StepTiming, format_timings, headline_results, seconds_per_asset
+from ops.storage.sql import format_frame
 
 PARTITION_TAG = "dagster/partition"
 CHECK_STEPS = frozenset(check.node_def.name for check in ALL_CHECKS)

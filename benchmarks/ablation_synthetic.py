@@ -30,15 +30,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ops.evaluation import evaluate_retrieval_single
-from ops.graph import GraphSettings, graph_edges
-from ops.graph_inputs import image_sentence_from_graph
-from ops.graph_store import write_graph
-from ops.parquet_io import read_features
-from ops.paths import data_root
-from ops.training import TrainConfig, train
-from ops.training_inputs import image_sentence_splits
-from ops.two_stage import DEFAULT_WEIGHTS, choose_weight, evaluate_two_stage, two_stage_candidates
+from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.two_stage import (
+    DEFAULT_WEIGHTS,
+    choose_weight,
+    evaluate_two_stage,
+    two_stage_candidates,
+)
+from ops.graph.build import GraphSettings, graph_edges
+from ops.graph.store import write_graph
+from ops.storage.parquet_io import read_features
+from ops.storage.paths import data_root
+from ops.training.config import TrainConfig
+from ops.training.graph_inputs import image_sentence_from_graph
+from ops.training.inputs import image_sentence_splits
+from ops.training.trainer import train
 
 DEMO = {
     "lr": 1e-3,

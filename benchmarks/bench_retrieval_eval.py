@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from peak_rss import PeakRss
 
-from ops.features.device import resolve_device
+from ops.device import resolve_device
 from ops.metrics.retrieval import default_chunk, rank_embeddings
 
 

@@ -27,11 +27,11 @@ import torch
 from peak_rss import PeakRss
 
 from models.embedding_net import EmbeddingNet
+from ops.features.text.text_features import TextEncoders
+from ops.features.text.word_vectors import load_word_vectors
 from ops.search.engine import SearchIndex, search_text
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows
-from ops.text.text_features import TextEncoders
-from ops.text.word_vectors import load_word_vectors
 
 WORDS = (
     "a an the two three man woman child dog cat horse bird person people group of on in at "

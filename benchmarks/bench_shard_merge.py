@@ -23,7 +23,7 @@ import pyarrow as pa
 from bench_retrieval_eval import PeakRss
 
 from ops.features.shards import merge_shard_files, plan_shards, shard_file
-from ops.parquet_io import FeatureWriter
+from ops.storage.parquet_io import FeatureWriter
 
 CHUNK_ROWS = 4096
 

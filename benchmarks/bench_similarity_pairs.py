@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 
-from ops.features.device import resolve_device
-from ops.training import PhraseRegionData, TrainConfig, train
+from ops.device import resolve_device
 from ops.training import trainer as trainer_module
+from ops.training.config import TrainConfig
+from ops.training.data import PhraseRegionData
+from ops.training.trainer import train
 
 
 def _phrase_data(n_images: int, regions: int, phrases: int, dims: tuple[int, int]):

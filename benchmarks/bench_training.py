@@ -18,8 +18,10 @@ import time
 import numpy as np
 import torch
 
-from ops.features.device import resolve_device
-from ops.training import ImageSentenceData, TrainConfig, train
+from ops.device import resolve_device
+from ops.training.config import TrainConfig
+from ops.training.data import ImageSentenceData
+from ops.training.trainer import train
 
 
 def _random_data(n_images: int, image_dim: int, text_dim: int, seed: int) -> ImageSentenceData:

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 
 from models.losses import embedding_loss, logistic_loss, region_phrase_embedding_loss
+from ops.device import resolve_device
 from ops.features.backbones import build_backbone
-from ops.features.device import resolve_device
 from ops.features.image_features import embed_batch
 from ops.metrics.retrieval import rank_embeddings
-from ops.training import ImageSentenceData, TrainConfig, train
+from ops.training.config import TrainConfig
+from ops.training.data import ImageSentenceData
+from ops.training.trainer import train
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def check_cnn(sizes: Sizes, device: torch.device) -> list[Row]:
 
 def time_training_step(sizes: Sizes, device: torch.device) -> Row:
     from models.embedding_net import EmbeddingNet
-    from ops.features.device import autocast_context
+    from ops.device import autocast_context
 
     torch.manual_seed(0)
     model = EmbeddingNet(sizes.image_dim, sizes.text_dim, sizes.hidden_dim, sizes.embed_dim)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ops.paths import data_root, results_db
 from ops.search.cli import add_search_command
-from ops.sql import (
+from ops.storage.paths import data_root, results_db
+from ops.storage.sql import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS,
     QueryRefused,
@@ -69,7 +69,7 @@ def _run_sql(args: argparse.Namespace) -> int:
 
 def print_where_results_are(root: Path) -> None:
     """The data root, the results database, the latest report and example queries."""
-    from ops.results_store import ensure_catalogue
+    from ops.storage.results_store import ensure_catalogue
 
     ensure_catalogue(root)
     print(f"Data root:        {root}")

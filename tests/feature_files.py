@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ops.graph import GraphSettings, graph_edges
-from ops.graph_store import write_graph
-from ops.parquet_io import FeatureWriter, read_features
+from ops.graph.build import GraphSettings, graph_edges
+from ops.graph.store import write_graph
+from ops.storage.parquet_io import FeatureWriter, read_features
 from tests.test_trainer import make_image_sentence
 
 SPLITS = {"train": (120, 0), "val": (40, 1), "test": (40, 2)}

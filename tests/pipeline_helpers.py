@@ -9,7 +9,7 @@ import dagster as dg
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.partitions import DATASETS, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
-from ops.datasets.registry import add_dataset, load_registry
+from ops.data.registry import add_dataset, load_registry
 
 TRAINED = [
     "image_sentence_embedding_net",

@@ -11,9 +11,9 @@ import pytest
 from assets.automation import AUTOMATION_DATASETS_ENV, retrain_on_new_data, retrain_schedule
 from assets.definitions import defs
 from assets.partitions import sync_dataset_partitions
-from ops.results_store import publish_catalogue, read_result
-from ops.run_records import current_champion, promote_if_better
-from ops.sql import run_query
+from ops.storage.results_store import publish_catalogue, read_result
+from ops.storage.run_records import current_champion, promote_if_better
+from ops.storage.sql import run_query
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize, register_custom
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from ops.dataset_store import load_dataset_table
-from ops.datasets.acquire import acquire_custom, parse_raw_dataset
-from ops.datasets.coco_official import acquire_coco_official
-from ops.datasets.registry import add_dataset
-from ops.tables import DatasetFormatError
+from ops.data.acquire import acquire_custom, parse_raw_dataset
+from ops.data.coco_official import acquire_coco_official
+from ops.data.dataset_store import load_dataset_table
+from ops.data.registry import add_dataset
+from ops.data.tables import DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ops.cli import main
-from ops.dataset_store import load_dataset_table
+from ops.data.dataset_store import load_dataset_table
 from tests.pipeline_helpers import materialize, register_custom
 
 DATA = ["raw_dataset", "images", "captions", "phrases"]

@@ -9,7 +9,7 @@ import pytest
 
 from assets.cli import main
 from assets.partitions import DATASETS
-from ops.datasets.registry import (
+from ops.data.registry import (
     DatasetRegistryError,
     add_dataset,
     get_dataset,
@@ -17,9 +17,9 @@ from ops.datasets.registry import (
     registry_path,
     remove_dataset,
 )
-from ops.results_store import publish_catalogue, utc_now
-from ops.run_records import promote_if_better, write_epochs, write_run
-from ops.sql import run_query
+from ops.storage.results_store import publish_catalogue, utc_now
+from ops.storage.run_records import promote_if_better, write_epochs, write_run
+from ops.storage.sql import run_query
 from tests.hardening.custom_dataset import write_custom_dataset
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ops.sql import run_query
+from ops.storage.sql import run_query
 from tests.karpathy_folder import write_karpathy_folder
 from tests.pipeline_helpers import ALL_KEYS, TRAINED, materialize, register_custom
 

@@ -13,12 +13,12 @@ import torch
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from ops.training import TrainConfig, load_bundle, load_checkpoint, save_bundle, train
 from ops.training import distributed as dist_utils
 from ops.training.__main__ import main as cli_main
-from ops.training.checkpoint import build_model
-from ops.training.data import DeviceFeatures
-from ops.training.trainer import BatchPlan, _loss
+from ops.training.checkpoint import build_model, load_checkpoint
+from ops.training.config import TrainConfig
+from ops.training.data import DeviceFeatures, load_bundle, save_bundle
+from ops.training.trainer import BatchPlan, _loss, train
 from tests.test_trainer import SMALL, make_image_sentence, make_phrase_region
 
 WORLD_SIZE = 2

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from ops import eccv_caption
-from ops.datasets.karpathy import sentence_ids
-from ops.datasets.registry import add_dataset
-from ops.evaluation import load_trained, split_embeddings
-from ops.retrieval_eval import evaluate_retrieval_runs, store_retrieval_results
-from ops.sql import run_query
-from ops.training import TrainConfig
+from ops.data.karpathy import sentence_ids
+from ops.data.registry import add_dataset
+from ops.evaluation import eccv_caption
+from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
+from ops.evaluation.trained import load_trained, split_embeddings
+from ops.storage.sql import run_query
+from ops.training.config import TrainConfig
+from ops.training.inputs import image_sentence_splits
 from ops.training.run import run_training
-from ops.training_inputs import image_sentence_splits
 from tests.feature_files import write_graph_for, write_image_sentence_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")

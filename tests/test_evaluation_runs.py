@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
-from ops.evaluation import evaluate_retrieval_single
-from ops.report_build import runs_table
-from ops.retrieval_eval import (
+from ops.evaluation.retrieval import (
     evaluate_retrieval_runs,
     recall_at_k_curve,
     store_retrieval_results,
     tune_two_stage,
 )
-from ops.sql import run_query
-from ops.training import TrainConfig
+from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.two_stage import two_stage_scores
+from ops.report.build import runs_table
+from ops.storage.sql import run_query
+from ops.training.config import TrainConfig
+from ops.training.inputs import image_sentence_splits
 from ops.training.run import run_training
-from ops.training_inputs import image_sentence_splits
-from ops.two_stage import two_stage_scores
 from tests.feature_files import write_graph_for, write_image_sentence_features
 
 TINY = {"hidden_dim": 32, "embed_dim": 16, "batch_images": 50, "similarity_batch": 50}

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ops.features.feature_cache import cache_path, mapped_features
-from ops.parquet_io import FeatureWriter, read_features
+from ops.storage.parquet_io import FeatureWriter, read_features
 from ops.training.data import DeviceFeatures
-from ops.training_inputs import phrase_region_splits
+from ops.training.inputs import phrase_region_splits
 
 SPLITS = {"train": 300, "val": 50, "test": 50}
 REGIONS_PER_IMAGE = 50

@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops.dataset_store import load_dataset_table
-from ops.features.boxes import pairwise_iou
+from ops.data.dataset_store import load_dataset_table
 from ops.features.proposals import proposal_upper_bound
-from ops.graph import nearest_neighbors
-from ops.graph_store import read_relation
+from ops.geometry import pairwise_iou
+from ops.graph.build import nearest_neighbors
+from ops.graph.store import read_relation
 from ops.metrics.grounding import evaluate_grounding
-from ops.sql import run_query
-from ops.training import TrainConfig
+from ops.storage.sql import run_query
+from ops.training.config import TrainConfig
 from ops.training.data import PhraseBatchSampler
+from ops.training.inputs import phrase_region_splits
 from ops.training.run import load_training_splits
 from ops.training.trainer import BatchPlan
-from ops.training_inputs import phrase_region_splits
 from tests.pipeline_helpers import FEATURE_ASSETS, materialize
 
 UPSTREAM = FEATURE_ASSETS

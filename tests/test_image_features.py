@@ -11,10 +11,10 @@ import torchvision
 from PIL import Image
 from torchvision import transforms as T
 
+from ops.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, weights_tag
-from ops.features.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.image_features import extract_image_features, image_variant
-from ops.parquet_io import read_features
+from ops.storage.parquet_io import read_features
 
 SIZES = [(48, 40), (40, 48), (36, 36), (44, 32), (32, 44)]
 

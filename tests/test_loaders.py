@@ -10,17 +10,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ops.datasets.acquire import acquire_custom, parse_raw_dataset
-from ops.datasets.coco import load_coco_captions
-from ops.datasets.custom import load_custom
-from ops.datasets.flickr30k_entities import (
+from ops.data.acquire import acquire_custom, parse_raw_dataset
+from ops.data.coco import load_coco_captions
+from ops.data.custom import load_custom
+from ops.data.flickr30k_entities import (
     load_entities_image_sizes,
     load_entities_phrases,
     parse_annotation_file,
     parse_sentence_file,
 )
-from ops.datasets.karpathy import load_karpathy
-from ops.tables import CAPTION_COLUMNS, IMAGE_COLUMNS, PHRASE_COLUMNS, DatasetFormatError
+from ops.data.karpathy import load_karpathy
+from ops.data.tables import CAPTION_COLUMNS, IMAGE_COLUMNS, PHRASE_COLUMNS, DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "samples"

@@ -8,8 +8,8 @@ import pytest
 
 from assets.definitions import ALL_ASSETS
 from assets.run_summary import CHECK_STEPS, print_run_summaries, step_timings
-from ops.run_summary import CHECKS_ROW, headline_results, seconds_per_asset
-from ops.sql import run_query
+from ops.report.run_summary import CHECKS_ROW, headline_results, seconds_per_asset
+from ops.storage.sql import run_query
 from tests.pipeline_helpers import ALL_KEYS, SHARDED, TRAINED
 
 

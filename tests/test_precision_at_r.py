@@ -13,14 +13,14 @@ import torch
 
 from ops.metrics.precision_at_r import precision_at_r
 from ops.metrics.retrieval import evaluate_protocol, evaluate_protocol_scores
-from ops.results_store import (
+from ops.storage.results_store import (
     RESULT_SCHEMAS,
     SCHEMA_PLACEHOLDER,
     publish_catalogue,
     result_file,
     write_result,
 )
-from ops.sql import run_query
+from ops.storage.sql import run_query
 
 
 def reference(scores: np.ndarray, caption_image: np.ndarray) -> dict[str, tuple[float, float]]:

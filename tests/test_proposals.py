@@ -9,14 +9,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from ops.features import proposals as proposals_module
-from ops.features.boxes import pairwise_iou
 from ops.features.proposals import (
     exactly_n,
     fill_windows,
     proposal_upper_bound,
     propose_regions,
 )
-from ops.parquet_io import read_table
+from ops.geometry import pairwise_iou
+from ops.storage.parquet_io import read_table
 
 SQUARE = (16, 12, 44, 40)  # x1, y1, x2 (exclusive), y2 (exclusive)
 

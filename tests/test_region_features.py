@@ -17,7 +17,7 @@ from ops.features.region_features import (
     region_variant,
     spatial_columns,
 )
-from ops.parquet_io import read_features, write_table
+from ops.storage.parquet_io import read_features, write_table
 
 SIZES = [(48, 32), (40, 40), (32, 56)]
 

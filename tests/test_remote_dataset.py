@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ops.datasets.acquire import parse_raw_dataset
-from ops.datasets.flickr30k_entities import parse_annotation_file
-from ops.datasets.remote import acquire_public
-from ops.datasets.sources import (
+from ops.data.acquire import parse_raw_dataset
+from ops.data.flickr30k_entities import parse_annotation_file
+from ops.data.remote import acquire_public
+from ops.data.sources import (
     FLICKR30K_IMAGES_FOLDER,
     DatasetSource,
     ManualDownloadRequired,

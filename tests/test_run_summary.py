@@ -1,6 +1,6 @@
 """Seconds per asset from step timings: shard steps add up under their asset."""
 
-from ops.run_summary import StepTiming, asset_of_step, format_timings, seconds_per_asset
+from ops.report.run_summary import StepTiming, asset_of_step, format_timings, seconds_per_asset
 
 
 def test_step_keys_map_to_their_asset() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from ops.cli import main
 from ops.search.engine import open_index, search_image, search_text
-from ops.sql import run_query
+from ops.storage.sql import run_query
 
 
 def _stored_recalls(root: Path, run_id: str) -> dict[str, dict[str, float]]:
@@ -106,8 +106,8 @@ def test_table_json_and_html_outputs(indexed, capsys: pytest.CaptureFixture, tmp
 
 
 def test_a_query_is_encoded_as_its_training_caption_was(indexed) -> None:
-    from ops.parquet_io import read_features
     from ops.search.encoding import encode_texts
+    from ops.storage.parquet_io import read_features
 
     root, _, index = indexed
     ids, stored = read_features(root / index.manifest["text_features"])

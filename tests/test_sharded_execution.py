@@ -15,9 +15,9 @@ from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.deployment import io_manager_from_env
 from assets.partitions import PARTITION_TAG, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
-from ops.dataset_store import load_dataset_table
-from ops.parquet_io import read_features
-from ops.paths import features_path
+from ops.data.dataset_store import load_dataset_table
+from ops.storage.parquet_io import read_features
+from ops.storage.paths import features_path
 from tests.pipeline_helpers import SMALL_SYNTHETIC
 from tests.sharded_jobs import sharded_image_features_job, sharded_image_features_job_in_process
 

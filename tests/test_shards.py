@@ -21,7 +21,13 @@ from ops.features.shards import (
     remove_abandoned_shards,
     shard_file,
 )
-from ops.parquet_io import FeatureWriter, head_features, read_features, read_table, write_table
+from ops.storage.parquet_io import (
+    FeatureWriter,
+    head_features,
+    read_features,
+    read_table,
+    write_table,
+)
 from tests.test_region_features import make_images, make_proposals
 
 

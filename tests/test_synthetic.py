@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ops.datasets import synthetic
-from ops.datasets.synthetic import (
+from ops.data import synthetic
+from ops.data.synthetic import (
     BACKGROUND_COLOURS,
     POSITION_WORDS,
     SHAPE_COLOURS,

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ops.text.encoder_store import (
+from ops.data.tokenize import tokenize
+from ops.features.text.encoder_store import (
     TextEncoderError,
     encoder_path,
     load_text_encoders,
     save_text_encoders,
 )
-from ops.text.text_features import fit_text_encoders
-from ops.text.tokenize import tokenize
-from ops.text.word_vectors import WordVectors
+from ops.features.text.text_features import fit_text_encoders
+from ops.features.text.word_vectors import WordVectors
 
 WORDS = "a man woman dog cat red blue green ball runs sits on the grass with big small".split()
 

@@ -2,16 +2,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops.parquet_io import read_features
-from ops.text.fisher import FisherVectorEncoder, fit_pca, power_l2_normalize
-from ops.text.text_features import (
+from ops.data.tokenize import tokenize
+from ops.features.text.fisher import FisherVectorEncoder, fit_pca, power_l2_normalize
+from ops.features.text.text_features import (
     build_text_features,
     dataset_vocabulary,
     fit_text_encoders,
     mean_word_vectors,
 )
-from ops.text.tokenize import tokenize
-from ops.text.word_vectors import WordVectors, load_word_vectors
+from ops.features.text.word_vectors import WordVectors, load_word_vectors
+from ops.storage.parquet_io import read_features
 
 WORDS = "a man woman dog cat red blue green ball runs sits on the grass with big small".split()
 
@@ -256,7 +256,7 @@ def test_nothing_fitted_depends_on_val_or_test_text(tmp_path, source):
 def test_count_weighted_gmm_equals_sklearn_on_the_expanded_data():
     from sklearn.mixture import GaussianMixture
 
-    from ops.text.fisher import fit_diagonal_gmm, log_posteriors
+    from ops.features.text.fisher import fit_diagonal_gmm, log_posteriors
 
     rng = np.random.default_rng(4)
     points = np.concatenate([rng.normal(-2, 0.5, (15, 2)), rng.normal(2, 1.0, (15, 2))])

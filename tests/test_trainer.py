@@ -10,23 +10,23 @@ import pytest
 import torch
 
 from models.losses import logistic_loss
-from ops.features.boxes import pairwise_iou
-from ops.graph import positive_regions
-from ops.training import (
-    ImageSentenceData,
-    PhraseRegionData,
-    TrainConfig,
-    build_model,
-    load_bundle,
-    load_checkpoint,
-    load_model,
-    save_bundle,
-    train,
-)
+from ops.geometry import pairwise_iou
+from ops.graph.build import positive_regions
 from ops.training import distributed as dist_utils
 from ops.training import trainer as trainer_module
 from ops.training import validate as validate_module
-from ops.training.data import DeviceFeatures, PhraseBatchSampler, sample_phrase_pairs
+from ops.training.checkpoint import build_model, load_checkpoint, load_model
+from ops.training.config import TrainConfig
+from ops.training.data import (
+    DeviceFeatures,
+    ImageSentenceData,
+    PhraseBatchSampler,
+    PhraseRegionData,
+    load_bundle,
+    sample_phrase_pairs,
+    save_bundle,
+)
+from ops.training.trainer import train
 from ops.training.validate import validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

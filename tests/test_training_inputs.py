@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ops.training.data import PhraseRegionData
-from ops.training_inputs import PhraseRegionSplit, first_images, is_member
+from ops.training.inputs import PhraseRegionSplit, first_images, is_member
 
 
 def _phrase_split(n_images: int, regions_per_image: int, phrases_per_image: int):

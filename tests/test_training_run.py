@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.graph import GraphSettings
-from ops.sql import run_query
-from ops.training import TrainConfig
+from ops.graph.build import GraphSettings
+from ops.storage.sql import run_query
 from ops.training import run as run_module
+from ops.training.config import TrainConfig
 from ops.training.run import EmptyTrainingSplit, GraphMismatch, TrainingRun, run_training
 from tests.feature_files import write_graph_for, write_image_sentence_features
 

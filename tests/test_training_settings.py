@@ -14,7 +14,7 @@ from assets.definitions import defs
 from assets.graph import GraphConfig
 from assets.training import TRAINING_ASSETS, TrainingConfig
 from models.losses import EmbeddingLossConfig
-from ops.training import TrainConfig
+from ops.training.config import TrainConfig
 from ops.training.settings import NETWORK_DEFAULTS, SET_BY_CALLER, train_config_for
 from ops.training.trainer import BatchPlan
 from tests.test_trainer import make_image_sentence

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from ops.text.vector_files import read_binary_vectors, read_text_vectors
-from ops.text.word_vectors import load_word_vectors
+from ops.features.text.vector_files import read_binary_vectors, read_text_vectors
+from ops.features.text.word_vectors import load_word_vectors
 
 
 def _vectors(count: int, dim: int) -> tuple[list[str], np.ndarray]:

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import sync_dataset_partitions
-from ops.datasets.registry import add_dataset, load_registry
+from ops.data.registry import add_dataset, load_registry
 from tests.hardening.custom_dataset import write_custom_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from ops.tables import DatasetFormatError
-from ops.text.tokenize import tokenize
-from ops.text.word_vectors import (
+from ops.data.tables import DatasetFormatError
+from ops.data.tokenize import tokenize
+from ops.features.text.word_vectors import (
     WordVectors,
     detect_vector_format,
     load_word_vectors,

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ops.atomic import atomic_path
-from ops.parquet_io import FEATURE_COLUMN
+from ops.storage.atomic import atomic_path
+from ops.storage.parquet_io import FEATURE_COLUMN
 
 CACHE_FOLDER = ".cache"
 

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ops.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.backbones import Backbone, build_backbone, ten_crop_transform, variant_name
-from ops.features.device import autocast_context, pin_memory_for, resolve_device
-from ops.parquet_io import FeatureWriter
+from ops.storage.parquet_io import FeatureWriter
 
 Progress = Callable[[int, int], None]
 IMAGE_ID_COLUMNS = {"image_id": pa.string(), "split": pa.string()}

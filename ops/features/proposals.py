@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from ops.atomic import atomic_path
-from ops.features.boxes import pairwise_iou
+from ops.geometry import pairwise_iou
+from ops.storage.atomic import atomic_path
 
 Progress = Callable[[int, int], None]
 METHODS = (

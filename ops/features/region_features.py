@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import torch
 from torchvision.ops import roi_align
 
+from ops.device import autocast_context, resolve_device
 from ops.features.backbones import Backbone, build_backbone, resize_transform, variant_name
-from ops.features.device import autocast_context, resolve_device
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
-from ops.parquet_io import FeatureWriter
+from ops.storage.parquet_io import FeatureWriter
 
 Progress = Callable[[int, int], None]
 REGION_ID_COLUMNS = {"image_id": pa.string(), "region_id": pa.string()}

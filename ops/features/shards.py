@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ops.atomic import atomic_path
+from ops.storage.atomic import atomic_path
 
 SHARD_FOLDER = ".shards"
 ABANDONED_AFTER_S = 24 * 3600

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ops.parquet_io import FeatureWriter, read_features
-from ops.text.word_vectors import WordVectors
+from ops.features.text.word_vectors import WordVectors
+from ops.storage.parquet_io import FeatureWriter, read_features
 
 
 def save_word_vectors(wv: WordVectors, path: Path) -> int:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ops.data.tables import DatasetFormatError
 from ops.metrics.grounding import evaluate_grounding
 from ops.metrics.retrieval import PROTOCOLS, evaluate_protocol_scores
-from ops.tables import DatasetFormatError
 
 PREDICTIONS_HELP = """\
 PREDICTIONS.json is a JSON list with one record per phrase:
@@ -242,7 +242,7 @@ def _parse_predictions(path: Path) -> pd.DataFrame:
 
 def entities_phrases(root: Path, image_ids: list[str]) -> pd.DataFrame:
     """Phrases of the images' sentences with their union ground-truth boxes (NaN if none)."""
-    from ops.datasets.flickr30k_entities import (
+    from ops.data.flickr30k_entities import (
         parse_annotation_file,
         parse_sentence_file,
         union_box,

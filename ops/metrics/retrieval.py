@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ops.features.device import resolve_device
+from ops.device import resolve_device
 from ops.metrics.counting import count_true
 from ops.metrics.precision_at_r import own_positive_precision
 

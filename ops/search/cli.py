@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ops.paths import data_root
+from ops.storage.paths import data_root
 
 DESCRIPTION = """\
 Ask the dataset's champion embedding network. A text query returns the best-matching images
@@ -65,7 +65,7 @@ def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
         return
-    from ops.atomic import write_text_atomic
+    from ops.storage.atomic import write_text_atomic
 
     write_text_atomic(out, text)
     print(f"wrote {out}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Queries into the embedding space, by the code paths that built the training features.
 
-A text goes through :func:`ops.text.tokenize.tokenize` and the text feature file's own fitted
-encoder (:mod:`ops.text.encoder_store`); an image through
+A text goes through :func:`ops.data.tokenize.tokenize` and the text feature file's own fitted
+encoder (:mod:`ops.features.text.encoder_store`); an image through
 :func:`ops.features.image_features.extract_image_features` with the backbone, weights, size
 and crops its dataset's feature file records. The champion's branches then embed them.
 """
@@ -20,10 +20,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ops.parquet_io import read_features
+from ops.data.tokenize import tokenize
+from ops.features.text.text_features import TextEncoders
 from ops.search.errors import SearchError
-from ops.text.text_features import TextEncoders
-from ops.text.tokenize import tokenize
+from ops.storage.parquet_io import read_features
 from ops.training.validate import embed_rows
 
 EMBED_CHUNK = 1024  # rows per forward pass, as evaluation embeds them

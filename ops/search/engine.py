@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from ops.datasets.registry import DatasetRegistryError, load_registry
-from ops.evaluation import load_trained
-from ops.features.device import resolve_device
-from ops.paths import index_dir
-from ops.run_records import current_champion
+from ops.data.registry import DatasetRegistryError, load_registry
+from ops.device import resolve_device
+from ops.evaluation.trained import load_trained
+from ops.features.text.encoder_store import TextEncoderError, load_text_encoders
+from ops.features.text.text_features import TextEncoders
 from ops.search.encoding import embed, encode_texts, extract_query_image
 from ops.search.errors import SearchError
 from ops.search.index_build import (
@@ -38,8 +38,8 @@ from ops.search.index_build import (
     read_manifest,
 )
 from ops.search.vectors import read_index, search
-from ops.text.encoder_store import TextEncoderError, load_text_encoders
-from ops.text.text_features import TextEncoders
+from ops.storage.paths import index_dir
+from ops.storage.run_records import current_champion
 from ops.training.checkpoint import CheckpointError
 
 

@@ -28,21 +28,21 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from ops.atomic import replace_directory, write_text_atomic
-from ops.dataset_store import load_dataset_table
-from ops.evaluation import check_feature_dims, load_trained
-from ops.features.device import resolve_device
-from ops.parquet_io import FeatureWriter, iter_feature_batches
-from ops.paths import index_dir
-from ops.results_store import dataset_table_file, read_result, to_json, utc_now
-from ops.run_records import current_champion, decode_json, file_identity
+from ops.data.dataset_store import load_dataset_table
+from ops.device import resolve_device
+from ops.evaluation.trained import check_feature_dims, load_trained
+from ops.features.text.encoder_store import encoder_path, load_text_encoders
+from ops.features.text.text_features import TextEncoders
 from ops.search.encoding import embed, encode_texts, image_extractor
 from ops.search.errors import SearchError
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
-from ops.staging import staging_folder
-from ops.text.encoder_store import encoder_path, load_text_encoders
-from ops.text.text_features import TextEncoders
+from ops.storage.atomic import replace_directory, write_text_atomic
+from ops.storage.parquet_io import FeatureWriter, iter_feature_batches
+from ops.storage.paths import index_dir
+from ops.storage.results_store import dataset_table_file, read_result, to_json, utc_now
+from ops.storage.run_records import current_champion, decode_json, file_identity
+from ops.storage.staging import staging_folder
 
 TASK, NETWORK = "image_sentence", "embedding"
 SPLIT_ORDER = ("train", "val", "test")

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ops.atomic import write_text_atomic
+from ops.storage.atomic import write_text_atomic
 from ops.training import distributed
 from ops.training.config import TrainConfig
 from ops.training.data import load_bundle

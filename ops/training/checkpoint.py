@@ -14,7 +14,7 @@ from torch import nn
 
 from models.embedding_net import EmbeddingNet
 from models.similarity_net import SimilarityNet
-from ops.atomic import atomic_path
+from ops.storage.atomic import atomic_path
 from ops.training.config import TrainConfig
 
 CHECKPOINT_FORMAT = "twobranch-checkpoint"

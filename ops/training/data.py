@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ops.atomic import atomic_path
-from ops.features.boxes import pairwise_iou
-from ops.features.device import pin_memory_for
+from ops.device import pin_memory_for
+from ops.geometry import pairwise_iou
+from ops.storage.atomic import atomic_path
 
 
 def _matrix(name: str, value: np.ndarray, rows: int | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ops.features.device import resolve_device
+from ops.device import resolve_device
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,23 @@ from typing import Any
 
 import pandas as pd
 
-from ops.dataset_store import load_dataset_table
-from ops.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
-from ops.graph_store import graph_identity
-from ops.paths import checkpoint_dir
-from ops.results_store import publish_catalogue, utc_now
-from ops.run_records import file_identity, make_run_id, promote_if_better, write_epochs, write_run
+from ops.data.dataset_store import load_dataset_table
+from ops.graph.store import graph_identity
+from ops.storage.paths import checkpoint_dir
+from ops.storage.results_store import publish_catalogue, utc_now
+from ops.storage.run_records import (
+    file_identity,
+    make_run_id,
+    promote_if_better,
+    write_epochs,
+    write_run,
+)
 from ops.training.config import TrainConfig
 from ops.training.curves import curves_png
 from ops.training.data import ImageSentenceData, PhraseRegionData
+from ops.training.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
+from ops.training.inputs import first_images, image_sentence_splits, phrase_region_splits
 from ops.training.trainer import EpochRecord, train
-from ops.training_inputs import first_images, image_sentence_splits, phrase_region_splits
 
 Log = Callable[[str], None]
 

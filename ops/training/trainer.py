@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models.losses import embedding_loss, logistic_loss, region_phrase_embedding_loss
 from models.samplers import NeighborhoodSampler, PairSampler, TripletSampler
-from ops.features.device import autocast_context
+from ops.device import autocast_context
 from ops.training import distributed as dist_utils
 from ops.training.checkpoint import (
     CHECKPOINT_FORMAT,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ops.features.device import autocast_context
+from ops.device import autocast_context
 from ops.metrics.retrieval import evaluate_retrieval_embeddings, rank_scores, retrieval_metrics
 from ops.training.data import (
     DeviceFeatures,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ops.sql import run_query
-from ops.tables import DatasetTables
+from ops.data.tables import DatasetTables
+from ops.storage.sql import run_query
 
 DATASET = "demo"
 # The id column of each dataset table that carries the version tag.

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ops.dataset_store import load_dataset_table
-from ops.datasets.coco import load_coco_captions
-from ops.parquet_io import read_features
-from ops.tables import DatasetFormatError
+from ops.data.coco import load_coco_captions
+from ops.data.dataset_store import load_dataset_table
+from ops.data.tables import DatasetFormatError
+from ops.storage.parquet_io import read_features
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize, register_custom
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.datasets.sources import (
+from ops.data.downloads import ChecksumMismatch, DownloadError, download
+from ops.data.sources import (
     FLICKR30K_IMAGES_FOLDER,
     SOURCES,
     DatasetSource,
@@ -21,7 +22,6 @@ from ops.datasets.sources import (
     acquire,
     get_source,
 )
-from ops.download import ChecksumMismatch, DownloadError, download
 from tests.http_fixture import DropAfter, FileServer, IgnoreRange, Stall, Status
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5.0}

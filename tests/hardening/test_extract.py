@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.extract import ArchiveFormatError, UnsafeArchiveError, is_archive, safe_extract
+from ops.data.archives import ArchiveFormatError, UnsafeArchiveError, is_archive, safe_extract
 
 
 def make_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:

@@ -20,13 +20,13 @@ from PIL import Image
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.resources import ComputeSettings, TwobranchStorage
-from ops.dataset_store import load_dataset_table
-from ops.evaluation import evaluate_retrieval_single
+from ops.data.dataset_store import load_dataset_table
+from ops.evaluation.trained import evaluate_retrieval_single
 from ops.features.image_features import extract_image_features
-from ops.parquet_io import FeatureWriter, read_features
+from ops.storage.parquet_io import FeatureWriter, read_features
 from ops.training.checkpoint import CheckpointError
 from ops.training.data import ImageSentenceData
-from ops.training_inputs import ImageSentenceSplit
+from ops.training.inputs import ImageSentenceSplit
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize, register_custom
 
@@ -191,7 +191,8 @@ def _tiny_split(image_dim: int, text_dim: int) -> ImageSentenceSplit:
 
 
 def _trained_checkpoint(tmp_path: Path) -> Path:
-    from ops.training import TrainConfig, train
+    from ops.training.config import TrainConfig
+    from ops.training.trainer import train
 
     split = _tiny_split(6, 5)
     config = TrainConfig(epochs=1, batch_images=2, hidden_dim=8, embed_dim=4, device="cpu")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ops.datasets.image_check import check_image, validate_images
-from ops.tables import REJECT_COLUMNS
+from ops.data.image_check import check_image, validate_images
+from ops.data.tables import REJECT_COLUMNS
 
 
 def _write_jpeg(path: Path, width: int, height: int, seed: int = 0) -> Path:

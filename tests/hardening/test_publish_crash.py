@@ -13,11 +13,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import ops.atomic
-from ops.dataset_store import publish_dataset_tables
-from ops.paths import staging_dir, tables_dir
-from ops.results_store import publish_catalogue, result_file, write_derived_table, write_result
-from ops.sql import run_query
+import ops.storage.atomic
+from ops.data.dataset_store import publish_dataset_tables
+from ops.storage.paths import staging_dir, tables_dir
+from ops.storage.results_store import (
+    publish_catalogue,
+    result_file,
+    write_derived_table,
+    write_result,
+)
+from ops.storage.sql import run_query
 from tests.hardening.dataset_versions import (
     DATASET,
     dataset_version,
@@ -32,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PAUSING_PUBLISH = """
 import sys, time
 from pathlib import Path
-import ops.atomic, ops.dataset_store as store
+import ops.storage.atomic, ops.data.dataset_store as store
 from tests.hardening.dataset_versions import dataset_version
 
 root, stop_at = Path(sys.argv[1]), sys.argv[2]
@@ -49,7 +54,7 @@ def write_table_file(*args):
     written.append(write(*args))
     return written[-1]
 
-exchange = ops.atomic._exchange
+exchange = ops.storage.atomic._exchange
 def _exchange(*args):
     done = exchange(*args)
     pause("exchanged")  # the old folder sits in staging, not yet moved aside
@@ -61,7 +66,7 @@ def replace_directory(*args, **kwargs):
     replace(*args, **kwargs)
     pause("swapped")
 
-store.write_table_file, ops.atomic._exchange = write_table_file, _exchange
+store.write_table_file, ops.storage.atomic._exchange = write_table_file, _exchange
 store.replace_directory = replace_directory
 store.publish_dataset_tables(root, dataset_version(2))
 print("finished", flush=True)
@@ -155,7 +160,7 @@ def test_hidden_files_next_to_results_and_derived_tables_are_not_read(tmp_path: 
 def test_without_an_atomic_exchange_publishing_still_replaces_the_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ops.atomic, "_exchange", lambda first, second: False)
+    monkeypatch.setattr(ops.storage.atomic, "_exchange", lambda first, second: False)
     root = tmp_path / "data"
     _published(root, 1)
     _published(root, 2)

@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ops.dataset_store import publish_dataset_tables
-from ops.paths import results_db
-from ops.results_store import catalogue_is_current, publish_catalogue, write_result
-from ops.sql import run_query
+from ops.data.dataset_store import publish_dataset_tables
+from ops.storage.paths import results_db
+from ops.storage.results_store import catalogue_is_current, publish_catalogue, write_result
+from ops.storage.sql import run_query
 from tests.hardening.dataset_versions import dataset_version, expected_view, visible_view
 
 RUNS = "SELECT run_id, best_val_rsum FROM training_runs ORDER BY run_id"

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ops.cli import main
-from ops.results_store import publish_catalogue, read_result, write_result
-from ops.sql import QueryRefused, run_query
+from ops.storage.results_store import publish_catalogue, read_result, write_result
+from ops.storage.sql import QueryRefused, run_query
 
 
 def _run_row(run_id: str, rsum: float) -> pd.DataFrame:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ops.cli import main
-from ops.results_store import publish_catalogue
-from ops.sql import QueryRefused, QueryStopped, run_query
+from ops.storage.results_store import publish_catalogue
+from ops.storage.sql import QueryRefused, QueryStopped, run_query
 
 ENDLESS = "SELECT sum(a.range * b.range) AS s FROM range(1000000000) a, range(1000000000) b"
 # A list of ten million integers needs about 80 MB at once.

@@ -1,0 +1,172 @@
+"""From a dataset choice to files on disk, and from files on disk to DatasetTables.
+
+``acquire_*`` functions put a dataset's raw files under ``raw/<dataset>/`` (generating,
+downloading or pointing at a local copy) and describe them with a :class:`RawDataset`;
+:func:`parse_raw_dataset` runs the real-format loaders on it. The default synthetic dataset
+takes exactly the same loaders as Flickr30K Entities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ops.data.custom import custom_dataset_json
+from ops.data.flickr30k_entities import load_entities_phrases
+from ops.data.image_check import validate_images
+from ops.data.karpathy import load_karpathy
+from ops.storage.paths import raw_dir
+from ops.data.tables import (
+    CAPTIONS_PER_IMAGE,
+    REJECT_COLUMNS,
+    SPLITS,
+    DatasetFormatError,
+    DatasetTables,
+    empty_frame,
+)
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Where a dataset's raw files are. Paths are absolute strings (picklable, printable)."""
+
+    dataset: str
+    karpathy_json: str
+    image_root: str
+    entities_root: str | None = None
+    declared_images: dict[str, int] | None = None
+    min_captions_per_image: int = 5
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def acquire_synthetic(
+    root: Path,
+    seed: int = 0,
+    n_train: int = 5000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    image_size: int = 128,
+    dataset: str = "synthetic",
+) -> RawDataset:
+    from ops.data.synthetic import generate_synthetic
+
+    started = time.perf_counter()
+    out_dir = raw_dir(root, dataset)
+    generate_synthetic(
+        out_dir, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size
+    )
+    return RawDataset(
+        dataset=dataset,
+        karpathy_json=str(out_dir / "dataset_synthetic.json"),
+        image_root=str(out_dir / "images"),
+        entities_root=str(out_dir),
+        declared_images={"train": n_train, "val": n_val, "test": n_test},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def acquire_custom(folder: Path, dataset: str = "custom") -> RawDataset:
+    folder = Path(folder).resolve()
+    json_path = custom_dataset_json(folder)
+    entities = folder if (folder / "Sentences").is_dir() else None
+    return RawDataset(
+        dataset=dataset,
+        karpathy_json=str(json_path),
+        image_root=str(folder),
+        entities_root=str(entities) if entities else None,
+        min_captions_per_image=1,
+    )
+
+
+def _check_split_sizes(
+    source: str,
+    listed: pd.DataFrame,
+    kept: pd.DataFrame,
+    image_rejects: pd.DataFrame,
+    min_images_per_split: int,
+) -> None:
+    """Every split keeps at least ``min_images_per_split`` images once bad images are gone:
+    a split emptied by unreadable files must stop the run, not reach training or evaluation."""
+    kept_counts = kept["split"].value_counts()
+    listed_counts = listed["split"].value_counts()
+    split_of = dict(zip(listed["image_id"], listed["split"], strict=True))
+    rejected_splits = image_rejects["item_id"].map(split_of)
+    problems = []
+    for split in SPLITS:
+        n_kept = int(kept_counts.get(split, 0))
+        if n_kept >= min_images_per_split:
+            continue
+        n_listed = int(listed_counts.get(split, 0))
+        if n_listed == 0:
+            problems.append(f"split {split!r} has no images")
+            continue
+        reasons = image_rejects.loc[rejected_splits == split, "reason"].value_counts()
+        why = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        problems.append(
+            f"split {split!r} kept {n_kept} images (fewer than {min_images_per_split}); "
+            f"{n_listed - n_kept} of its {n_listed} images were rejected"
+            + (f" ({why})" if why else "")
+        )
+    if problems:
+        raise DatasetFormatError(
+            source,
+            "; ".join(problems) + " - training needs train, model selection needs val and "
+            "evaluation needs test; see the listed reasons to fix the images",
+        )
+
+
+def parse_raw_dataset(
+    raw: RawDataset,
+    restval_to_train: bool = True,
+    check_images: bool = True,
+    max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
+    min_images_per_split: int = 1,
+) -> DatasetTables:
+    """Load captions (and phrases where present), validate images, drop what they orphan.
+
+    Each image keeps its first ``max_captions_per_image`` captions (None keeps all), as the
+    retrieval protocols count five per image; the others are listed in ``rejects``. Raises
+    DatasetFormatError, before anything could be published, when a split keeps fewer than
+    ``min_images_per_split`` images after image validation and caption cleaning.
+    """
+    tables = load_karpathy(
+        Path(raw.karpathy_json),
+        Path(raw.image_root),
+        raw.dataset,
+        restval_to_train,
+        max_captions_per_image,
+    )
+    rejects = [tables.rejects]
+    images = tables.images
+    image_rejects = empty_frame(REJECT_COLUMNS)
+    if check_images:
+        images, image_rejects = validate_images(images)
+        image_rejects = image_rejects.assign(dataset=raw.dataset)
+        rejects.append(image_rejects)
+    _check_split_sizes(
+        raw.karpathy_json, tables.images, images, image_rejects, min_images_per_split
+    )
+    kept = set(images["image_id"])
+    captions = tables.captions[tables.captions["image_id"].isin(kept)].reset_index(drop=True)
+    phrases = tables.phrases
+    if raw.entities_root:
+        phrases = load_entities_phrases(
+            Path(raw.entities_root), captions, raw.dataset, max_captions_per_image
+        )
+    non_empty = [r for r in rejects if len(r)]
+    all_rejects = (
+        pd.concat(non_empty, ignore_index=True) if non_empty else empty_frame(REJECT_COLUMNS)
+    )
+    return DatasetTables(
+        dataset=raw.dataset,
+        images=images,
+        captions=captions,
+        phrases=phrases,
+        rejects=all_rejects,
+    ).conformed()

@@ -1,0 +1,50 @@
+"""Acquire a registered dataset: from its registry entry to raw files under its own name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.data.acquire import RawDataset, acquire_custom, acquire_synthetic
+from ops.data.registry import DatasetEntry
+
+
+@dataclass(frozen=True)
+class SyntheticSize:
+    """How much of the embedded synthetic dataset to generate (seeded, deterministic)."""
+
+    seed: int = 0
+    train_images: int = 5000
+    val_images: int = 1000
+    test_images: int = 1000
+    image_size: int = 128
+
+
+def acquire_dataset(
+    entry: DatasetEntry,
+    root: Path,
+    synthetic: SyntheticSize = SyntheticSize(),
+    log: Callable[[str], None] = print,
+) -> RawDataset:
+    """Generate, download or point at the entry's files; every path under its own name."""
+    if entry.source == "synthetic":
+        return acquire_synthetic(
+            root,
+            seed=synthetic.seed,
+            n_train=synthetic.train_images,
+            n_val=synthetic.val_images,
+            n_test=synthetic.test_images,
+            image_size=synthetic.image_size,
+            dataset=entry.name,
+        )
+    if entry.source == "custom":
+        return acquire_custom(Path(str(entry.path)), dataset=entry.name)
+    if entry.source == "coco_official":
+        from ops.data.coco_official import acquire_coco_official
+
+        split = Path(entry.karpathy_split) if entry.karpathy_split else None
+        return acquire_coco_official(Path(str(entry.path)), root, entry.name, split)
+    from ops.data.remote import acquire_public
+
+    return acquire_public(entry.source, root, entry.path, log=log, dataset=entry.name)

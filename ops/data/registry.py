@@ -1,0 +1,212 @@
+"""The dataset registry: datasets registered by name, side by side in one data root.
+
+A registered name is the dataset's identity everywhere: the folder under ``raw/``,
+``tables/``, ``features/``, ``proposals/`` and ``graph/``, the ``dataset`` column of every
+DuckDB table, and the Dagster partition key of every dataset-dependent asset. The registry
+is one JSON file, ``datasets.json`` in the data root, written atomically. ``synthetic`` (the
+embedded default dataset) is always registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ops.storage.atomic import write_text_atomic
+from ops.storage.paths import (
+    checkpoint_dir,
+    features_dir,
+    index_dir,
+    raw_dir,
+    report_dir,
+    tables_dir,
+)
+from ops.storage.results_store import (
+    DERIVED_FOLDERS,
+    RESULT_SCHEMAS,
+    publish_catalogue,
+    read_result,
+    result_file,
+)
+from ops.storage.run_records import champion_key
+
+Source = Literal["synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom"]
+SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
+DEFAULT_DATASET = "synthetic"
+REGISTRY_FILE = "datasets.json"
+# Sources that read a folder the user already has; the others download into raw/<name>/ and
+# take ``path`` only for what cannot be downloaded (Flickr30K's images).
+NEEDS_PATH = frozenset({"custom", "coco_official"})
+# A name is a folder name and a partition key: no separators, no spaces, nothing hidden.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class DatasetRegistryError(ValueError):
+    """A registry request that cannot be done; nothing was changed."""
+
+
+class DatasetEntry(BaseModel):
+    """One registered dataset: its source and where its files are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    source: Source
+    path: str | None = None
+    karpathy_split: str | None = None
+
+
+def registry_path(root: Path) -> Path:
+    return Path(root) / REGISTRY_FILE
+
+
+def _builtin() -> dict[str, DatasetEntry]:
+    return {DEFAULT_DATASET: DatasetEntry(name=DEFAULT_DATASET, source="synthetic")}
+
+
+def load_registry(root: Path) -> dict[str, DatasetEntry]:
+    """Every registered dataset by name, ``synthetic`` included."""
+    path = registry_path(root)
+    entries = _builtin()
+    if not path.exists():
+        return entries
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        listed = [DatasetEntry.model_validate(item) for item in document["datasets"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetRegistryError(f"{path}: not a valid dataset registry ({error})") from None
+    entries.update({entry.name: entry for entry in listed})
+    return entries
+
+
+def _save(root: Path, entries: dict[str, DatasetEntry]) -> None:
+    listed = [e.model_dump() for name, e in sorted(entries.items()) if name != DEFAULT_DATASET]
+    write_text_atomic(registry_path(root), json.dumps({"datasets": listed}, indent=2) + "\n")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise DatasetRegistryError(
+            f"dataset name {name!r} is not allowed: use 1–64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (it becomes a folder name and a partition key)"
+        )
+    return name
+
+
+def get_dataset(root: Path, name: str) -> DatasetEntry:
+    entries = load_registry(root)
+    if name not in entries:
+        known = ", ".join(sorted(entries))
+        raise DatasetRegistryError(
+            f"dataset {name!r} is not registered in {registry_path(root)} (registered: "
+            f"{known}); register it with: twobranch dataset add {name} --source SOURCE "
+            "--path DIR"
+        )
+    return entries[name]
+
+
+def _existing_folder(value: str | Path, what: str) -> str:
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise DatasetRegistryError(f"{what} {path} is not a folder")
+    return str(path)
+
+
+def add_dataset(
+    root: Path,
+    name: str,
+    source: str,
+    path: str | Path | None = None,
+    karpathy_split: str | Path | None = None,
+) -> DatasetEntry:
+    """Register ``name``; the registry is unchanged when anything about the request is wrong."""
+    check_name(name)
+    if source not in SOURCES:
+        raise DatasetRegistryError(
+            f"unknown source {source!r}; expected one of {', '.join(SOURCES)}"
+        )
+    entries = load_registry(root)
+    if name in entries:
+        raise DatasetRegistryError(
+            f"dataset {name!r} is already registered (source {entries[name].source}); "
+            f"remove it first with: twobranch dataset remove {name}"
+        )
+    if source in NEEDS_PATH and path is None:
+        raise DatasetRegistryError(f"source {source!r} needs --path: the folder with its files")
+    if karpathy_split is not None and source != "coco_official":
+        raise DatasetRegistryError("--karpathy-split applies to source 'coco_official' only")
+    split_file = None
+    if karpathy_split is not None:
+        split_path = Path(karpathy_split).expanduser().resolve()
+        if not split_path.is_file():
+            raise DatasetRegistryError(f"Karpathy split file {split_path} does not exist")
+        split_file = str(split_path)
+    entry = DatasetEntry(
+        name=name,
+        source=source,  # type: ignore[arg-type]
+        path=_existing_folder(path, f"dataset folder for {name!r}:") if path else None,
+        karpathy_split=split_file,
+    )
+    entries[name] = entry
+    _save(root, entries)
+    return entry
+
+
+def dataset_folders(root: Path, name: str) -> list[Path]:
+    """The data root's folders that belong to ``name`` alone (inputs the user keeps elsewhere,
+    such as a custom dataset's own folder, are never among them): its raw files, tables,
+    features, proposals, graph and retrieval index, and its training runs' checkpoints and
+    reports."""
+    root = Path(root)
+    folders = [raw_dir(root, name), tables_dir(root, name), features_dir(root, name)]
+    folders.append(index_dir(root, name))
+    folders += [root / folder / name for folder in DERIVED_FOLDERS.values()]
+    for run_id in dataset_run_ids(root, name):
+        folders += [checkpoint_dir(root, run_id), report_dir(root, run_id)]
+    return [folder for folder in folders if folder.exists()]
+
+
+def dataset_run_ids(root: Path, name: str) -> list[str]:
+    runs = read_result(root, "training_runs")
+    return sorted(runs.loc[runs["dataset"] == name, "run_id"])
+
+
+def _dataset_result_files(root: Path, name: str) -> list[Path]:
+    """Every result row file of the dataset's runs, and its champion records."""
+    files = [
+        result_file(root, table, run_id)
+        for run_id in dataset_run_ids(root, name)
+        for table in RESULT_SCHEMAS
+    ]
+    champions = read_result(root, "champions")
+    mine = champions[champions["dataset"] == name]
+    files += [
+        result_file(root, "champions", champion_key(row.task, row.network, name))
+        for row in mine.itertuples()
+    ]
+    return [path for path in files if path.exists()]
+
+
+def remove_dataset(root: Path, name: str, purge: bool = False) -> list[Path]:
+    """Unregister ``name``; with ``purge`` also delete its folders under the data root and its
+    runs' rows from the result tables. Returns what was deleted."""
+    entries = load_registry(root)
+    get_dataset(root, name)
+    if name == DEFAULT_DATASET:
+        raise DatasetRegistryError(f"{DEFAULT_DATASET!r} is built in and cannot be removed")
+    removed = dataset_folders(root, name) if purge else []
+    result_files = _dataset_result_files(root, name) if purge else []
+    del entries[name]
+    _save(root, entries)
+    for path in result_files:
+        path.unlink()
+    for folder in removed:
+        shutil.rmtree(folder)
+    if purge:
+        publish_catalogue(root)
+    return removed + result_files

@@ -1,0 +1,189 @@
+"""Evaluation of trained networks on the test split: retrieval (single- and two-stage) and
+phrase localization, as rows of the DESIGN.md result tables."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ops.device import autocast_context, resolve_device
+from ops.metrics.grounding import evaluate_grounding
+from ops.metrics.retrieval import ProtocolResult, evaluate_protocol, evaluate_protocol_scores
+from ops.training.checkpoint import load_model
+from ops.training.config import TrainConfig
+from ops.training.data import DeviceFeatures
+from ops.training.inputs import ImageSentenceSplit, PhraseRegionSplit
+from ops.training.validate import embed_rows, predict_phrase_regions
+
+
+@dataclass
+class RetrievalEvaluation:
+    method: str
+    result: ProtocolResult
+    seconds: float
+    seconds_per_query: float
+
+
+def protocols_for(n_images: int) -> list[str]:
+    """The field's protocols for a test set of ``n_images``: COCO-sized sets are reported as
+    the mean of five 1K folds and on the whole 5K; a 1K set as ``1k``; others as ``all``."""
+    if n_images >= 5000:
+        return ["5fold_1k", "5k"]
+    if n_images == 1000:
+        return ["1k"]
+    return ["all"]
+
+
+def load_trained(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, TrainConfig]:
+    model, config = load_model(checkpoint, map_location=device)
+    return model.to(device).eval(), config
+
+
+def input_dims(model: nn.Module) -> tuple[int, int]:
+    """(image, text) feature dimensions a two-branch network was trained on."""
+    first = [m for m in model.image_branch.modules() if isinstance(m, nn.Linear)][0]
+    first_text = [m for m in model.text_branch.modules() if isinstance(m, nn.Linear)][0]
+    return first.in_features, first_text.in_features
+
+
+def check_feature_dims(
+    model: nn.Module, checkpoint: str | Path, image_dim: int, text_dim: int
+) -> None:
+    expected = input_dims(model)
+    if expected != (image_dim, text_dim):
+        raise ValueError(
+            f"{checkpoint}: the network takes image/text features of dimension "
+            f"{expected[0]}/{expected[1]}, but the features given have {image_dim}/{text_dim}; "
+            "evaluate with the feature files it was trained on"
+        )
+
+
+@torch.no_grad()
+def split_embeddings(
+    model: nn.Module, split: ImageSentenceSplit, device: torch.device, amp: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    features = DeviceFeatures.of(split.data, device)
+    image_emb = embed_rows(model.embed_image, features.image_features, 1024, amp)
+    text_emb = embed_rows(model.embed_text, features.text_features, 1024, amp)
+    return image_emb, text_emb
+
+
+@torch.no_grad()
+def similarity_scores(
+    model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool = True
+) -> torch.Tensor:
+    """Every (image, caption) score of the similarity network, batched through its head."""
+    rows = max(1, (1 << 18) // max(1, text_emb.shape[0]))
+    with autocast_context(image_emb.device, amp):
+        return model.score_embedding_matrix(image_emb, text_emb, rows).float()
+
+
+def split_ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
+    return {"image_ids": split.image_ids, "caption_ids": split.caption_ids}
+
+
+def evaluate_retrieval_single(
+    checkpoint: str | Path, split: ImageSentenceSplit, protocol: str, device_name: str = "auto"
+) -> RetrievalEvaluation:
+    device = resolve_device(device_name)
+    model, config = load_trained(checkpoint, device)
+    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
+    started = time.perf_counter()
+    image_emb, text_emb = split_embeddings(model, split, device, config.amp)
+    caption_image = split.data.caption_image
+    if config.network == "embedding":
+        result = evaluate_protocol(
+            image_emb, text_emb, caption_image, protocol, device=device, **split_ids(split)
+        )
+    else:
+        scores = similarity_scores(model, image_emb, text_emb, config.amp)
+        result = evaluate_protocol_scores(
+            scores, caption_image, protocol, device=device, **split_ids(split)
+        )
+    seconds = time.perf_counter() - started
+    queries = len(split.image_ids) + len(split.caption_ids)
+    return RetrievalEvaluation("single_stage", result, seconds, seconds / queries)
+
+
+def merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
+    """i2t rows from one evaluation and t2i rows from the other, with R-sum recomputed."""
+    metrics = [m for m in i2t.metrics if m["direction"] == "i2t"]
+    metrics += [m for m in t2i.metrics if m["direction"] == "t2i"]
+    frame = pd.DataFrame(metrics)
+    recall = frame[["r1", "r5", "r10"]].sum(axis=1)
+    frame["rsum"] = recall.groupby([frame["protocol"], frame["fold"]]).transform("sum")
+    ranks = pd.concat(
+        [i2t.ranks[i2t.ranks["direction"] == "i2t"], t2i.ranks[t2i.ranks["direction"] == "t2i"]],
+        ignore_index=True,
+    )
+    return ProtocolResult(metrics=frame.to_dict("records"), ranks=ranks)
+
+
+@dataclass
+class LocalizationEvaluation:
+    summary: dict
+    per_type: pd.DataFrame
+    per_phrase: pd.DataFrame
+    seconds: float
+
+
+@torch.no_grad()
+def evaluate_localization(
+    checkpoint: str | Path,
+    split: PhraseRegionSplit,
+    phrases: pd.DataFrame,
+    proposals: pd.DataFrame,
+    device_name: str = "auto",
+) -> LocalizationEvaluation:
+    """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
+    device = resolve_device(device_name)
+    model, config = load_trained(checkpoint, device)
+    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
+    started = time.perf_counter()
+    predictions = predict_phrase_regions(
+        model, split.data, DeviceFeatures.of(split.data, device), config.network, amp=config.amp
+    )
+    chosen = pd.Series(
+        np.where(
+            predictions.chosen_region >= 0,
+            split.region_ids[np.maximum(predictions.chosen_region, 0)],
+            None,
+        ),
+        index=split.phrase_ids,
+    )
+    evaluated = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
+    image_proposals = proposals[
+        proposals["image_id"].isin(set(split.image_ids)) & (proposals["source"] == "proposal")
+    ]
+    result = evaluate_grounding(evaluated, image_proposals, chosen_region=chosen)
+    return LocalizationEvaluation(
+        result.summary, result.per_type, result.per_phrase, time.perf_counter() - started
+    )
+
+
+def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame) -> float:
+    """Expected accuracy (percent) of picking one of the image's proposals uniformly: the
+    chance level that a grounding model must beat."""
+    from ops.geometry import pairwise_iou
+
+    boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
+    candidates = proposals[proposals["source"] == "proposal"]
+    groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
+    hits = []
+    for image_id, image_phrases in boxed.groupby("image_id", sort=False):
+        regions = groups.get(image_id)
+        if regions is None:
+            hits.extend([0.0] * len(image_phrases))
+            continue
+        iou = pairwise_iou(
+            image_phrases[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(),
+            regions[["x1", "y1", "x2", "y2"]].to_numpy(),
+        )
+        hits.extend((iou >= 0.5).mean(axis=1).tolist())
+    return float(100.0 * np.mean(hits)) if hits else 0.0

@@ -1,0 +1,1 @@
+"""Text features: word vectors, Fisher vectors and per-text feature files."""

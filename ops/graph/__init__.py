@@ -1,0 +1,1 @@
+"""The neighborhood graph of a training split: how it is built and how it is stored."""

@@ -1,0 +1,1 @@
+"""Reports: the HTML report of an evaluation and the summary of a pipeline run."""

@@ -1,0 +1,145 @@
+"""Parquet storage for tables and feature matrices.
+
+Feature files hold one row per item: id columns plus ``feature`` as
+``fixed_size_list<float32>[D]``. They are written in row groups as the data streams in, to a
+temporary path that is renamed only when the writer closes cleanly, so a crash never leaves a
+partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ops.storage.atomic import atomic_path
+
+FEATURE_COLUMN = "feature"
+
+
+def feature_schema(id_columns: Mapping[str, pa.DataType], dim: int) -> pa.Schema:
+    fields = [pa.field(name, dtype, nullable=False) for name, dtype in id_columns.items()]
+    fields.append(pa.field(FEATURE_COLUMN, pa.list_(pa.float32(), dim), nullable=False))
+    return pa.schema(fields)
+
+
+def _feature_array(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise ValueError(f"feature chunk has shape {matrix.shape}, expected (n, {dim})")
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+
+
+class FeatureWriter:
+    """Stream ``(ids, matrix)`` chunks into a feature Parquet file, atomically.
+
+    Use as a context manager; the file appears under its final name only on a clean exit.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        id_columns: Mapping[str, pa.DataType],
+        dim: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dim = int(dim)
+        schema = feature_schema(id_columns, self.dim)
+        if metadata:
+            schema = schema.with_metadata({k: str(v) for k, v in metadata.items()})
+        self.schema = schema
+        self.rows = 0
+        self._atomic = atomic_path(self.path)
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> FeatureWriter:
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, ids: Mapping[str, Sequence | np.ndarray], matrix: np.ndarray) -> None:
+        assert self._writer is not None, "FeatureWriter used outside its context"
+        if not np.isfinite(matrix).all():
+            bad = int((~np.isfinite(matrix)).any(axis=1).sum())
+            raise ValueError(f"{self.path.name}: {bad} feature rows contain NaN or Inf")
+        columns = []
+        for field in self.schema:
+            if field.name == FEATURE_COLUMN:
+                columns.append(_feature_array(matrix, self.dim))
+            else:
+                columns.append(pa.array(ids[field.name], type=field.type))
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+def read_features(
+    path: str | os.PathLike[str], columns: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read a feature file: (id columns as a DataFrame, float32 matrix of shape (n, D))."""
+    table = pq.read_table(path, columns=None if columns is None else [*columns, FEATURE_COLUMN])
+    feature = table.column(FEATURE_COLUMN).combine_chunks()
+    dim = feature.type.list_size
+    matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    ids = table.drop([FEATURE_COLUMN]).to_pandas()
+    return ids, matrix
+
+
+def head_features(path: str | os.PathLike[str], rows: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """The first ``rows`` rows of a feature file, read without loading the rest."""
+    parquet = pq.ParquetFile(path)
+    dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
+    batch = next(parquet.iter_batches(batch_size=max(1, rows)), None)
+    if batch is None:
+        ids = pd.DataFrame(columns=[n for n in parquet.schema_arrow.names if n != FEATURE_COLUMN])
+        return ids, np.zeros((0, dim), dtype=np.float32)
+    table = pa.Table.from_batches([batch])
+    feature = table.column(FEATURE_COLUMN).combine_chunks()
+    matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return table.drop([FEATURE_COLUMN]).to_pandas(), matrix
+
+
+def feature_dim(path: str | os.PathLike[str]) -> int:
+    return pq.read_schema(path).field(FEATURE_COLUMN).type.list_size
+
+
+def write_table(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """Write a DataFrame as Parquet atomically."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+
+def iter_feature_batches(
+    path: str | os.PathLike[str], batch_rows: int = 8192
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """A feature file as ``(id columns, float32 matrix)`` batches of at most ``batch_rows``, in
+    file order, so that memory is bounded by the batch and not by the file."""
+    parquet = pq.ParquetFile(path)
+    dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        feature = batch.column(FEATURE_COLUMN)
+        matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        ids = batch.drop_columns([FEATURE_COLUMN]).to_pandas()
+        yield ids, matrix

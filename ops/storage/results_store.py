@@ -1,0 +1,404 @@
+"""The SQL face of the project: Parquet files per run, and ``results.duckdb`` as a catalogue of
+views over them.
+
+Why this shape: DuckDB lets one process write a database file while no other process may open
+it, so a reader running ``twobranch sql`` during a training run would get a lock error. Here
+nothing ever holds a writable connection on the published ``results.duckdb``: every result is
+written as its own Parquet file (atomically, one file per run and table, so a reader never sees
+half a run), and the catalogue of views is rebuilt in a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ops.storage.atomic import atomic_path
+from ops.storage.paths import results_db
+
+STRING = pa.string()
+INT = pa.int64()
+FLOAT = pa.float64()
+BOOL = pa.bool_()
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Per-run result tables (DESIGN.md "DuckDB contract"); one Parquet file per run under
+# results/<table>/<run_id>.parquet.
+RESULT_SCHEMAS: dict[str, pa.Schema] = {
+    "training_runs": pa.schema(
+        [
+            ("run_id", STRING),
+            ("task", STRING),
+            ("network", STRING),
+            ("dataset", STRING),
+            ("config", STRING),
+            ("device", STRING),
+            ("started_at", TIMESTAMP),
+            ("finished_at", TIMESTAMP),
+            ("status", STRING),
+            ("best_epoch", INT),
+            ("best_val_rsum", FLOAT),
+            ("checkpoint", STRING),
+            ("features", STRING),
+        ]
+    ),
+    "epoch_metrics": pa.schema(
+        [
+            ("run_id", STRING),
+            ("epoch", INT),
+            ("loss", FLOAT),
+            ("loss_terms", STRING),
+            ("val_rsum", FLOAT),
+            ("val_metrics", STRING),
+            ("lr", FLOAT),
+            ("seconds", FLOAT),
+        ]
+    ),
+    "retrieval_metrics": pa.schema(
+        [
+            ("run_id", STRING),
+            ("dataset", STRING),
+            ("split", STRING),
+            ("method", STRING),
+            ("protocol", STRING),
+            ("fold", INT),
+            ("direction", STRING),
+            ("r1", FLOAT),
+            ("r5", FLOAT),
+            ("r10", FLOAT),
+            ("median_rank", FLOAT),
+            ("mean_rank", FLOAT),
+            ("rsum", FLOAT),
+            # Percent; NULL in rows stored before these were computed.
+            ("r_precision", FLOAT),
+            ("map_at_r", FLOAT),
+        ]
+    ),
+    "retrieval_ranks": pa.schema(
+        [
+            ("run_id", STRING),
+            ("method", STRING),
+            ("protocol", STRING),
+            ("fold", INT),
+            ("direction", STRING),
+            ("query_id", STRING),
+            ("rank", INT),
+            ("top1_id", STRING),
+        ]
+    ),
+    "localization_metrics": pa.schema(
+        [
+            ("run_id", STRING),
+            ("dataset", STRING),
+            ("split", STRING),
+            ("phrase_type", STRING),
+            ("accuracy", FLOAT),
+            ("upper_bound", FLOAT),
+            ("n_phrases", INT),
+        ]
+    ),
+    "localization_results": pa.schema(
+        [
+            ("run_id", STRING),
+            ("phrase_id", STRING),
+            ("phrase_type", STRING),
+            ("chosen_region_id", STRING),
+            ("iou", FLOAT),
+            ("correct", BOOL),
+        ]
+    ),
+    # Two-stage retrieval's weight search: one row per weight tried on the validation split,
+    # filed under the similarity run (whose two_stage rows in retrieval_metrics use it).
+    "two_stage_weights": pa.schema(
+        [
+            ("run_id", STRING),
+            ("embedding_run_id", STRING),
+            ("dataset", STRING),
+            ("split", STRING),
+            ("rerank_k", INT),
+            ("weight", FLOAT),
+            ("rsum", FLOAT),
+            ("chosen", BOOL),
+        ]
+    ),
+    "champions": pa.schema(
+        [
+            ("task", STRING),
+            ("network", STRING),
+            ("dataset", STRING),
+            ("run_id", STRING),
+            ("val_rsum", FLOAT),
+            ("previous_run_id", STRING),
+            ("previous_val_rsum", FLOAT),
+            ("promoted_at", TIMESTAMP),
+            ("reason", STRING),
+        ]
+    ),
+}
+
+# Parsed dataset tables, one file per dataset under tables/<dataset>/<name>.parquet.
+DATASET_SCHEMAS: dict[str, pa.Schema] = {
+    "images": pa.schema(
+        [
+            ("dataset", STRING),
+            ("image_id", STRING),
+            ("split", STRING),
+            ("path", STRING),
+            ("width", INT),
+            ("height", INT),
+        ]
+    ),
+    "captions": pa.schema(
+        [
+            ("dataset", STRING),
+            ("caption_id", STRING),
+            ("image_id", STRING),
+            ("split", STRING),
+            ("caption_index", INT),
+            ("text", STRING),
+        ]
+    ),
+    "phrases": pa.schema(
+        [
+            ("dataset", STRING),
+            ("phrase_id", STRING),
+            ("caption_id", STRING),
+            ("image_id", STRING),
+            ("split", STRING),
+            ("text", STRING),
+            ("phrase_type", STRING),
+            ("all_types", STRING),
+            ("chain_id", STRING),
+            ("first_word_index", INT),
+            ("gt_x1", FLOAT),
+            ("gt_y1", FLOAT),
+            ("gt_x2", FLOAT),
+            ("gt_y2", FLOAT),
+            ("n_boxes", INT),
+        ]
+    ),
+    "rejects": pa.schema(
+        [
+            ("dataset", STRING),
+            ("stage", STRING),
+            ("item_id", STRING),
+            ("path", STRING),
+            ("reason", STRING),
+        ]
+    ),
+}
+
+# Per-dataset derived tables: <kind>/<dataset>/<kind>.parquet (kept outside tables/<dataset>,
+# which is replaced as a whole when the dataset is re-parsed).
+DERIVED_SCHEMAS: dict[str, pa.Schema] = {
+    "region_proposals": pa.schema(
+        [
+            ("image_id", STRING),
+            ("region_id", STRING),
+            ("x1", FLOAT),
+            ("y1", FLOAT),
+            ("x2", FLOAT),
+            ("y2", FLOAT),
+            ("source", STRING),
+            ("rank", INT),
+        ]
+    ),
+    "neighbors": pa.schema(
+        [
+            ("dataset", STRING),
+            ("relation", STRING),
+            ("source_id", STRING),
+            ("target_id", STRING),
+            ("weight", FLOAT),
+        ]
+    ),
+}
+
+DERIVED_FOLDERS = {"region_proposals": "proposals", "neighbors": "graph"}
+
+SCHEMA_PLACEHOLDER = "_schema"
+
+
+def result_file(root: Path, table: str, run_id: str) -> Path:
+    return root / "results" / table / f"{run_id}.parquet"
+
+
+def dataset_table_file(root: Path, dataset: str, table: str) -> Path:
+    return root / "tables" / dataset / f"{table}.parquet"
+
+
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema, name: str) -> pa.Table:
+    missing = [f.name for f in schema if f.name not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing columns {missing}")
+    frame = frame[[f.name for f in schema]]
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_result(root: Path, table: str, run_id: str, frame: pd.DataFrame) -> Path:
+    """Write (or replace) one run's rows of a result table, atomically."""
+    path = result_file(root, table, run_id)
+    _write_parquet(path, _to_arrow(frame, RESULT_SCHEMAS[table], table))
+    return path
+
+
+def write_table_file(path: Path, schema: pa.Schema, name: str, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` with the contract's ``schema`` for table ``name`` to ``path``, atomically."""
+    _write_parquet(path, _to_arrow(frame, schema, name))
+    return path
+
+
+def derived_table_file(root: Path, dataset: str, table: str) -> Path:
+    return root / DERIVED_FOLDERS[table] / dataset / f"{table}.parquet"
+
+
+def write_derived_table(root: Path, dataset: str, table: str, frame: pd.DataFrame) -> Path:
+    path = derived_table_file(root, dataset, table)
+    _write_parquet(path, _to_arrow(frame, DERIVED_SCHEMAS[table], table))
+    return path
+
+
+def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFrame:
+    """Rows of a result table: one run's, or every run's."""
+    if run_id is not None:
+        path = result_file(root, table, run_id)
+        if not path.exists():
+            return RESULT_SCHEMAS[table].empty_table().to_pandas()
+        return pq.read_table(path).to_pandas()
+    folder = root / "results" / table
+    files = sorted(p for p in folder.glob("*.parquet") if p.stem != SCHEMA_PLACEHOLDER)
+    if not files:
+        return RESULT_SCHEMAS[table].empty_table().to_pandas()
+    return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
+
+
+def _placeholders(root: Path) -> list[tuple[Path, pa.Schema]]:
+    return (
+        [(result_file(root, t, SCHEMA_PLACEHOLDER), s) for t, s in RESULT_SCHEMAS.items()]
+        + [(dataset_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DATASET_SCHEMAS.items()]
+        + [(derived_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DERIVED_SCHEMAS.items()]
+    )
+
+
+def _placeholder_is_current(path: Path, schema: pa.Schema) -> bool:
+    return path.exists() and pq.read_schema(path).remove_metadata().equals(schema)
+
+
+def _ensure_placeholders(root: Path) -> None:
+    """An empty file with the contract's schema keeps every view valid before the first run,
+    and gives a column added to the contract a type (NULL in files stored before it)."""
+    for path, schema in _placeholders(root):
+        if not _placeholder_is_current(path, schema):
+            _write_parquet(path, schema.empty_table())
+
+
+def _quote(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+# "[!.]*" rather than "*": DuckDB's glob also matches hidden names, and hidden names are what
+# temporary files and interrupted publishes leave behind; only committed files are read.
+VISIBLE = "[!.]*"
+
+
+def _read_all(pattern: Path) -> str:
+    return f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
+
+
+def view_definitions(root: Path) -> dict[str, str]:
+    """``CREATE VIEW`` bodies for every contract table, keyed by view name."""
+    views: dict[str, str] = {}
+    for table in DATASET_SCHEMAS:
+        views[table] = _read_all(root / "tables" / VISIBLE / f"{table}.parquet")
+    for table in DERIVED_SCHEMAS:
+        views[table] = _read_all(root / DERIVED_FOLDERS[table] / VISIBLE / f"{table}.parquet")
+    for table in RESULT_SCHEMAS:
+        name = f"{table}_raw" if table == "training_runs" else table
+        views[name] = _read_all(root / "results" / table / f"{VISIBLE}.parquet")
+    views["training_runs"] = (
+        "SELECT r.*, coalesce(c.run_id IS NOT NULL, false) AS champion "
+        "FROM training_runs_raw r LEFT JOIN champions c "
+        "ON r.run_id = c.run_id AND r.task = c.task AND r.network = c.network "
+        "AND r.dataset = c.dataset"
+    )
+    return views
+
+
+# The catalogue records the root its views point at and the layout of those views, so a copied
+# or moved data root, or a catalogue written by an older layout, is rebuilt before use. (Views
+# keep absolute paths so that ``duckdb results.duckdb`` works from any directory.)
+CATALOGUE_MARKER = "_catalogue"
+CATALOGUE_FORMAT = 3
+
+
+def publish_catalogue(root: Path) -> Path:
+    """Rebuild ``results.duckdb`` (views only) in a temporary file and rename it into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    _ensure_placeholders(root)
+    target = results_db(root)
+    views = view_definitions(root)
+    views[CATALOGUE_MARKER] = f"SELECT {_quote(root)} AS data_root, {CATALOGUE_FORMAT} AS format"
+    with atomic_path(target) as tmp:
+        tmp.unlink()  # DuckDB refuses to open an empty file as a database
+        con = duckdb.connect(str(tmp))
+        try:
+            # Dependency order: champions and training_runs_raw before training_runs.
+            for name in sorted(views, key=lambda n: n == "training_runs"):
+                con.execute(f"CREATE VIEW {name} AS {views[name]}")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with contextlib.suppress(FileNotFoundError):
+            Path(str(tmp) + ".wal").unlink()
+    return target
+
+
+def _catalogue_marker(root: Path) -> tuple[str, int] | None:
+    try:
+        con = duckdb.connect(str(results_db(root)), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute(f"SELECT data_root, format FROM {CATALOGUE_MARKER}").fetchone()
+    except duckdb.CatalogException:
+        return None  # written before catalogues carried a marker
+    finally:
+        con.close()
+    return (row[0], row[1]) if row else None
+
+
+def catalogue_is_current(root: Path) -> bool:
+    """True when ``results.duckdb`` exists, was built for this root in the current layout, and
+    every view's placeholder file is there with the contract's current schema."""
+    if not results_db(root).exists():
+        return False
+    if not all(_placeholder_is_current(path, schema) for path, schema in _placeholders(root)):
+        return False
+    return _catalogue_marker(root) == (str(root), CATALOGUE_FORMAT)
+
+
+def ensure_catalogue(root: Path) -> Path:
+    if not catalogue_is_current(root):
+        return publish_catalogue(root)
+    return results_db(root)
+
+
+def utc_now() -> pd.Timestamp:
+    return pd.Timestamp(time.time(), unit="s", tz="UTC").floor("us")
+
+
+def to_json(value: Mapping | list) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

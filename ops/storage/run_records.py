@@ -1,0 +1,143 @@
+"""Training runs in the results store: the run row, its epochs, and champion promotion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from ops.storage.results_store import (
+    RESULT_SCHEMAS,
+    publish_catalogue,
+    read_result,
+    result_file,
+    to_json,
+    utc_now,
+    write_result,
+)
+
+
+def make_run_id(task: str, network: str, dataset: str, config: Mapping, inputs: Mapping) -> str:
+    """Deterministic in (task, network, dataset, config, input files): re-running the same
+    training after a crash finds its checkpoints and resumes instead of starting over."""
+    digest = hashlib.sha256(to_json({"config": config, "inputs": inputs}).encode()).hexdigest()
+    return f"{task}-{network}-{dataset}-{digest[:10]}"
+
+
+def file_identity(path: str | Path) -> dict[str, object]:
+    stat = Path(path).stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def write_run(
+    root: Path,
+    run_id: str,
+    *,
+    task: str,
+    network: str,
+    dataset: str,
+    config: Mapping,
+    device: str,
+    status: str,
+    started_at: pd.Timestamp,
+    finished_at: pd.Timestamp | None = None,
+    best_epoch: int | None = None,
+    best_val_score: float | None = None,
+    checkpoint: str | None = None,
+    features: Mapping | None = None,
+) -> None:
+    row = {
+        "run_id": run_id,
+        "task": task,
+        "network": network,
+        "dataset": dataset,
+        "config": to_json(dict(config)),
+        "device": device,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "status": status,
+        "best_epoch": best_epoch,
+        "best_val_rsum": best_val_score,
+        "checkpoint": checkpoint,
+        "features": to_json(dict(features or {})),
+    }
+    write_result(root, "training_runs", run_id, pd.DataFrame([row]))
+
+
+def write_epochs(root: Path, run_id: str, epochs: list[Mapping]) -> None:
+    rows = [
+        {
+            "run_id": run_id,
+            "epoch": int(e["epoch"]),
+            "loss": float(e["loss"]),
+            "loss_terms": to_json(dict(e.get("loss_terms", {}))),
+            "val_rsum": None if e.get("val_score") is None else float(e["val_score"]),
+            "val_metrics": to_json(dict(e.get("val_metrics", {}))),
+            "lr": float(e["lr"]),
+            "seconds": float(e["seconds"]),
+        }
+        for e in epochs
+    ]
+    frame = pd.DataFrame(rows, columns=[f.name for f in RESULT_SCHEMAS["epoch_metrics"]])
+    write_result(root, "epoch_metrics", run_id, frame)
+
+
+def champion_key(task: str, network: str, dataset: str) -> str:
+    return f"{task}__{network}__{dataset}"
+
+
+def current_champion(root: Path, task: str, network: str, dataset: str) -> dict | None:
+    path = result_file(root, "champions", champion_key(task, network, dataset))
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    return frame.iloc[0].to_dict() if len(frame) else None
+
+
+def promote_if_better(
+    root: Path, run_id: str, task: str, network: str, dataset: str, val_score: float | None
+) -> tuple[bool, str]:
+    """Make ``run_id`` the champion of (task, network, dataset) only if its validation score
+    beats the current champion's. Returns (promoted, the reason in words)."""
+    champion = current_champion(root, task, network, dataset)
+    if val_score is None:
+        return False, "no validation score; not promoted"
+    if champion is not None and champion["run_id"] == run_id:
+        return True, f"{run_id} is already the champion (validation {val_score:.3f})"
+    if champion is not None and not val_score > float(champion["val_rsum"]):
+        return False, (
+            f"validation {val_score:.3f} does not beat champion {champion['run_id']} "
+            f"({float(champion['val_rsum']):.3f}); champion kept"
+        )
+    previous = champion["run_id"] if champion is not None else None
+    reason = (
+        f"validation {val_score:.3f} beats champion {previous} ({float(champion['val_rsum']):.3f})"
+        if champion is not None
+        else f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
+    )
+    row = {
+        "task": task,
+        "network": network,
+        "dataset": dataset,
+        "run_id": run_id,
+        "val_rsum": float(val_score),
+        "previous_run_id": previous,
+        "previous_val_rsum": None if champion is None else float(champion["val_rsum"]),
+        "promoted_at": utc_now(),
+        "reason": reason,
+    }
+    write_result(root, "champions", champion_key(task, network, dataset), pd.DataFrame([row]))
+    publish_catalogue(root)
+    return True, reason
+
+
+def epochs_frame(root: Path, run_id: str) -> pd.DataFrame:
+    frame = read_result(root, "epoch_metrics", run_id)
+    return frame.sort_values("epoch").reset_index(drop=True)
+
+
+def decode_json(value: str | None) -> dict:
+    return json.loads(value) if value else {}

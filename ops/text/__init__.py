@@ -1,1 +1,0 @@
-"""Text features: tokenization, word vectors, Fisher vectors and per-text feature files."""
