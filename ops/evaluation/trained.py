@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ops.device import autocast_context, resolve_device
+from ops.geometry import pairwise_iou
 from ops.metrics.grounding import evaluate_grounding
 from ops.metrics.retrieval import ProtocolResult, evaluate_protocol, evaluate_protocol_scores
 from ops.training.checkpoint import load_model
@@ -170,8 +171,6 @@ def evaluate_localization(
 def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame) -> float:
     """Expected accuracy (percent) of picking one of the image's proposals uniformly: the
     chance level that a grounding model must beat."""
-    from ops.geometry import pairwise_iou
-
     boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
     candidates = proposals[proposals["source"] == "proposal"]
     groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}

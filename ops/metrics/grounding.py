@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+
+from ops.geometry import matched_iou, pairwise_iou
 
 IOU_THRESHOLD = 0.5
 PHRASE_TYPES = (
@@ -40,28 +43,9 @@ def _as_boxes(boxes: np.ndarray | list, name: str) -> np.ndarray:
     return array
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def _iou_from_intersection(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
-    # Two empty boxes have no overlap to speak of: IoU 0 rather than 0/0.
-    safe = np.where(union > 0, union, 1.0)
-    return np.where(union > 0, intersection / safe, 0.0)
-
-
 def box_iou(a: np.ndarray | list, b: np.ndarray | list) -> np.ndarray:
     """``(n, m)`` IoU of every box in ``a`` with every box in ``b`` (rows ``x1, y1, x2, y2``)."""
-    first, second = _as_boxes(a, "a"), _as_boxes(b, "b")
-    width = np.minimum(first[:, None, 2], second[None, :, 2]) - np.maximum(
-        first[:, None, 0], second[None, :, 0]
-    )
-    height = np.minimum(first[:, None, 3], second[None, :, 3]) - np.maximum(
-        first[:, None, 1], second[None, :, 1]
-    )
-    intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
-    union = _area(first)[:, None] + _area(second)[None, :] - intersection
-    return _iou_from_intersection(intersection, union)
+    return pairwise_iou(_as_boxes(a, "a"), _as_boxes(b, "b"))
 
 
 def paired_iou(a: np.ndarray | list, b: np.ndarray | list) -> np.ndarray:
@@ -69,11 +53,7 @@ def paired_iou(a: np.ndarray | list, b: np.ndarray | list) -> np.ndarray:
     first, second = _as_boxes(a, "a"), _as_boxes(b, "b")
     if len(first) != len(second):
         raise ValueError(f"paired_iou needs equal lengths, got {len(first)} and {len(second)}")
-    width = np.minimum(first[:, 2], second[:, 2]) - np.maximum(first[:, 0], second[:, 0])
-    height = np.minimum(first[:, 3], second[:, 3]) - np.maximum(first[:, 1], second[:, 1])
-    intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
-    union = _area(first) + _area(second) - intersection
-    return _iou_from_intersection(intersection, union)
+    return matched_iou(torch.from_numpy(first), torch.from_numpy(second)).numpy()
 
 
 @dataclass

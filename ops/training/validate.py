@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ops.device import autocast_context
+from ops.geometry import matched_iou
 from ops.metrics.retrieval import evaluate_retrieval_embeddings, rank_scores, retrieval_metrics
 from ops.training.data import (
     DeviceFeatures,
@@ -142,21 +143,6 @@ class PhrasePredictions:
         return float(100.0 * np.mean(self.reachable)) if self.reachable.size else 0.0
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Broadcast IoU of boxes ``(..., 4)``: 0-based, exclusive x2/y2; 0 for an empty union."""
-    inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(
-        0
-    )
-    inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(
-        0
-    )
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0]).clamp_min(0) * (a[..., 3] - a[..., 1]).clamp_min(0)
-    area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
-
-
 @torch.no_grad()
 def predict_phrase_regions(
     model: nn.Module,
@@ -220,7 +206,7 @@ def _predict(
         best, best_slot = scores.max(1)
         picked = candidates.gather(1, best_slot[:, None]).squeeze(1)
         has_candidate = valid.any(1)
-        iou_all = _iou(region_boxes[candidates], phrase_boxes[first:last, None, :])
+        iou_all = matched_iou(region_boxes[candidates], phrase_boxes[first:last, None, :])
         iou_all = iou_all.masked_fill(~valid, 0.0)
         chosen.append(torch.where(has_candidate, proposal_t[picked], torch.full_like(picked, -1)))
         best_scores.append(best)
