@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import matplotlib.patches as patches
+import pandas as pd
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.patches as patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ops.storage.atomic import write_text_atomic  # noqa: E402
+from ops.plotting import figure_png, subplots
+from ops.storage.atomic import write_text_atomic
 
 # METHOD.md "Reported results": (system, dataset, i2t R@1/5/10, t2i R@1/5/10); None = not
 # reported.
@@ -41,20 +37,13 @@ PUBLISHED_LOCALIZATION = [
 ]
 
 
-def figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def img_tag(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
 def training_curves(epochs: Mapping[str, pd.DataFrame]) -> bytes:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    figure, (left, right) = subplots(1, 2, figsize=(10, 3.2))
     for label, frame in epochs.items():
         left.plot(frame["epoch"], frame["loss"], marker=".", label=label)
         right.plot(frame["epoch"], frame["val_rsum"], marker=".", label=label)
@@ -66,7 +55,7 @@ def training_curves(epochs: Mapping[str, pd.DataFrame]) -> bytes:
 
 
 def recall_curves(curves: Mapping[str, Sequence[float]]) -> bytes:
-    figure, axis = plt.subplots(figsize=(6, 3.4))
+    figure, axis = subplots(figsize=(6, 3.4))
     for label, values in sorted(curves.items()):
         axis.plot(range(1, len(values) + 1), values, label=label)
     axis.set(xlabel="K", ylabel="Recall@K (%)", ylim=(0, 100))
@@ -77,7 +66,7 @@ def recall_curves(curves: Mapping[str, Sequence[float]]) -> bytes:
 
 def per_type_bars(per_type: pd.DataFrame) -> bytes:
     pivot = per_type.pivot_table(index="phrase_type", columns="network", values="accuracy")
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    figure, axis = subplots(figsize=(7, 3.2))
     pivot.plot.bar(ax=axis)
     axis.set(ylabel="accuracy (%)", xlabel="", ylim=(0, 100))
     figure.tight_layout()
@@ -87,7 +76,7 @@ def per_type_bars(per_type: pd.DataFrame) -> bytes:
 def degree_histogram(degree_counts: Mapping[str, Mapping[int, int]]) -> bytes:
     """Per relation of the neighborhood graph: how many sources have each out-degree."""
     relations = sorted(degree_counts)
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         1, max(1, len(relations)), figsize=(3.2 * max(1, len(relations)), 2.6), squeeze=False
     )
     for axis, relation in zip(axes[0], relations, strict=False):
@@ -105,7 +94,7 @@ def retrieval_gallery(
 ) -> bytes:
     """Per caption (a row), its top-5 images; the true image framed in green."""
     rows, cols = len(captions), max((len(p) for p in top_paths), default=1)
-    figure, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    figure, axes = subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
     for r, (caption, paths) in enumerate(zip(captions, top_paths, strict=True)):
         for c in range(cols):
             axis = axes[r][c]
@@ -132,7 +121,7 @@ def retrieval_gallery(
 
 def grounding_gallery(items: Sequence[Mapping]) -> bytes:
     """Per phrase: its image with the true box (green) and the predicted box (red)."""
-    figure, axes = plt.subplots(1, len(items), figsize=(2.4 * len(items), 2.8), squeeze=False)
+    figure, axes = subplots(1, len(items), figsize=(2.4 * len(items), 2.8), squeeze=False)
     for axis, item in zip(axes[0], items, strict=True):
         axis.imshow(Image.open(item["path"]).convert("RGB"))
         for box, colour in ((item["true_box"], "lime"), (item["predicted_box"], "red")):

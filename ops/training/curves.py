@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
-# The Figure API draws without pyplot, so no global backend has to be chosen at import.
-from matplotlib.figure import Figure
+from ops.plotting import figure_png, subplots
 
 
 def curves_png(epochs: Sequence[Mapping], score_name: str) -> bytes:
     """Training loss (left) and validation ``score_name`` (right) per epoch."""
-    figure = Figure(figsize=(8, 2.8))
-    left, right = figure.subplots(1, 2)
+    figure, (left, right) = subplots(1, 2, figsize=(8, 2.8))
     numbers = [e["epoch"] for e in epochs]
     left.plot(numbers, [e["loss"] for e in epochs], marker="o", color="#c44e52")
     left.set_xlabel("epoch")
@@ -22,6 +19,4 @@ def curves_png(epochs: Sequence[Mapping], score_name: str) -> bytes:
     right.set_xlabel("epoch")
     right.set_ylabel(f"validation {score_name}")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
+    return figure_png(figure)
