@@ -1,8 +1,6 @@
 """Small builders for the metadata every asset shows in the Dagster UI."""
 
 import base64
-import io
-from collections.abc import Mapping
 
 import dagster as dg
 import numpy as np
@@ -30,17 +28,6 @@ def counts_by(frame: pd.DataFrame, column: str) -> dict[str, int]:
     if frame.empty:
         return {}
     return {str(k): int(v) for k, v in frame[column].value_counts().sort_index().items()}
-
-
-def png(figure) -> dg.MetadataValue:
-    """A matplotlib figure as an inline image in the asset's metadata."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return png_bytes_value(buffer.getvalue())
-
-
-def json_value(value: Mapping | list) -> dg.MetadataValue:
-    return dg.MetadataValue.json(value)
 
 
 def png_bytes_value(data: bytes) -> dg.MetadataValue:

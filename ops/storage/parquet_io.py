@@ -116,10 +116,6 @@ def head_features(path: str | os.PathLike[str], rows: int = 5) -> tuple[pd.DataF
     return table.drop([FEATURE_COLUMN]).to_pandas(), matrix
 
 
-def feature_dim(path: str | os.PathLike[str]) -> int:
-    return pq.read_schema(path).field(FEATURE_COLUMN).type.list_size
-
-
 def write_table(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     """Write a DataFrame as Parquet atomically."""
     table = pa.Table.from_pandas(frame, preserve_index=False)

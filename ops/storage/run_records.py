@@ -12,7 +12,6 @@ import pandas as pd
 from ops.storage.results_store import (
     RESULT_SCHEMAS,
     publish_catalogue,
-    read_result,
     result_file,
     to_json,
     utc_now,
@@ -132,11 +131,6 @@ def promote_if_better(
     write_result(root, "champions", champion_key(task, network, dataset), pd.DataFrame([row]))
     publish_catalogue(root)
     return True, reason
-
-
-def epochs_frame(root: Path, run_id: str) -> pd.DataFrame:
-    frame = read_result(root, "epoch_metrics", run_id)
-    return frame.sort_values("epoch").reset_index(drop=True)
 
 
 def decode_json(value: str | None) -> dict:

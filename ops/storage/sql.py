@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import threading
 import time
 from pathlib import Path
@@ -142,7 +141,3 @@ def format_frame(frame: pd.DataFrame, fmt: str = "table", max_rows: int = 200) -
     if len(frame) > max_rows:
         footer = f"(first {max_rows} of {len(frame)} rows)"
     return f"{text}\n{footer}\n"
-
-
-def rows_as_json(frame: pd.DataFrame) -> list[dict]:
-    return json.loads(frame.to_json(orient="records", date_format="iso"))
