@@ -10,10 +10,10 @@ import os
 
 import dagster as dg
 
+from assets.deployment import DEFAULT_RETRAIN_CRON
 from assets.partitions import DATASETS
 
 DATA_GROUP_ASSETS = ["raw_dataset", "images", "captions", "phrases"]
-RETRAIN_CRON = os.environ.get("TWOBRANCH_RETRAIN_CRON", "0 3 * * 1")  # Mondays 03:00
 AUTOMATION_DATASETS_ENV = "TWOBRANCH_AUTOMATION_DATASETS"
 
 full_pipeline = dg.define_asset_job(
@@ -49,28 +49,32 @@ def automated_datasets(instance: dg.DagsterInstance) -> list[str]:
     return [name for name in registered if name in wanted]
 
 
-@dg.schedule(
-    job=retrain,
-    cron_schedule=RETRAIN_CRON,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-)
-def retrain_weekly(context: dg.ScheduleEvaluationContext):
-    """Weekly retraining of each dataset (cron from TWOBRANCH_RETRAIN_CRON). Off until
-    switched on in the UI, so a fresh install never starts training by itself."""
-    tick = context.scheduled_execution_time.isoformat()
-    datasets = automated_datasets(context.instance)
-    if not datasets:
-        return dg.SkipReason("no registered dataset to retrain")
-    return [
-        dg.RunRequest(
-            run_key=f"{name}-{tick}", partition_key=name, tags={"twobranch/trigger": "schedule"}
-        )
-        for name in datasets
-    ]
+def build_retrain_schedule(cron: str = DEFAULT_RETRAIN_CRON) -> dg.ScheduleDefinition:
+    """The retraining schedule on ``cron`` (UTC)."""
 
+    @dg.schedule(
+        job=retrain,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def retrain_weekly(context: dg.ScheduleEvaluationContext):
+        """Weekly retraining of each dataset (cron from TWOBRANCH_RETRAIN_CRON). Off until
+        switched on in the UI, so a fresh install never starts training by itself."""
+        tick = context.scheduled_execution_time.isoformat()
+        datasets = automated_datasets(context.instance)
+        if not datasets:
+            return dg.SkipReason("no registered dataset to retrain")
+        return [
+            dg.RunRequest(
+                run_key=f"{name}-{tick}",
+                partition_key=name,
+                tags={"twobranch/trigger": "schedule"},
+            )
+            for name in datasets
+        ]
 
-retrain_schedule = retrain_weekly
+    return retrain_weekly
 
 
 def _latest_fingerprint(instance: dg.DagsterInstance, dataset: str) -> str | None:
@@ -120,5 +124,4 @@ def retrain_on_new_data(context: dg.SensorEvaluationContext):
 
 
 JOBS = [full_pipeline, retrain, refresh_from_data]
-SCHEDULES = [retrain_schedule]
 SENSORS = [retrain_on_new_data]

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from assets.automation import JOBS, SCHEDULES, SENSORS
+from assets.automation import JOBS, SENSORS, build_retrain_schedule
 from assets.data import dataset_tables, raw_dataset
 from assets.data_checks import DATA_CHECKS
-from assets.deployment import executor_from_env, io_manager_from_env
+from assets.deployment import executor_from_env, io_manager_from_env, retrain_cron_from_env
 from assets.evaluation import EVALUATION_ASSETS
 from assets.evaluation_checks import EVALUATION_CHECKS
 from assets.feature_checks import FEATURE_CHECKS
@@ -38,7 +38,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=JOBS,
-    schedules=SCHEDULES,
+    schedules=[build_retrain_schedule(retrain_cron_from_env())],
     sensors=SENSORS,
     resources={
         "storage": TwobranchStorage(),

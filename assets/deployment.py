@@ -11,6 +11,11 @@ laptop and a Kubernetes cluster unchanged.
   (``nvidia.com/gpu``; default 1, ``0`` requests none). ``TWOBRANCH_STEP_CPU`` and
   ``TWOBRANCH_STEP_MEMORY`` set those steps' CPU and memory requests. The requests are op
   tags that only the Kubernetes executor reads; other executors ignore them.
+- ``TWOBRANCH_RETRAIN_CRON``: when the weekly retraining runs (UTC; default Mondays 03:00).
+
+These shape the definitions themselves (a schedule's cron, the executor, the IO manager), so
+they are read once, when the code location loads, by the functions below, which
+``assets/definitions.py`` calls. Every other setting is run config, resolved per run.
 """
 
 import os
@@ -19,6 +24,12 @@ import dagster as dg
 
 EXECUTORS = ("multiprocess", "k8s")
 K8S_CONFIG_TAG = "dagster-k8s/config"
+DEFAULT_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00
+
+
+def retrain_cron_from_env() -> str:
+    """The retraining schedule's cron: ``TWOBRANCH_RETRAIN_CRON``, else Mondays 03:00."""
+    return os.environ.get("TWOBRANCH_RETRAIN_CRON", "").strip() or DEFAULT_RETRAIN_CRON
 
 
 def executor_from_env() -> dg.ExecutorDefinition | None:

@@ -63,13 +63,13 @@ def retrieval_eval(
         image_sentence_similarity_net,
         config.split,
         config.rerank_k,
-        compute.device,
+        compute.device_name,
         weights=config.two_stage_weights,
         tune_split=config.tune_split,
         protocols=config.protocols or None,
     )
     eccv = eccv_caption_evaluation(
-        storage.root, image_sentence_embedding_net, config.split, compute.device
+        storage.root, image_sentence_embedding_net, config.split, compute.device_name
     )
     result = with_eccv_rows(result, image_sentence_embedding_net, eccv)
     store_retrieval_results(storage.root, result)
@@ -112,7 +112,7 @@ def localization_eval(
         return skipped_output(phrase_region_embedding_net["dataset"], reason)
     started = time.perf_counter()
     result = evaluate_localization_runs(
-        phrase_region_embedding_net, phrase_region_similarity_net, storage.root, compute.device
+        phrase_region_embedding_net, phrase_region_similarity_net, storage.root, compute.device_name
     )
     store_localization_results(storage.root, result)
     context.log.info("\n" + result.summary.round(2).to_string(index=False))

@@ -94,8 +94,8 @@ def image_features_shard(
         image_size=config.image_size,
         ten_crop=config.ten_crop,
         batch_size=config.batch_size,
-        num_workers=compute.num_workers,
-        device=compute.device,
+        num_workers=compute.workers,
+        device=compute.device_name,
         dataset=dataset,
         progress=progress_logger(context, f"image features {spec.key}"),
     )

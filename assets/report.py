@@ -44,7 +44,7 @@ def report(
         None if phrases_skipped else localization_eval,
         gallery_captions=config.gallery_captions,
         gallery_phrases=config.gallery_phrases,
-        device=compute.device,
+        device=compute.device_name,
     )
     context.log.info(f"report written to {built.path}")
     return dg.Output(

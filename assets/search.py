@@ -53,7 +53,7 @@ def retrieval_index(
         storage.root,
         image_sentence_embedding_net["dataset"],
         IndexSettings(**config.model_dump()),
-        compute.device,
+        compute.device_name,
         log=context.log.info,
         progress=lambda what: progress_logger(context, what),
     )

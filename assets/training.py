@@ -72,7 +72,7 @@ def _train(
             storage.root,
             dataset,
             inputs,
-            train_config_for(config.model_dump(), task, network, compute.device),
+            train_config_for(config.model_dump(), task, network, compute.device_name),
             graph,
             val_max_images=config.val_max_images,
             log=context.log.info,

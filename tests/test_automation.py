@@ -8,8 +8,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.automation import AUTOMATION_DATASETS_ENV, retrain_on_new_data, retrain_schedule
+from assets.automation import AUTOMATION_DATASETS_ENV, build_retrain_schedule, retrain_on_new_data
 from assets.definitions import defs
+from assets.deployment import retrain_cron_from_env
 from assets.partitions import sync_dataset_partitions
 from ops.storage.results_store import publish_catalogue, read_result
 from ops.storage.run_records import current_champion, promote_if_better
@@ -47,6 +48,7 @@ def test_definitions_load_with_every_job_schedule_and_sensor() -> None:
 def test_weekly_schedule_requests_one_retrain_run_per_dataset_and_starts_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    retrain_schedule = build_retrain_schedule()
     assert retrain_schedule.cron_schedule == "0 3 * * 1"
     assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert retrain_schedule.job_name == "retrain"
@@ -136,3 +138,12 @@ def test_champion_is_promoted_only_when_validation_improves(tmp_path: Path) -> N
     champions = run_query(tmp_path, "SELECT network, run_id FROM champions ORDER BY network")
     assert champions.values.tolist() == [["embedding", "run-d"], ["similarity", "run-s"]]
     assert len(read_result(tmp_path, "champions")) == 2
+
+
+def test_retrain_cron_is_read_from_the_environment_when_the_location_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TWOBRANCH_RETRAIN_CRON", raising=False)
+    assert retrain_cron_from_env() == "0 3 * * 1"
+    monkeypatch.setenv("TWOBRANCH_RETRAIN_CRON", "30 1 * * *")
+    assert build_retrain_schedule(retrain_cron_from_env()).cron_schedule == "30 1 * * *"

@@ -21,7 +21,7 @@ from dagster_k8s.job import (
     get_user_defined_k8s_config,
 )
 
-from assets.automation import JOBS, SCHEDULES, SENSORS
+from assets.automation import JOBS, SENSORS, build_retrain_schedule
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.deployment import accelerator_step_tags, executor_from_env, io_manager_from_env
 from assets.features import image_features_shard
@@ -73,7 +73,7 @@ def _definitions() -> dg.Definitions:
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=JOBS,
-        schedules=SCHEDULES,
+        schedules=[build_retrain_schedule()],
         sensors=SENSORS,
         resources={"storage": TwobranchStorage(), "compute": ComputeSettings()},
         executor=executor_from_env(),
