@@ -14,7 +14,7 @@ from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
 from ops.evaluation.two_stage import DEFAULT_WEIGHTS
-from ops.metrics.retrieval import PROTOCOLS
+from ops.metrics.retrieval_protocols import PROTOCOLS
 from ops.report.html import recall_curves
 
 EVALUATION_GROUP = "evaluation"

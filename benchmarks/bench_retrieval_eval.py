@@ -18,7 +18,8 @@ import torch
 from peak_rss import PeakRss
 
 from ops.device import resolve_device
-from ops.metrics.retrieval import default_chunk, rank_embeddings
+from ops.metrics.ranking import rank_embeddings
+from ops.metrics.score_sources import default_chunk
 
 
 def synchronize(device: torch.device) -> None:

@@ -31,7 +31,7 @@ from models.losses import embedding_loss, logistic_loss, region_phrase_embedding
 from ops.device import resolve_device
 from ops.features.backbones import build_backbone
 from ops.features.image_features import embed_batch
-from ops.metrics.retrieval import rank_embeddings
+from ops.metrics.ranking import rank_embeddings
 from ops.training.config import TrainConfig
 from ops.training.data import ImageSentenceData
 from ops.training.trainer import train

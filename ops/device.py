@@ -1,4 +1,4 @@
-"""Device choice shared by every feature extractor: CUDA when present, the same code on CPU."""
+"""Device choice shared across the project: CUDA when present, the same code on CPU."""
 
 from __future__ import annotations
 
@@ -26,6 +26,16 @@ def resolve_device(name: str = "auto") -> torch.device:
             )
         return device
     raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def device_for(tensor: object, device: torch.device | str | None) -> torch.device:
+    """``device`` when given (a name as in :func:`resolve_device`), else where ``tensor`` already
+    is, so data is not moved unasked; CPU for anything that is not a tensor."""
+    if device is None:
+        return tensor.device if isinstance(tensor, torch.Tensor) else torch.device("cpu")
+    if isinstance(device, torch.device):
+        return device
+    return resolve_device(device)
 
 
 @contextlib.contextmanager

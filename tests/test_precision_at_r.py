@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ops.metrics.precision_at_r import precision_at_r
-from ops.metrics.retrieval import evaluate_protocol, evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import evaluate_protocol, evaluate_protocol_scores
 from ops.storage.results_store import (
     RESULT_SCHEMAS,
     SCHEMA_PLACEHOLDER,

@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from ops.metrics import eval_cli
-from ops.metrics.retrieval import (
-    evaluate_protocol,
-    evaluate_protocol_scores,
-    evaluate_retrieval_embeddings,
+from ops.metrics.ranking import (
     first_positive_ranks_i2t,
     first_positive_ranks_t2i,
     rank_embeddings,
     rank_scores,
+)
+from ops.metrics.retrieval_protocols import (
+    evaluate_protocol,
+    evaluate_protocol_scores,
+    evaluate_retrieval_embeddings,
     recall_summary,
     retrieval_metrics,
 )
@@ -91,7 +93,7 @@ def test_counts_over_more_than_255_rows_and_columns() -> None:
 
 def test_tied_scores_with_tiny_band_capacity_fall_back_to_recount(monkeypatch) -> None:
     # Heavy ties overflow the near-tie store; the affected images are recounted exactly.
-    monkeypatch.setattr("ops.metrics.retrieval.BAND_CAPACITY", 5)
+    monkeypatch.setattr("ops.metrics.ranking.BAND_CAPACITY", 5)
     rng = np.random.default_rng(11)
     mapping = variable_mapping(rng, 17, shuffle=True)
     scores = rng.integers(0, 2, size=(17, len(mapping)))

@@ -15,7 +15,11 @@ from torch import nn
 from ops.device import autocast_context, resolve_device
 from ops.geometry import pairwise_iou
 from ops.metrics.grounding import evaluate_grounding
-from ops.metrics.retrieval import ProtocolResult, evaluate_protocol, evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import (
+    ProtocolResult,
+    evaluate_protocol,
+    evaluate_protocol_scores,
+)
 from ops.training.checkpoint import load_model
 from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures

@@ -25,7 +25,7 @@ from ops.evaluation.trained import (
     split_embeddings,
     split_ids,
 )
-from ops.metrics.retrieval import ProtocolResult, evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import ProtocolResult, evaluate_protocol_scores
 from ops.training.inputs import ImageSentenceSplit
 
 # Weights of the similarity score tried on the validation split (logits are ~10× wider than

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ops.data.tables import DatasetFormatError
 from ops.metrics.grounding import evaluate_grounding
-from ops.metrics.retrieval import PROTOCOLS, evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import PROTOCOLS, evaluate_protocol_scores
 
 PREDICTIONS_HELP = """\
 PREDICTIONS.json is a JSON list with one record per phrase:

@@ -15,7 +15,8 @@ from torch import nn
 
 from ops.device import autocast_context
 from ops.geometry import matched_iou
-from ops.metrics.retrieval import evaluate_retrieval_embeddings, rank_scores, retrieval_metrics
+from ops.metrics.ranking import rank_scores
+from ops.metrics.retrieval_protocols import evaluate_retrieval_embeddings, retrieval_metrics
 from ops.training.data import (
     DeviceFeatures,
     Grouping,
