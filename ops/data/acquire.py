@@ -18,7 +18,6 @@ from ops.data.custom import custom_dataset_json
 from ops.data.flickr30k_entities import load_entities_phrases
 from ops.data.image_check import validate_images
 from ops.data.karpathy import load_karpathy
-from ops.storage.paths import raw_dir
 from ops.data.tables import (
     CAPTIONS_PER_IMAGE,
     REJECT_COLUMNS,
@@ -27,6 +26,7 @@ from ops.data.tables import (
     DatasetTables,
     empty_frame,
 )
+from ops.storage.paths import raw_dir
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.storage.atomic import write_text_atomic
 from ops.data.acquire import RawDataset
 from ops.data.coco import CocoImage, read_coco_captions
 from ops.data.karpathy import KARPATHY_SPLITS, read_json_document
-from ops.storage.paths import raw_dir
 from ops.data.tables import DatasetFormatError
+from ops.storage.atomic import write_text_atomic
+from ops.storage.paths import raw_dir
 
 COCO_YEARS = ("2014", "2017")
 CONVERTED_JSON = "dataset_coco_official.json"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ops.data.tables import DatasetTables
 from ops.storage.atomic import replace_directory
 from ops.storage.paths import tables_dir
 from ops.storage.results_store import DATASET_SCHEMAS, dataset_table_file, write_table_file
 from ops.storage.staging import staging_folder
-from ops.data.tables import DatasetTables
 
 TABLE_NAMES = ("images", "captions", "phrases", "rejects")
 # Where versions before the staging area staged and retired folders, inside tables/ itself.

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ops.storage.atomic import write_text_atomic
 from ops.data.acquire import RawDataset
 from ops.data.flickr30k_entities import parse_sentence_file
 from ops.data.sources import FLICKR30K_IMAGES_FOLDER, DatasetSource, acquire, get_source
-from ops.storage.paths import raw_dir
 from ops.data.tables import DatasetFormatError
+from ops.storage.atomic import write_text_atomic
+from ops.storage.paths import raw_dir
 
 # Split sizes as published: Flickr30K Entities lists; Karpathy's COCO split with restval
 # folded into train.

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.storage.atomic import write_text_atomic
-from ops.data.downloads import ProgressCallback, download
 from ops.data.archives import is_archive, safe_extract
+from ops.data.downloads import ProgressCallback, download
+from ops.storage.atomic import write_text_atomic
 
 DOWNLOADS_SUBDIR = "downloads"
 
