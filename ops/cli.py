@@ -21,7 +21,7 @@ from ops.storage.sql import (
 
 EXAMPLE_QUERIES = (
     "SELECT split, count(*) AS captions FROM captions GROUP BY split ORDER BY split",
-    "SELECT run_id, task, network, best_val_rsum, champion FROM training_runs "
+    "SELECT run_id, task, network, best_val_score, champion FROM training_runs "
     "ORDER BY started_at DESC",
     "SELECT protocol, direction, r1, r5, r10, rsum FROM retrieval_metrics "
     "WHERE method = 'single_stage' ORDER BY run_id, direction",

@@ -57,7 +57,7 @@ def test_run_is_recorded_and_only_a_better_run_is_promoted(tmp_path: Path) -> No
     row = _runs(root)[manifest["run_id"]]
     assert row["status"] == "finished" and row["champion"]
     assert row["best_epoch"] == manifest["best_epoch"]
-    assert row["best_val_rsum"] == pytest.approx(manifest["best_val_score"])
+    assert row["best_val_score"] == pytest.approx(manifest["best_val_score"])
     assert row["finished_at"] is not None
     epochs = run_query(root, f"SELECT epoch FROM epoch_metrics WHERE run_id = '{row['run_id']}'")
     assert sorted(epochs["epoch"]) == [1, 2]

@@ -46,7 +46,7 @@ def training_curves(epochs: Mapping[str, pd.DataFrame]) -> bytes:
     figure, (left, right) = subplots(1, 2, figsize=(10, 3.2))
     for label, frame in epochs.items():
         left.plot(frame["epoch"], frame["loss"], marker=".", label=label)
-        right.plot(frame["epoch"], frame["val_rsum"], marker=".", label=label)
+        right.plot(frame["epoch"], frame["val_score"], marker=".", label=label)
     left.set(xlabel="epoch", ylabel="training loss", yscale="log")
     right.set(xlabel="epoch", ylabel="validation score (R-sum / accuracy)")
     left.legend(fontsize=7)

@@ -299,7 +299,7 @@ def build_retrieval_index(
             "format": INDEX_FORMAT,
             "dataset": dataset,
             "run_id": run["run_id"],
-            "val_score": float(run["best_val_rsum"]),
+            "val_score": float(run["best_val_score"]),
             "checkpoint": relative_to_root(root, files["checkpoint"]),
             "image_features": relative_to_root(root, files["image_features"]),
             "text_features": relative_to_root(root, files["text_features"]),

@@ -45,7 +45,7 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("finished_at", TIMESTAMP),
             ("status", STRING),
             ("best_epoch", INT),
-            ("best_val_rsum", FLOAT),
+            ("best_val_score", FLOAT),
             ("checkpoint", STRING),
             ("features", STRING),
         ]
@@ -56,7 +56,7 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("epoch", INT),
             ("loss", FLOAT),
             ("loss_terms", STRING),
-            ("val_rsum", FLOAT),
+            ("val_score", FLOAT),
             ("val_metrics", STRING),
             ("lr", FLOAT),
             ("seconds", FLOAT),
@@ -135,13 +135,23 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("network", STRING),
             ("dataset", STRING),
             ("run_id", STRING),
-            ("val_rsum", FLOAT),
+            ("val_score", FLOAT),
             ("previous_run_id", STRING),
-            ("previous_val_rsum", FLOAT),
+            ("previous_val_score", FLOAT),
             ("promoted_at", TIMESTAMP),
             ("reason", STRING),
         ]
     ),
+}
+
+# Columns renamed in the contract, old name → new. A validation score is R-sum for the
+# image–sentence task but localization accuracy for the phrase task, so "rsum" named it wrongly
+# for half the runs. Files stored before the rename keep the old name: reading merges the two,
+# and the SQL views also serve the old name as an alias, until the next release drops it.
+RENAMED_COLUMNS: dict[str, dict[str, str]] = {
+    "training_runs": {"best_val_rsum": "best_val_score"},
+    "epoch_metrics": {"val_rsum": "val_score"},
+    "champions": {"val_rsum": "val_score", "previous_val_rsum": "previous_val_score"},
 }
 
 # Parsed dataset tables, one file per dataset under tables/<dataset>/<name>.parquet.
@@ -277,17 +287,38 @@ def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFra
         path = result_file(root, table, run_id)
         if not path.exists():
             return RESULT_SCHEMAS[table].empty_table().to_pandas()
-        return pq.read_table(path).to_pandas()
+        return _current_names(pq.read_table(path).to_pandas(), table)
     folder = root / "results" / table
     files = sorted(p for p in folder.glob("*.parquet") if p.stem != SCHEMA_PLACEHOLDER)
     if not files:
         return RESULT_SCHEMAS[table].empty_table().to_pandas()
-    return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
+    frames = [_current_names(pq.read_table(p).to_pandas(), table) for p in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _current_names(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """A stored file's rows under the contract's current column names."""
+    for old, new in RENAMED_COLUMNS.get(table, {}).items():
+        if old in frame.columns:
+            legacy = frame.pop(old)
+            frame[new] = frame[new].fillna(legacy) if new in frame.columns else legacy
+    return frame
+
+
+def _placeholder_schema(table: str, schema: pa.Schema) -> pa.Schema:
+    """The contract's schema plus the old names of renamed columns, so that every view can name
+    them whether or not a file stored before the rename exists."""
+    for old, new in RENAMED_COLUMNS.get(table, {}).items():
+        schema = schema.append(pa.field(old, schema.field(new).type))
+    return schema
 
 
 def _placeholders(root: Path) -> list[tuple[Path, pa.Schema]]:
     return (
-        [(result_file(root, t, SCHEMA_PLACEHOLDER), s) for t, s in RESULT_SCHEMAS.items()]
+        [
+            (result_file(root, t, SCHEMA_PLACEHOLDER), _placeholder_schema(t, s))
+            for t, s in RESULT_SCHEMAS.items()
+        ]
         + [(dataset_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DATASET_SCHEMAS.items()]
         + [(derived_table_file(root, SCHEMA_PLACEHOLDER, t), s) for t, s in DERIVED_SCHEMAS.items()]
     )
@@ -314,8 +345,16 @@ def _quote(path: Path | str) -> str:
 VISIBLE = "[!.]*"
 
 
-def _read_all(pattern: Path) -> str:
-    return f"SELECT * FROM read_parquet({_quote(pattern)}, union_by_name = true)"
+def _read_all(pattern: Path, renamed: Mapping[str, str] | None = None) -> str:
+    source = f"read_parquet({_quote(pattern)}, union_by_name = true)"
+    if not renamed:
+        return f"SELECT * FROM {source}"
+    merged = {old: f"coalesce({new}, {old})" for old, new in renamed.items()}
+    return (
+        f"SELECT * EXCLUDE ({', '.join(renamed)}) "
+        f"REPLACE ({', '.join(f'{merged[old]} AS {new}' for old, new in renamed.items())}), "
+        f"{', '.join(f'{merged[old]} AS {old}' for old in renamed)} FROM {source}"
+    )
 
 
 def view_definitions(root: Path) -> dict[str, str]:
@@ -327,7 +366,8 @@ def view_definitions(root: Path) -> dict[str, str]:
         views[table] = _read_all(root / DERIVED_FOLDERS[table] / VISIBLE / f"{table}.parquet")
     for table in RESULT_SCHEMAS:
         name = f"{table}_raw" if table == "training_runs" else table
-        views[name] = _read_all(root / "results" / table / f"{VISIBLE}.parquet")
+        pattern = root / "results" / table / f"{VISIBLE}.parquet"
+        views[name] = _read_all(pattern, RENAMED_COLUMNS.get(table))
     views["training_runs"] = (
         "SELECT r.*, coalesce(c.run_id IS NOT NULL, false) AS champion "
         "FROM training_runs_raw r LEFT JOIN champions c "
@@ -341,7 +381,7 @@ def view_definitions(root: Path) -> dict[str, str]:
 # or moved data root, or a catalogue written by an older layout, is rebuilt before use. (Views
 # keep absolute paths so that ``duckdb results.duckdb`` works from any directory.)
 CATALOGUE_MARKER = "_catalogue"
-CATALOGUE_FORMAT = 3
+CATALOGUE_FORMAT = 4
 
 
 def publish_catalogue(root: Path) -> Path:

@@ -12,7 +12,7 @@ import pandas as pd
 from ops.storage.results_store import (
     RESULT_SCHEMAS,
     publish_catalogue,
-    result_file,
+    read_result,
     to_json,
     utc_now,
     write_result,
@@ -59,7 +59,7 @@ def write_run(
         "finished_at": finished_at,
         "status": status,
         "best_epoch": best_epoch,
-        "best_val_rsum": best_val_score,
+        "best_val_score": best_val_score,
         "checkpoint": checkpoint,
         "features": to_json(dict(features or {})),
     }
@@ -73,7 +73,7 @@ def write_epochs(root: Path, run_id: str, epochs: list[Mapping]) -> None:
             "epoch": int(e["epoch"]),
             "loss": float(e["loss"]),
             "loss_terms": to_json(dict(e.get("loss_terms", {}))),
-            "val_rsum": None if e.get("val_score") is None else float(e["val_score"]),
+            "val_score": None if e.get("val_score") is None else float(e["val_score"]),
             "val_metrics": to_json(dict(e.get("val_metrics", {}))),
             "lr": float(e["lr"]),
             "seconds": float(e["seconds"]),
@@ -89,10 +89,7 @@ def champion_key(task: str, network: str, dataset: str) -> str:
 
 
 def current_champion(root: Path, task: str, network: str, dataset: str) -> dict | None:
-    path = result_file(root, "champions", champion_key(task, network, dataset))
-    if not path.exists():
-        return None
-    frame = pd.read_parquet(path)
+    frame = read_result(root, "champions", champion_key(task, network, dataset))
     return frame.iloc[0].to_dict() if len(frame) else None
 
 
@@ -106,14 +103,14 @@ def promote_if_better(
         return False, "no validation score; not promoted"
     if champion is not None and champion["run_id"] == run_id:
         return True, f"{run_id} is already the champion (validation {val_score:.3f})"
-    if champion is not None and not val_score > float(champion["val_rsum"]):
+    if champion is not None and not val_score > float(champion["val_score"]):
         return False, (
             f"validation {val_score:.3f} does not beat champion {champion['run_id']} "
-            f"({float(champion['val_rsum']):.3f}); champion kept"
+            f"({float(champion['val_score']):.3f}); champion kept"
         )
     previous = champion["run_id"] if champion is not None else None
     reason = (
-        f"validation {val_score:.3f} beats champion {previous} ({float(champion['val_rsum']):.3f})"
+        f"validation {val_score:.3f} beats champion {previous} ({float(champion['val_score']):.3f})"
         if champion is not None
         else f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
     )
@@ -122,9 +119,9 @@ def promote_if_better(
         "network": network,
         "dataset": dataset,
         "run_id": run_id,
-        "val_rsum": float(val_score),
+        "val_score": float(val_score),
         "previous_run_id": previous,
-        "previous_val_rsum": None if champion is None else float(champion["val_rsum"]),
+        "previous_val_score": None if champion is None else float(champion["val_score"]),
         "promoted_at": utc_now(),
         "reason": reason,
     }

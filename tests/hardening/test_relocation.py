@@ -14,7 +14,7 @@ from ops.storage.results_store import catalogue_is_current, publish_catalogue, w
 from ops.storage.sql import run_query
 from tests.hardening.dataset_versions import dataset_version, expected_view, visible_view
 
-RUNS = "SELECT run_id, best_val_rsum FROM training_runs ORDER BY run_id"
+RUNS = "SELECT run_id, best_val_score FROM training_runs ORDER BY run_id"
 
 
 def _run_row(run_id: str) -> pd.DataFrame:
@@ -32,7 +32,7 @@ def _run_row(run_id: str) -> pd.DataFrame:
                 "finished_at": now,
                 "status": "finished",
                 "best_epoch": 1,
-                "best_val_rsum": 42.0,
+                "best_val_score": 42.0,
                 "checkpoint": "",
                 "features": "{}",
             }

@@ -28,7 +28,7 @@ def _run_row(run_id: str, rsum: float) -> pd.DataFrame:
                 "finished_at": now,
                 "status": "finished",
                 "best_epoch": 3,
-                "best_val_rsum": rsum,
+                "best_val_score": rsum,
                 "checkpoint": f"/x/{run_id}/best.pt",
                 "features": "{}",
             }
@@ -60,10 +60,10 @@ def test_written_rows_are_queryable(tmp_path: Path) -> None:
     write_result(tmp_path, "training_runs", "run-b", _run_row("run-b", 99.0))
     publish_catalogue(tmp_path)
     frame = run_query(
-        tmp_path, "SELECT run_id, best_val_rsum, champion FROM training_runs ORDER BY 1"
+        tmp_path, "SELECT run_id, best_val_score, champion FROM training_runs ORDER BY 1"
     )
     assert frame["run_id"].tolist() == ["run-a", "run-b"]
-    assert frame["best_val_rsum"].tolist() == [120.5, 99.0]
+    assert frame["best_val_score"].tolist() == [120.5, 99.0]
     assert frame["champion"].tolist() == [False, False]
     assert len(read_result(tmp_path, "training_runs")) == 2
 
@@ -108,13 +108,13 @@ def test_reading_files_outside_the_data_root_is_refused(tmp_path: Path, query: s
 def test_cli_prints_table_csv_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_result(tmp_path, "training_runs", "run-a", _run_row("run-a", 120.5))
     publish_catalogue(tmp_path)
-    query = "SELECT run_id, best_val_rsum FROM training_runs"
+    query = "SELECT run_id, best_val_score FROM training_runs"
     assert main(["--data-root", str(tmp_path), "sql", query]) == 0
     assert "run-a" in capsys.readouterr().out
     assert main(["--data-root", str(tmp_path), "sql", query, "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["run_id,best_val_rsum", "run-a,120.5"]
+    assert capsys.readouterr().out.splitlines() == ["run_id,best_val_score", "run-a,120.5"]
     assert main(["--data-root", str(tmp_path), "sql", query, "--format", "json"]) == 0
-    assert '"best_val_rsum":120.5' in capsys.readouterr().out
+    assert '"best_val_score":120.5' in capsys.readouterr().out
     assert main(["--data-root", str(tmp_path), "sql", "DELETE FROM captions"]) == 2
     assert "only read-only queries" in capsys.readouterr().err
 
@@ -169,3 +169,47 @@ def test_readers_never_see_half_a_run_or_a_lock_error(tmp_path: Path) -> None:
         thread.join()
     assert not errors
     assert all(n == rows and lo == hi for n, lo, hi in seen)
+
+
+def test_runs_stored_before_the_score_rename_read_under_both_names(tmp_path: Path) -> None:
+    """Files written with the old column name (``best_val_rsum``, ``val_rsum``) keep their
+    values under the new names, and the old names stay queryable as aliases."""
+    old = _run_row("run-old", 61.5).rename(columns={"best_val_score": "best_val_rsum"})
+    old_path = tmp_path / "results" / "training_runs" / "run-old.parquet"
+    old_path.parent.mkdir(parents=True)
+    old.to_parquet(old_path)
+    old_champion = (
+        tmp_path / "results" / "champions" / "phrase_region__embedding__synthetic.parquet"
+    )
+    old_champion.parent.mkdir(parents=True)
+    pd.DataFrame(
+        [
+            {
+                "task": "phrase_region",
+                "network": "embedding",
+                "dataset": "synthetic",
+                "run_id": "run-old",
+                "val_rsum": 61.5,
+                "previous_run_id": None,
+                "previous_val_rsum": None,
+                "promoted_at": pd.Timestamp("2026-01-01", tz="UTC"),
+                "reason": "first model",
+            }
+        ]
+    ).to_parquet(old_champion)
+    write_result(tmp_path, "training_runs", "run-new", _run_row("run-new", 120.5))
+    publish_catalogue(tmp_path)
+    frame = run_query(
+        tmp_path,
+        "SELECT run_id, best_val_score, best_val_rsum FROM training_runs ORDER BY run_id",
+    )
+    assert frame.to_dict("list") == {
+        "run_id": ["run-new", "run-old"],
+        "best_val_score": [120.5, 61.5],
+        "best_val_rsum": [120.5, 61.5],
+    }
+    champions = run_query(tmp_path, "SELECT val_score, val_rsum FROM champions")
+    assert champions.to_dict("list") == {"val_score": [61.5], "val_rsum": [61.5]}
+    stored = read_result(tmp_path, "training_runs").set_index("run_id")["best_val_score"]
+    assert stored.to_dict() == {"run-new": 120.5, "run-old": 61.5}
+    assert "best_val_rsum" not in read_result(tmp_path, "training_runs").columns
