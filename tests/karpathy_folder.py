@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ops.data.synthetic import generate_synthetic
+from ops.data.synthetic.writer import generate_synthetic
 
 
 def write_karpathy_folder(

@@ -11,18 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ops.data import synthetic
-from ops.data.synthetic import (
+from ops.data.synthetic import writer as synthetic_writer
+from ops.data.synthetic.captions import POSITION_WORDS, SIZE_WORDS, SYNTHETIC_ENTITY_TYPES
+from ops.data.synthetic.scenes import (
     BACKGROUND_COLOURS,
-    POSITION_WORDS,
     SHAPE_COLOURS,
     SHAPE_WORDS,
-    SIZE_WORDS,
-    SYNTHETIC_ENTITY_TYPES,
-    generate_synthetic,
     render_scene,
     sample_scene,
 )
+from ops.data.synthetic.writer import generate_synthetic
 
 SEED = 3
 SMALL = {"n_train": 20, "n_val": 5, "n_test": 5, "image_size": 64, "captions_per_image": 5}
@@ -258,7 +256,7 @@ def test_reuses_a_complete_directory_and_replaces_a_different_one(tmp_path):
 
 def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synthetic.render_scene
+    real = synthetic_writer.render_scene
 
     def failing(scene, seed, index):
         calls["n"] += 1
@@ -266,7 +264,7 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(scene, seed, index)
 
-    monkeypatch.setattr(synthetic, "render_scene", failing)
+    monkeypatch.setattr(synthetic_writer, "render_scene", failing)
     with pytest.raises(OSError, match="disk full"):
         generate_synthetic(tmp_path / "data", seed=0, **SMALL)
     assert list(tmp_path.iterdir()) == []

@@ -54,7 +54,7 @@ def acquire_synthetic(
     image_size: int = 128,
     dataset: str = "synthetic",
 ) -> RawDataset:
-    from ops.data.synthetic import generate_synthetic
+    from ops.data.synthetic.writer import generate_synthetic
 
     started = time.perf_counter()
     out_dir = raw_dir(root, dataset)
