@@ -12,6 +12,7 @@ from ops.data.acquire import RawDataset
 from ops.data.flickr30k_entities import parse_sentence_file
 from ops.data.sources import FLICKR30K_IMAGES_FOLDER, DatasetSource, acquire, get_source
 from ops.data.tables import DatasetFormatError
+from ops.data.tokenize import tokenize
 from ops.storage.atomic import write_text_atomic
 from ops.storage.paths import raw_dir
 
@@ -51,7 +52,7 @@ def write_entities_karpathy_json(entities_root: Path, image_folder: str, out_jso
                 sentences.append(
                     {
                         "raw": parsed.text,
-                        "tokens": parsed.text.lower().split(),
+                        "tokens": tokenize(parsed.text),
                         "imgid": len(images),
                         "sentid": sentence_id,
                     }
