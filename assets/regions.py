@@ -37,8 +37,7 @@ from ops.features.region_features import (
     region_variant,
 )
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
-from ops.storage.paths import features_path
-from ops.storage.results_store import derived_table_file
+from ops.storage.paths import derived_table_file, features_path
 
 FEATURES_GROUP = "features"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.search.cli import add_search_command
-from ops.storage.paths import data_root, results_db
+from ops.storage.paths import data_root, reports_dir, results_db
 from ops.storage.sql import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS,
@@ -74,7 +74,7 @@ def print_where_results_are(root: Path) -> None:
     ensure_catalogue(root)
     print(f"Data root:        {root}")
     print(f"Results database: {results_db(root)}")
-    reports = sorted((root / "reports").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    reports = sorted(reports_dir(root).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
     if reports:
         print(f"Latest report:    {reports[-1]}")
     print("\nTry:")

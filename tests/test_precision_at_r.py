@@ -13,11 +13,11 @@ import torch
 
 from ops.metrics.precision_at_r import precision_at_r
 from ops.metrics.retrieval_protocols import evaluate_protocol, evaluate_protocol_scores
+from ops.storage.paths import result_file
 from ops.storage.results_store import (
     RESULT_SCHEMAS,
     SCHEMA_PLACEHOLDER,
     publish_catalogue,
-    result_file,
     write_result,
 )
 from ops.storage.sql import run_query

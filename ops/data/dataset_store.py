@@ -15,8 +15,8 @@ import pandas as pd
 
 from ops.data.tables import DatasetTables
 from ops.storage.atomic import replace_directory
-from ops.storage.paths import tables_dir
-from ops.storage.results_store import DATASET_SCHEMAS, dataset_table_file, write_table_file
+from ops.storage.paths import dataset_table_file, tables_dir
+from ops.storage.results_store import DATASET_SCHEMAS, write_table_file
 from ops.storage.staging import staging_folder
 
 TABLE_NAMES = ("images", "captions", "phrases", "rejects")

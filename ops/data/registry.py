@@ -19,20 +19,16 @@ from pydantic import BaseModel, ConfigDict
 
 from ops.storage.atomic import write_text_atomic
 from ops.storage.paths import (
+    DERIVED_FOLDERS,
     checkpoint_dir,
     features_dir,
     index_dir,
     raw_dir,
     report_dir,
+    result_file,
     tables_dir,
 )
-from ops.storage.results_store import (
-    DERIVED_FOLDERS,
-    RESULT_SCHEMAS,
-    publish_catalogue,
-    read_result,
-    result_file,
-)
+from ops.storage.results_store import RESULT_SCHEMAS, publish_catalogue, read_result
 from ops.storage.run_records import champion_key
 
 Source = Literal["synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom"]

@@ -19,7 +19,8 @@ from ops.data.dataset_store import load_dataset_table
 from ops.graph.build import GraphSettings, graph_edges
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import read_features
-from ops.storage.results_store import DERIVED_SCHEMAS, derived_table_file, to_json
+from ops.storage.paths import derived_table_file
+from ops.storage.results_store import DERIVED_SCHEMAS, to_json
 
 NEIGHBORS = "neighbors"
 ROWS_PER_GROUP = 500_000

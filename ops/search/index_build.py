@@ -39,8 +39,8 @@ from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
 from ops.storage.atomic import replace_directory, write_text_atomic
 from ops.storage.parquet_io import FeatureWriter, iter_feature_batches
-from ops.storage.paths import index_dir
-from ops.storage.results_store import dataset_table_file, read_result, to_json, utc_now
+from ops.storage.paths import dataset_table_file, index_dir
+from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
 from ops.storage.staging import staging_folder
 

@@ -23,6 +23,33 @@ def tables_dir(root: Path, dataset: str) -> Path:
     return root / "tables" / dataset
 
 
+def dataset_table_file(root: Path, dataset: str, table: str) -> Path:
+    return tables_dir(root, dataset) / f"{table}.parquet"
+
+
+# Tables derived from a dataset live beside its parsed tables, not inside tables/<dataset>,
+# which is replaced as a whole when the dataset is re-parsed.
+DERIVED_FOLDERS = {"region_proposals": "proposals", "neighbors": "graph"}
+
+
+def derived_table_file(root: Path, dataset: str, table: str) -> Path:
+    """``<folder>/<dataset>/<table>.parquet`` of a table derived from a dataset."""
+    return root / DERIVED_FOLDERS[table] / dataset / f"{table}.parquet"
+
+
+def results_dir(root: Path, table: str) -> Path:
+    """One Parquet file per run of a result table."""
+    return root / "results" / table
+
+
+def result_file(root: Path, table: str, run_id: str) -> Path:
+    return results_dir(root, table) / f"{run_id}.parquet"
+
+
+def reports_dir(root: Path) -> Path:
+    return root / "reports"
+
+
 def features_dir(root: Path, dataset: str) -> Path:
     return root / "features" / dataset
 
@@ -48,7 +75,7 @@ def index_dir(root: Path, dataset: str) -> Path:
 
 
 def report_dir(root: Path, run_id: str) -> Path:
-    return root / "reports" / run_id
+    return reports_dir(root) / run_id
 
 
 def results_db(root: Path) -> Path:

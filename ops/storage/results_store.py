@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
-from ops.storage.paths import results_db
+from ops.storage.paths import (
+    dataset_table_file,
+    derived_table_file,
+    result_file,
+    results_db,
+    results_dir,
+)
 
 STRING = pa.string()
 INT = pa.int64()
@@ -206,8 +212,7 @@ DATASET_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-# Per-dataset derived tables: <kind>/<dataset>/<kind>.parquet (kept outside tables/<dataset>,
-# which is replaced as a whole when the dataset is re-parsed).
+# Tables derived from a dataset (region proposals, the neighborhood graph), one file each.
 DERIVED_SCHEMAS: dict[str, pa.Schema] = {
     "region_proposals": pa.schema(
         [
@@ -232,17 +237,7 @@ DERIVED_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-DERIVED_FOLDERS = {"region_proposals": "proposals", "neighbors": "graph"}
-
 SCHEMA_PLACEHOLDER = "_schema"
-
-
-def result_file(root: Path, table: str, run_id: str) -> Path:
-    return root / "results" / table / f"{run_id}.parquet"
-
-
-def dataset_table_file(root: Path, dataset: str, table: str) -> Path:
-    return root / "tables" / dataset / f"{table}.parquet"
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema, name: str) -> pa.Table:
@@ -271,10 +266,6 @@ def write_table_file(path: Path, schema: pa.Schema, name: str, frame: pd.DataFra
     return path
 
 
-def derived_table_file(root: Path, dataset: str, table: str) -> Path:
-    return root / DERIVED_FOLDERS[table] / dataset / f"{table}.parquet"
-
-
 def write_derived_table(root: Path, dataset: str, table: str, frame: pd.DataFrame) -> Path:
     path = derived_table_file(root, dataset, table)
     _write_parquet(path, _to_arrow(frame, DERIVED_SCHEMAS[table], table))
@@ -288,7 +279,7 @@ def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFra
         if not path.exists():
             return RESULT_SCHEMAS[table].empty_table().to_pandas()
         return _current_names(pq.read_table(path).to_pandas(), table)
-    folder = root / "results" / table
+    folder = results_dir(root, table)
     files = sorted(p for p in folder.glob("*.parquet") if p.stem != SCHEMA_PLACEHOLDER)
     if not files:
         return RESULT_SCHEMAS[table].empty_table().to_pandas()
@@ -361,12 +352,12 @@ def view_definitions(root: Path) -> dict[str, str]:
     """``CREATE VIEW`` bodies for every contract table, keyed by view name."""
     views: dict[str, str] = {}
     for table in DATASET_SCHEMAS:
-        views[table] = _read_all(root / "tables" / VISIBLE / f"{table}.parquet")
+        views[table] = _read_all(dataset_table_file(root, VISIBLE, table))
     for table in DERIVED_SCHEMAS:
-        views[table] = _read_all(root / DERIVED_FOLDERS[table] / VISIBLE / f"{table}.parquet")
+        views[table] = _read_all(derived_table_file(root, VISIBLE, table))
     for table in RESULT_SCHEMAS:
         name = f"{table}_raw" if table == "training_runs" else table
-        pattern = root / "results" / table / f"{VISIBLE}.parquet"
+        pattern = result_file(root, table, VISIBLE)
         views[name] = _read_all(pattern, RENAMED_COLUMNS.get(table))
     views["training_runs"] = (
         "SELECT r.*, coalesce(c.run_id IS NOT NULL, false) AS champion "

@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ops.storage.paths import results_db
-from ops.storage.results_store import DERIVED_FOLDERS, ensure_catalogue
+from ops.storage.paths import DERIVED_FOLDERS, results_db
+from ops.storage.results_store import ensure_catalogue
 
 ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
 LOCK_RETRY_SECONDS = 10.0

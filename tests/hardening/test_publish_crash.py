@@ -15,13 +15,8 @@ import pytest
 
 import ops.storage.atomic
 from ops.data.dataset_store import publish_dataset_tables
-from ops.storage.paths import staging_dir, tables_dir
-from ops.storage.results_store import (
-    publish_catalogue,
-    result_file,
-    write_derived_table,
-    write_result,
-)
+from ops.storage.paths import result_file, staging_dir, tables_dir
+from ops.storage.results_store import publish_catalogue, write_derived_table, write_result
 from ops.storage.sql import run_query
 from tests.hardening.dataset_versions import (
     DATASET,
