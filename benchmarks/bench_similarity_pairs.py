@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from ops.device import resolve_device
-from ops.training import trainer as trainer_module
+from ops.training import batch_plans, loss_step
 from ops.training.config import TrainConfig
 from ops.training.data import PhraseRegionData
 from ops.training.trainer import train
@@ -78,14 +78,14 @@ def main() -> None:
         device=str(device),
         max_train_steps_per_epoch=total,
     )
-    batch = next(iter(trainer_module.BatchPlan(config, data)))
+    batch = next(iter(batch_plans.BatchPlan(config, data)))
     unique = _steps_per_second(config, data, args.warmup)
-    original = trainer_module._has_repeated_items
-    trainer_module._has_repeated_items = lambda batch: False  # every pair row embedded
+    original = loss_step._has_repeated_items
+    loss_step._has_repeated_items = lambda batch: False  # every pair row embedded
     try:
         per_pair = _steps_per_second(config, data, args.warmup)
     finally:
-        trainer_module._has_repeated_items = original
+        loss_step._has_repeated_items = original
     print(f"device {device}; dims {args.region_dim}/{args.text_dim} → 1024 → 512 → 1024 → 1")
     print(
         f"batch: {batch.image_rows.size:,} pairs of {np.unique(batch.image_rows).size:,} "

@@ -1,5 +1,5 @@
 """Small image–sentence feature files, in the format the feature assets write, built from
-the synthetic problems of ``tests/test_trainer.py``."""
+the synthetic problems of ``tests/training_problems.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 from ops.graph.build import GraphSettings, graph_edges
 from ops.graph.store import write_graph
 from ops.storage.parquet_io import FeatureWriter, read_features
-from tests.test_trainer import make_image_sentence
+from tests.training_problems import make_image_sentence
 
 SPLITS = {"train": (120, 0), "val": (40, 1), "test": (40, 2)}
 

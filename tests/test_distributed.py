@@ -15,11 +15,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ops.training import distributed as dist_utils
 from ops.training.__main__ import main as cli_main
+from ops.training.batch_plans import BatchPlan
 from ops.training.checkpoint import build_model, load_checkpoint
 from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures, load_bundle, save_bundle
-from ops.training.trainer import BatchPlan, _loss, train
-from tests.test_trainer import SMALL, make_image_sentence, make_phrase_region
+from ops.training.loss_step import _loss
+from ops.training.trainer import train
+from tests.training_problems import SMALL, make_image_sentence, make_phrase_region
 
 WORLD_SIZE = 2
 # Odd batch sizes, so the two shards differ in length and the gather pads.

@@ -17,11 +17,11 @@ from ops.graph.build import nearest_neighbors
 from ops.graph.store import read_relation
 from ops.metrics.grounding import evaluate_grounding
 from ops.storage.sql import run_query
+from ops.training.batch_plans import BatchPlan
 from ops.training.config import TrainConfig
 from ops.training.data import PhraseBatchSampler
 from ops.training.inputs import phrase_region_splits
 from ops.training.run import load_training_splits
-from ops.training.trainer import BatchPlan
 from tests.pipeline_helpers import FEATURE_ASSETS, materialize
 
 UPSTREAM = FEATURE_ASSETS

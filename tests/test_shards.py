@@ -28,7 +28,7 @@ from ops.storage.parquet_io import (
     read_table,
     write_table,
 )
-from tests.test_region_features import make_images, make_proposals
+from tests.region_images import make_images, make_proposals
 
 
 @pytest.mark.parametrize(("total", "count"), [(10, 3), (7, 7), (3, 8), (100, 1), (0, 4)])

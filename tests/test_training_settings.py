@@ -14,10 +14,10 @@ from assets.definitions import defs
 from assets.graph import GraphConfig
 from assets.training import TRAINING_ASSETS, TrainingConfig
 from models.losses import EmbeddingLossConfig
+from ops.training.batch_plans import BatchPlan
 from ops.training.config import TrainConfig
 from ops.training.settings import NETWORK_DEFAULTS, SET_BY_CALLER, train_config_for
-from ops.training.trainer import BatchPlan
-from tests.test_trainer import make_image_sentence
+from tests.training_problems import make_image_sentence
 
 
 def test_loss_defaults_are_the_loss_configs() -> None:

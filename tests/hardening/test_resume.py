@@ -18,7 +18,7 @@ from ops.training.checkpoint import CheckpointError, load_checkpoint, load_model
 from ops.training.config import TrainConfig
 from ops.training.data import save_bundle
 from ops.training.trainer import train as run_training
-from tests.test_trainer import SMALL, make_image_sentence, make_phrase_region
+from tests.training_problems import SMALL, make_image_sentence, make_phrase_region
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
