@@ -31,8 +31,8 @@ from ops.features.text.text_features import (
     dataset_vocabulary,
     fit_text_encoders,
 )
+from ops.features.text.word_store import load_word_vectors_file, save_word_vectors
 from ops.features.text.word_vectors import load_word_vectors, oov_rate
-from ops.features.word_store import load_word_vectors_file, save_word_vectors
 from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
