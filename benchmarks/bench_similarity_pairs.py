@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ops.device import resolve_device
+from ops.graph.build import GraphSettings, positive_regions
 from ops.training import batch_plans, loss_step
 from ops.training.config import TrainConfig
 from ops.training.data import PhraseRegionData
@@ -33,15 +34,26 @@ def _phrase_data(n_images: int, regions: int, phrases: int, dims: tuple[int, int
     jittered = np.repeat(objects, 4, axis=1) + rng.uniform(-6, 6, (n_images, 4 * phrases, 4))
     corner = rng.uniform(0, 300, size=(n_images, regions - 4 * phrases, 2))
     random = np.concatenate([corner, corner + rng.uniform(30, 200, size=corner.shape)], 2)
-    region_boxes = np.concatenate([jittered, random], axis=1).reshape(-1, 4)
+    region_boxes = np.clip(np.concatenate([jittered, random], axis=1), 0, None)
+    # Positive pairs by the neighborhood graph's rule, image by image.
+    pairs = [
+        positive_regions(objects[image], region_boxes[image], GraphSettings().positive_iou)[:2]
+        for image in range(n_images)
+    ]
     return PhraseRegionData(
         region_features=rng.standard_normal((n_images * regions, dims[0]), dtype=np.float32),
         region_image=np.repeat(np.arange(n_images), regions),
-        region_boxes=np.clip(region_boxes, 0, None),
+        region_boxes=region_boxes.reshape(-1, 4),
         phrase_features=rng.standard_normal((n_images * phrases, dims[1]), dtype=np.float32),
         phrase_image=np.repeat(np.arange(n_images), phrases),
         phrase_boxes=objects.reshape(-1, 4),
         region_is_gt=np.zeros(n_images * regions, dtype=bool),
+        positive_phrase=np.concatenate(
+            [image * phrases + rows for image, (rows, _) in enumerate(pairs)]
+        ),
+        positive_region=np.concatenate(
+            [image * regions + cols for image, (_, cols) in enumerate(pairs)]
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""Safe extraction of .zip and .tar(.gz/.bz2/.xz) archives.
+"""Safe unpacking of .zip and .tar(.gz/.bz2/.xz) archives.
 
 Every member is checked before it is written: absolute paths, ``..`` components, links whose
 target leaves the extraction folder, members reached through a link, and device or FIFO
@@ -43,7 +43,7 @@ class ArchiveFormatError(ValueError):
 
 
 def is_archive(path: Path) -> bool:
-    """True when the file name has a suffix :func:`safe_extract` understands."""
+    """True when the file name has a suffix :func:`unpack_archive` understands."""
     return Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
@@ -183,7 +183,7 @@ def _tar_member_check(writer: _StagingWriter, member: tarfile.TarInfo) -> None:
         raise writer.refuse(member.name, str(error)) from None
 
 
-def _extract_tar(archive: Path, writer: _StagingWriter) -> None:
+def _unpack_tar(archive: Path, writer: _StagingWriter) -> None:
     # Stream mode reads a compressed tar once instead of once to list and once to extract.
     with tarfile.open(archive, mode="r|*") as tar:
         for member in tar:
@@ -216,7 +216,7 @@ def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
         return None
 
 
-def _extract_zip(archive: Path, writer: _StagingWriter) -> None:
+def _unpack_zip(archive: Path, writer: _StagingWriter) -> None:
     with zipfile.ZipFile(archive) as bundle:
         for info in bundle.infolist():
             unix_mode = info.external_attr >> 16
@@ -247,7 +247,7 @@ def _replace_entries(staging: Path, target: Path) -> None:
         os.replace(entry, final)
 
 
-def safe_extract(archive: Path, target: Path) -> list[Path]:
+def unpack_archive(archive: Path, target: Path) -> list[Path]:
     """Extract ``archive`` (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) into ``target``.
 
     Top-level entries that already exist in ``target`` are replaced; other contents stay.
@@ -269,9 +269,9 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
         writer = _StagingWriter(archive, staging)
         try:
             if kind == "zip":
-                _extract_zip(archive, writer)
+                _unpack_zip(archive, writer)
             else:
-                _extract_tar(archive, writer)
+                _unpack_tar(archive, writer)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise ArchiveFormatError(f"{archive}: corrupt or truncated archive: {error}") from None
         if target.is_dir():

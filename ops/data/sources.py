@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.data.archives import is_archive, safe_extract
+from ops.data.archives import is_archive, unpack_archive
 from ops.data.downloads import ProgressCallback, download
 from ops.storage.atomic import write_text_atomic
 
@@ -227,7 +227,7 @@ def _provide_manual_folder(
             )
         _link_folder(expected, local_path)
     elif is_archive(local_path):
-        safe_extract(local_path, raw_dir)
+        unpack_archive(local_path, raw_dir)
         if not _has_entries(expected):
             raise ManualDownloadRequired(
                 f"{local_path} did not contain a top-level folder {folder_name}/.\n"
@@ -252,7 +252,7 @@ def _extract_once(archive: Path, target: Path) -> None:
             recorded = None
         if isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in stamp.items()):
             return
-    files = safe_extract(archive, target)
+    files = unpack_archive(archive, target)
     write_text_atomic(marker, json.dumps({**stamp, "files": len(files)}))
 
 

@@ -1,4 +1,4 @@
-"""safe_extract(): ordinary archives extract; hostile ones are refused and change nothing."""
+"""unpack_archive(): ordinary archives unpack; hostile ones are refused and change nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.data.archives import ArchiveFormatError, UnsafeArchiveError, is_archive, safe_extract
+from ops.data.archives import ArchiveFormatError, UnsafeArchiveError, is_archive, unpack_archive
 
 
 def make_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
@@ -75,7 +75,7 @@ def test_zip_extracts_nested_files(tmp_path: Path):
     )
     target = tmp_path / "out"
 
-    files = safe_extract(archive, target)
+    files = unpack_archive(archive, target)
 
     assert files == [target / "dataset_flickr30k.json", target / "sub" / "dir" / "a.txt"]
     assert (target / "dataset_flickr30k.json").read_bytes() == b'{"images": []}'
@@ -98,7 +98,7 @@ def test_tar_gz_extracts_files_and_inside_links(tmp_path: Path):
     )
     target = tmp_path / "out"
 
-    files = safe_extract(archive, target)
+    files = unpack_archive(archive, target)
 
     assert sorted(str(p.relative_to(target)) for p in files) == [
         "bin/run.sh",
@@ -119,7 +119,7 @@ def test_existing_target_keeps_other_entries_and_replaces_same_names(tmp_path: P
     (target / "val2014" / "old.jpg").write_bytes(b"old")
     archive = make_zip(tmp_path / "val2014.zip", [("val2014/new.jpg", b"new")])
 
-    safe_extract(archive, target)
+    unpack_archive(archive, target)
 
     assert snapshot(target) == {
         "downloads": "dir",
@@ -141,7 +141,7 @@ def test_zip_path_escape_is_refused(workspace: Path, member: str, reason: str):
     before = snapshot(workspace)
 
     with pytest.raises(UnsafeArchiveError, match=reason) as caught:
-        safe_extract(archive, target)
+        unpack_archive(archive, target)
 
     assert caught.value.member == member and caught.value.archive == archive
     assert str(archive) in str(caught.value) and member in str(caught.value)
@@ -158,7 +158,7 @@ def test_zip_symlink_escape_is_refused(workspace: Path):
     before = snapshot(workspace)
 
     with pytest.raises(UnsafeArchiveError, match="absolute"):
-        safe_extract(archive, workspace / "out")
+        unpack_archive(archive, workspace / "out")
 
     assert snapshot(workspace) == before
 
@@ -195,7 +195,7 @@ def test_tar_escape_is_refused_and_target_untouched(
     before = snapshot(workspace)
 
     with pytest.raises(UnsafeArchiveError) as caught:
-        safe_extract(archive, target)
+        unpack_archive(archive, target)
 
     assert caught.value.member == members[-1][0].name
     assert str(archive) in str(caught.value)
@@ -215,7 +215,7 @@ def test_refused_archive_leaves_existing_target_unchanged(workspace: Path):
     before = snapshot(workspace)
 
     with pytest.raises(UnsafeArchiveError):
-        safe_extract(archive, target)
+        unpack_archive(archive, target)
 
     assert snapshot(workspace) == before
 
@@ -227,7 +227,7 @@ def test_corrupt_archive_is_a_format_error_and_changes_nothing(tmp_path: Path):
     truncated.write_bytes(good.read_bytes()[:20_000])
 
     with pytest.raises(ArchiveFormatError, match="truncated.tgz"):
-        safe_extract(truncated, tmp_path / "out")
+        unpack_archive(truncated, tmp_path / "out")
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.tar.gz", "truncated.tgz"]
 
