@@ -24,10 +24,8 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ops.features.backbones import build_backbone  # noqa: E402
-from ops.features.image_features import extract_image_features  # noqa: E402
+from ops.features.backbones import build_backbone
+from ops.features.image_features import extract_image_features
 
 
 def synthetic_images(folder: Path, count: int, size: int, seed: int = 0) -> pd.DataFrame:
