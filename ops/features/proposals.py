@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -312,7 +313,12 @@ def _results(
         for chunk in tasks:
             yield _search_chunk(chunk, settings)
         return
-    with ProcessPoolExecutor(max_workers=num_workers, initializer=_init_worker) as pool:
+    # Spawned, not forked: a fork inherits OpenCV's thread pool in whatever state the parent
+    # left it, and the child can then block forever in cv2.setNumThreads.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=num_workers, initializer=_init_worker, mp_context=spawn
+    ) as pool:
         # A bounded window of chunks in flight keeps memory flat on any dataset size.
         window = num_workers * 2
         pending = [pool.submit(_search_chunk, chunk, settings) for chunk in tasks[:window]]
