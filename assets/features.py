@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -22,6 +23,8 @@ from assets.sharding import (
 )
 from assets.skips import skip_reason, skipped_output
 from ops.data.dataset_store import load_dataset_table
+from ops.data.precomp import PRECOMP_VARIANT, write_precomp_image_features
+from ops.data.registry import get_dataset
 from ops.data.tokenize import tokenize
 from ops.features.image_features import extract_image_features, image_variant
 from ops.features.shards import shard_file
@@ -57,8 +60,17 @@ class ImageFeatureConfig(dg.Config):
     shards: int = Field(default=1, ge=1)
 
 
+def _precomp_folder(root, dataset: str) -> Path | None:
+    """The folder of a dataset registered with precomputed features; None for the others."""
+    entry = get_dataset(root, dataset)
+    return Path(str(entry.path)) if entry.source == "precomp" else None
+
+
 def _image_feature_file(root, dataset: str, config: ImageFeatureConfig):
-    variant = image_variant(config.backbone, config.ten_crop, config.image_size, config.weights)
+    if _precomp_folder(root, dataset) is not None:
+        variant = PRECOMP_VARIANT
+    else:
+        variant = image_variant(config.backbone, config.ten_crop, config.image_size, config.weights)
     return variant, features_path(root, dataset, "image", variant)
 
 
@@ -86,6 +98,19 @@ def image_features_shard(
     table = images.iloc[spec.start : spec.stop]
     _, final_path = _image_feature_file(root, dataset, config)
     path = shard_file(final_path, spec, context.run_id)
+    precomp = _precomp_folder(root, dataset)
+    if precomp is not None:
+        context.log.info(f"precomputed image features from {precomp}: no CNN runs")
+        copied = write_precomp_image_features(
+            precomp,
+            table,
+            path,
+            dataset,
+            progress=progress_logger(context, f"precomputed image features {spec.key}"),
+        )
+        return shard_result(
+            shard, path, copied.rows, copied.seconds, dim=copied.dim, pooling=copied.pooling
+        )
     stats = extract_image_features(
         table,
         path,
@@ -107,8 +132,18 @@ def image_features_merge(
     config: ImageFeatureConfig, shards: list[dict], storage: TwobranchStorage
 ) -> dg.Output[dict]:
     """The shards' files joined, in order, into ``features/<dataset>/image_<variant>.parquet``."""
-    variant, path = _image_feature_file(storage.root, shards[0]["dataset"], config)
-    return merged_features(shards, path, variant)
+    dataset = shards[0]["dataset"]
+    variant, path = _image_feature_file(storage.root, dataset, config)
+    precomp = _precomp_folder(storage.root, dataset)
+    if precomp is None:
+        return merged_features(shards, path, variant, feature_source=config.backbone)
+    return merged_features(
+        shards,
+        path,
+        variant,
+        feature_source=f"precomputed, from {precomp} (no CNN ran)",
+        region_pooling=str(shards[0]["pooling"]),
+    )
 
 
 @dg.config_mapping

@@ -75,7 +75,9 @@ def shard_result(shard: Mapping, path: Path, rows: int, seconds: float, **extra:
     return {**shard, "path": str(path), "rows": int(rows), "seconds": float(seconds), **extra}
 
 
-def merged_features(shards: list[dict], path: Path, variant: str) -> dg.Output[dict]:
+def merged_features(
+    shards: list[dict], path: Path, variant: str, **extra_metadata: object
+) -> dg.Output[dict]:
     """Join feature shards into ``path``; the manifest downstream assets read, with metadata."""
     shards = in_shard_order(shards)
     started = time.perf_counter()
@@ -103,5 +105,6 @@ def merged_features(shards: list[dict], path: Path, variant: str) -> dg.Output[d
             "merge_seconds": round(time.perf_counter() - started, 2),
             "abandoned_shard_folders_removed": abandoned,
             "rows_per_second": round(rows / extract_seconds, 1) if extract_seconds else 0.0,
+            **extra_metadata,
         },
     )

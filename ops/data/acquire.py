@@ -40,6 +40,8 @@ class RawDataset:
     declared_images: dict[str, int] | None = None
     min_captions_per_image: int = 5
     seconds: float = 0.0
+    # A precomputed-feature folder (VSE++ / SCAN layout) instead of a JSON and images.
+    precomp_root: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -81,6 +83,19 @@ def acquire_custom(folder: Path, dataset: str = "custom") -> RawDataset:
         image_root=str(folder),
         entities_root=str(entities) if entities else None,
         min_captions_per_image=1,
+    )
+
+
+def acquire_precomp(folder: Path, dataset: str = "precomp") -> RawDataset:
+    from ops.data.precomp import precomp_splits
+
+    folder = Path(folder).resolve()
+    precomp_splits(folder)
+    return RawDataset(
+        dataset=dataset,
+        karpathy_json="",
+        image_root=str(folder),
+        precomp_root=str(folder),
     )
 
 
@@ -135,6 +150,8 @@ def parse_raw_dataset(
     DatasetFormatError, before anything could be published, when a split keeps fewer than
     ``min_images_per_split`` images after image validation and caption cleaning.
     """
+    if raw.precomp_root is not None:
+        return _parse_precomp(raw, min_images_per_split)
     tables = load_karpathy(
         Path(raw.karpathy_json),
         Path(raw.image_root),
@@ -170,3 +187,14 @@ def parse_raw_dataset(
         phrases=phrases,
         rejects=all_rejects,
     ).conformed()
+
+
+def _parse_precomp(raw: RawDataset, min_images_per_split: int) -> DatasetTables:
+    from ops.data.precomp import NON_FINITE_FEATURES, load_precomp
+
+    tables, listed = load_precomp(Path(str(raw.precomp_root)), raw.dataset)
+    image_rejects = tables.rejects[tables.rejects["reason"] == NON_FINITE_FEATURES]
+    _check_split_sizes(
+        str(raw.precomp_root), listed, tables.images, image_rejects, min_images_per_split
+    )
+    return tables

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.data.acquire import RawDataset, acquire_custom, acquire_synthetic
+from ops.data.acquire import RawDataset, acquire_custom, acquire_precomp, acquire_synthetic
 from ops.data.registry import DatasetEntry
 
 
@@ -40,6 +40,8 @@ def acquire_dataset(
         )
     if entry.source == "custom":
         return acquire_custom(Path(str(entry.path)), dataset=entry.name)
+    if entry.source == "precomp":
+        return acquire_precomp(Path(str(entry.path)), dataset=entry.name)
     if entry.source == "coco_official":
         from ops.data.coco_official import acquire_coco_official
 

@@ -31,13 +31,15 @@ from ops.storage.paths import (
 from ops.storage.results_store import RESULT_SCHEMAS, publish_catalogue, read_result
 from ops.storage.run_records import champion_key
 
-Source = Literal["synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom"]
+Source = Literal[
+    "synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom", "precomp"
+]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 DEFAULT_DATASET = "synthetic"
 REGISTRY_FILE = "datasets.json"
 # Sources that read a folder the user already has; the others download into raw/<name>/ and
 # take ``path`` only for what cannot be downloaded (Flickr30K's images).
-NEEDS_PATH = frozenset({"custom", "coco_official"})
+NEEDS_PATH = frozenset({"custom", "coco_official", "precomp"})
 # A name is a folder name and a partition key: no separators, no spaces, nothing hidden.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

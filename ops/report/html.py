@@ -101,7 +101,7 @@ def retrieval_gallery(
             axis.axis("off")
             if c >= len(paths):
                 continue
-            axis.imshow(Image.open(paths[c]).convert("RGB"))
+            show_image(axis, paths[c])
             if true_index[r] == c:
                 axis.add_patch(
                     patches.Rectangle(
@@ -117,6 +117,24 @@ def retrieval_gallery(
         axes[r][0].set_title(caption[:70], fontsize=7, loc="left")
     figure.tight_layout()
     return figure_png(figure)
+
+
+def show_image(axis, path: object) -> None:
+    """The image at ``path`` on ``axis``; a dataset of precomputed features has no image
+    files (a missing path), so the tile then says so instead."""
+    if isinstance(path, str) and path:
+        axis.imshow(Image.open(path).convert("RGB"))
+        return
+    axis.set_facecolor("0.85")
+    axis.text(
+        0.5,
+        0.5,
+        "no image file\n(precomputed\nfeatures)",
+        ha="center",
+        va="center",
+        fontsize=7,
+        transform=axis.transAxes,
+    )
 
 
 def grounding_gallery(items: Sequence[Mapping]) -> bytes:

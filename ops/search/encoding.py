@@ -64,15 +64,19 @@ def embed(branch: nn.Module, features: np.ndarray, device: torch.device, amp: bo
         return embed_rows(branch, rows, EMBED_CHUNK, amp).cpu().numpy()
 
 
-def image_extractor(image_features: str | Path) -> dict[str, Any]:
+def image_extractor(image_features: str | Path) -> dict[str, Any] | None:
     """How a feature file's image vectors were extracted: backbone, weights, input size
-    (None when the weights' own preprocessing chose it) and ten-crop, from its metadata."""
+    (None when the weights' own preprocessing chose it) and ten-crop, from its metadata.
+    None for precomputed features: no extractor here can make more vectors like them."""
+    from ops.data.precomp import PRECOMP_VARIANT
     from ops.features.image_features import image_variant
 
     metadata = {
         key.decode(): value.decode()
         for key, value in (pq.read_schema(image_features).metadata or {}).items()
     }
+    if metadata.get("variant") == PRECOMP_VARIANT:
+        return None
     missing = [key for key in ("backbone", "weights", "variant") if key not in metadata]
     if missing:
         raise SearchError(f"{image_features}: lacks the extractor settings {missing}")

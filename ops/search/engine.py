@@ -274,9 +274,13 @@ def search_image(
     feature is extracted with the dataset's own backbone, weights and preprocessing."""
     k = _check_k(k)
     id_range = index.id_range("captions", split)
-    features = extract_query_image(
-        image, index.manifest["image_extractor"], device=str(index.device)
-    )
+    extractor = index.manifest["image_extractor"]
+    if extractor is None:
+        raise SearchError(
+            f"dataset {index.manifest['dataset']!r} has precomputed image features: no CNN "
+            "here makes vectors like them, so it answers text queries only"
+        )
+    features = extract_query_image(image, extractor, device=str(index.device))
     with single_threaded(1):
         embedding = index.embed_images(features)
         scores, ids = search(
