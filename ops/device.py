@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Iterator
 
 import torch
@@ -51,3 +53,25 @@ def autocast_context(device: torch.device, enabled: bool = True) -> Iterator[Non
 def pin_memory_for(device: torch.device) -> bool:
     """Pinned host memory only helps host-to-GPU copies."""
     return device.type == "cuda"
+
+
+# Bytes of one split's features that may live on a GPU, as GB: unset, half the GPU's memory.
+FEATURE_BUDGET_ENV = "TWOBRANCH_GPU_FEATURE_BUDGET_GB"
+
+
+def device_feature_budget(device: torch.device) -> int:
+    """How many bytes of one feature matrix may be copied whole onto ``device``: on a GPU
+    ``$TWOBRANCH_GPU_FEATURE_BUDGET_GB``, else half its memory; on the CPU none (features
+    stay in their files and batches read their rows)."""
+    if device.type != "cuda":
+        return 0
+    chosen = os.environ.get(FEATURE_BUDGET_ENV, "").strip()
+    if not chosen:
+        return torch.cuda.get_device_properties(device).total_memory // 2
+    try:
+        gigabytes = float(chosen)
+    except ValueError:
+        gigabytes = math.nan
+    if not math.isfinite(gigabytes) or gigabytes < 0:
+        raise ValueError(f"{FEATURE_BUDGET_ENV}={chosen!r}: give a size in GB, 0 or more")
+    return int(gigabytes * 2**30)

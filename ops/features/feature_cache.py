@@ -1,11 +1,12 @@
-"""A memory-mapped float32 copy of a feature file's matrix, for training and evaluation.
+"""A float32 ``.npy`` copy of a feature file's matrix, whose rows training and evaluation read.
 
 Region features at the paper's settings run to ~100 GB; reading them into memory would need
 that much RAM (and each split's copy as much again). The first use of a feature file writes
 its matrix, row group by row group, to ``.cache/<file stem>.<size>-<mtime>.npy`` beside it
-(atomically); later uses map that file, so pages are read on demand and stay evictable page
-cache rather than process memory. A changed feature file gets a new cache file (its size or
-modification time differ) and the stale one is removed.
+(atomically); later uses read just the rows they need from that file
+(:mod:`ops.storage.row_files`), so pages stay evictable page cache rather than process
+memory. A changed feature file gets a new cache file (its size or modification time differ)
+and the stale one is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import FEATURE_COLUMN
+from ops.storage.row_files import NpyRowFile, RowSubset
 
 CACHE_FOLDER = ".cache"
 
@@ -30,12 +32,10 @@ def cache_path(path: str | os.PathLike[str]) -> Path:
     return path.parent / CACHE_FOLDER / f"{path.stem}.{stat.st_size}-{stat.st_mtime_ns}.npy"
 
 
-def mapped_features(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """(id columns, ``(n, D)`` float32 matrix mapped from the cache file) for a feature file.
-
-    The matrix is copy-on-write: changes stay in this process. A row that is NaN or Inf is
-    an error naming the file and the row, found while the cache is written.
-    """
+def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]:
+    """(id columns, every row of the feature file as a :class:`RowSubset` over its cache
+    file): nothing of the matrix is read until rows are taken, and nothing stays mapped.
+    The rows are known to be finite (the cache is checked as it is written)."""
     path = Path(path)
     parquet = pq.ParquetFile(path)
     id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
@@ -43,10 +43,10 @@ def mapped_features(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, np.ndar
     target = cache_path(path)
     if not target.exists():
         _write_cache(parquet, path, target)
-    matrix = np.load(target, mmap_mode="c")
-    if matrix.shape[0] != len(ids):
-        raise ValueError(f"{target}: {matrix.shape[0]} rows but {path} has {len(ids)}")
-    return ids, matrix
+    rows = NpyRowFile(target)
+    if rows.shape[0] != len(ids):
+        raise ValueError(f"{target}: {rows.shape[0]} rows but {path} has {len(ids)}")
+    return ids, RowSubset(rows, finite_checked=True)
 
 
 def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:

@@ -11,29 +11,43 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ops.device import pin_memory_for
+from ops.device import device_feature_budget, pin_memory_for
 from ops.geometry import pairwise_iou
 from ops.storage.atomic import atomic_path
+from ops.storage.row_files import RowSubset
 
 
-def _matrix(name: str, value: np.ndarray, rows: int | None = None) -> np.ndarray:
-    array = np.ascontiguousarray(value, dtype=np.float32)
+def _matrix(
+    name: str, value: np.ndarray | RowSubset, rows: int | None = None
+) -> np.ndarray | RowSubset:
+    """The feature matrix checked: 2-D, ``rows`` long, finite. A :class:`RowSubset` stays on
+    disk (its rows are read per batch); an array is made contiguous float32."""
+    if isinstance(value, RowSubset):
+        if value.dtype != np.float32:
+            raise ValueError(f"{name} must hold float32 rows, got {value.dtype}")
+        array: np.ndarray | RowSubset = value
+    else:
+        array = np.ascontiguousarray(value, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} has {array.shape[0]} rows, expected {rows}")
+    if isinstance(array, RowSubset) and array.finite_checked:
+        return array
     row = first_non_finite_row(array)
     if row is not None:
         raise ValueError(f"{name} holds NaN or Inf (first at row {row})")
     return array
 
 
-def first_non_finite_row(matrix: np.ndarray, chunk_elements: int = 1 << 22) -> int | None:
+def first_non_finite_row(
+    matrix: np.ndarray | RowSubset, chunk_elements: int = 1 << 22
+) -> int | None:
     """The first row holding NaN or Inf, checked in chunks of about ``chunk_elements`` values
     (memory-mapped matrices stay mapped: no matrix-sized temporary is made)."""
     chunk_rows = max(1, chunk_elements // max(1, matrix.shape[1]))
     for start in range(0, matrix.shape[0], chunk_rows):
-        finite = np.isfinite(matrix[start : start + chunk_rows]).all(axis=1)
+        finite = np.isfinite(np.asarray(matrix[start : start + chunk_rows])).all(axis=1)
         if not finite.all():
             return start + int(np.flatnonzero(~finite)[0])
     return None
@@ -85,8 +99,8 @@ class ImageSentenceData:
     sentence neighborhood, training split only) are ``knn_rows[knn_start[j] : knn_start[j+1]]``;
     both empty when the graph has none."""
 
-    image_features: np.ndarray
-    text_features: np.ndarray
+    image_features: np.ndarray | RowSubset
+    text_features: np.ndarray | RowSubset
     caption_image: np.ndarray
     knn_start: np.ndarray = field(default_factory=_no_rows)
     knn_rows: np.ndarray = field(default_factory=_no_rows)
@@ -126,10 +140,10 @@ class PhraseRegionData:
     ``(positive_phrase[i], positive_region[i])`` are the positive pairs (phrase row, region
     row): the graph's ``phrase_region`` edges, given for the training split."""
 
-    region_features: np.ndarray
+    region_features: np.ndarray | RowSubset
     region_image: np.ndarray
     region_boxes: np.ndarray
-    phrase_features: np.ndarray
+    phrase_features: np.ndarray | RowSubset
     phrase_image: np.ndarray
     phrase_boxes: np.ndarray
     region_is_gt: np.ndarray
@@ -181,7 +195,7 @@ def task_of(data: SplitData) -> str:
 
 def data_signature(data: SplitData) -> dict[str, int]:
     """Shapes that a resumed run must see again (a cheap guard against swapped inputs)."""
-    return {f.name: int(np.asarray(getattr(data, f.name)).size) for f in fields(data)}
+    return {f.name: int(np.prod(np.shape(getattr(data, f.name)))) for f in fields(data)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +207,54 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if pin_memory_for(device):
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+class HostRows:
+    """A feature matrix left where it is (a file, through :class:`RowSubset`): indexing with
+    row numbers or a slice reads just those rows and hands them to ``device`` as a tensor,
+    through a pinned staging buffer on CUDA. It answers the indexing and ``shape``/``device``
+    that training and evaluation ask of a device tensor."""
+
+    def __init__(self, rows: RowSubset, device: torch.device) -> None:
+        self.rows = rows
+        self.device = device
+        self.shape = torch.Size(rows.shape)
+        self._staging: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, index: torch.Tensor | slice | int) -> torch.Tensor:
+        if isinstance(index, slice):
+            positions = np.arange(self.shape[0])[index]
+        else:
+            positions = torch.as_tensor(index).cpu().numpy()
+        values = torch.from_numpy(self.rows.take(positions.reshape(-1)))
+        if positions.ndim == 0:
+            values = values[0]
+        if not pin_memory_for(self.device):
+            return values.to(self.device)
+        return self._stage(values).to(self.device, non_blocking=True)
+
+    def _stage(self, values: torch.Tensor) -> torch.Tensor:
+        # One pinned buffer, grown to the largest batch seen; a copy out of it must finish
+        # before the buffer is refilled, hence the synchronize.
+        needed = values.numel()
+        if self._staging is None or self._staging.numel() < needed:
+            self._staging = torch.empty(needed, dtype=values.dtype).pin_memory()
+        else:
+            torch.cuda.current_stream(self.device).synchronize()
+        staged = self._staging[:needed].view(values.shape)
+        staged.copy_(values)
+        return staged
+
+
+def _placed(matrix: np.ndarray | RowSubset, device: torch.device) -> torch.Tensor | HostRows:
+    if not isinstance(matrix, RowSubset):
+        return _to_device(matrix, device)
+    if device.type == "cuda" and matrix.nbytes <= device_feature_budget(device):
+        return _to_device(matrix.take(), device)
+    return HostRows(matrix, device)
 
 
 @dataclass(frozen=True)
@@ -221,20 +283,24 @@ class Grouping:
 
 @dataclass(frozen=True)
 class DeviceFeatures:
-    """Feature matrices on the training device; batches gather rows by index there."""
+    """A split's feature matrices as batches see them: on the device when they are in memory
+    already or fit :func:`device_feature_budget` on a GPU, else left in their files and read
+    batch by batch (:class:`HostRows`), so no whole split is copied into the process."""
 
-    image_features: torch.Tensor
-    text_features: torch.Tensor
+    image_features: torch.Tensor | HostRows
+    text_features: torch.Tensor | HostRows
 
     @classmethod
     def of(cls, data: SplitData, device: torch.device) -> DeviceFeatures:
         if isinstance(data, ImageSentenceData):
-            return cls(
-                _to_device(data.image_features, device), _to_device(data.text_features, device)
-            )
-        return cls(
-            _to_device(data.region_features, device), _to_device(data.phrase_features, device)
-        )
+            return cls(_placed(data.image_features, device), _placed(data.text_features, device))
+        return cls(_placed(data.region_features, device), _placed(data.phrase_features, device))
+
+    @property
+    def placement(self) -> str:
+        """``device`` (whole matrices on the device) or ``gathered per batch`` (from files)."""
+        gathered = any(isinstance(m, HostRows) for m in (self.image_features, self.text_features))
+        return "gathered per batch" if gathered else "device"
 
 
 # ---------------------------------------------------------------------------------------------

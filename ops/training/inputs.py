@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ops.features.feature_cache import mapped_features
-from ops.storage.parquet_io import read_features
+from ops.features.feature_cache import feature_rows
 from ops.training.data import ImageSentenceData, PhraseRegionData
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
@@ -38,29 +37,15 @@ class PhraseRegionSplit:
     phrase_types: np.ndarray
 
 
-def rows_of(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``matrix[rows]``, as a view (no copy) when ``rows`` is one contiguous ascending run."""
-    if rows.size and rows[-1] - rows[0] + 1 == rows.size and (np.diff(rows) == 1).all():
-        return matrix[rows[0] : rows[-1] + 1]
-    return matrix[rows]
-
-
-def check_finite(matrix: np.ndarray, path: str | Path) -> None:
-    if not np.isfinite(matrix).all():
-        bad = int((~np.isfinite(matrix)).any(axis=1).sum())
-        raise ValueError(f"{path}: {bad} feature rows contain NaN or Inf; refusing to train")
-
-
 def image_sentence_splits(
     image_path: str | Path,
     text_path: str | Path,
     splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, ImageSentenceSplit]:
     """Per split: image features, caption features, and each caption's image row."""
-    image_ids, image_matrix = read_features(image_path)
-    text_ids, text_matrix = read_features(text_path)
-    check_finite(image_matrix, image_path)
-    check_finite(text_matrix, text_path)
+    # Both matrices stay in their cache files: a split is a list of rows, read per batch.
+    image_ids, image_matrix = feature_rows(image_path)
+    text_ids, text_matrix = feature_rows(text_path)
     result: dict[str, ImageSentenceSplit] = {}
     for split in splits:
         image_rows = np.flatnonzero(image_ids["split"].to_numpy() == split)
@@ -98,11 +83,8 @@ def phrase_region_splits(
 
     Ground-truth regions are only kept in the training split (they are candidates for
     training only)."""
-    # Region features are the big matrix: mapped from disk, and each split's rows are a view
-    # when they are contiguous in the file (region_proposals writes images grouped by split).
-    region_ids, region_matrix = mapped_features(region_path)
-    phrase_ids, phrase_matrix = read_features(phrase_path)
-    check_finite(phrase_matrix, phrase_path)
+    region_ids, region_matrix = feature_rows(region_path)
+    phrase_ids, phrase_matrix = feature_rows(phrase_path)
     boxes = proposals.set_index("region_id")[[*BOX_COLUMNS, "source"]]
     region_info = boxes.loc[region_ids["region_id"].to_numpy()]
     phrase_info = phrases.set_index("phrase_id")[["split", "phrase_type", *GT_COLUMNS]]
@@ -128,7 +110,7 @@ def phrase_region_splits(
         position = pd.Series(np.arange(len(images_with_regions)), index=images_with_regions)
         result[split] = PhraseRegionSplit(
             data=PhraseRegionData(
-                region_features=rows_of(region_matrix, region_rows),
+                region_features=region_matrix[region_rows],
                 region_image=position.loc[
                     region_ids["image_id"].to_numpy()[region_rows]
                 ].to_numpy(),
