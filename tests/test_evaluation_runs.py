@@ -15,7 +15,6 @@ from ops.evaluation.retrieval import (
     tune_two_stage,
 )
 from ops.evaluation.trained import evaluate_retrieval_single
-from ops.evaluation.two_stage import two_stage_scores
 from ops.report.build import runs_table
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig
@@ -127,29 +126,6 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
     assert stored["weight"].tolist() == [two_stage["weight"]]
     assert stored["run_id"].tolist() == [similarity["run_id"]]
     assert stored["embedding_run_id"].tolist() == [embedding["run_id"]]
-
-
-def test_two_stage_scores_rank_by_the_combined_score_within_the_top_k() -> None:
-    generator = torch.Generator().manual_seed(0)
-    first = torch.rand(6, 30, generator=generator)
-    rescore = torch.randn(6, 30, generator=generator)
-    order = first.argsort(dim=1, descending=True)
-    # Weight 0: the embedding's own ranking, everywhere.
-    unchanged = two_stage_scores(first, rescore, 5, dim=1, weight=0.0)
-    assert torch.equal(unchanged.argsort(dim=1, descending=True), order)
-    # Otherwise the top 5 are ranked by first + w × rescore, and stay above the rest.
-    combined = two_stage_scores(first, rescore, 5, dim=1, weight=2.0)
-    ranked = combined.argsort(dim=1, descending=True)
-    for row in range(6):
-        top = order[row, :5]
-        expected = top[(first[row, top] + 2.0 * rescore[row, top]).argsort(descending=True)]
-        assert torch.equal(ranked[row, :5], expected)
-        assert torch.equal(ranked[row, 5:], order[row, 5:])
-    # Along the other axis (per caption over images) the same holds column-wise.
-    columns = two_stage_scores(first.T.contiguous(), rescore.T.contiguous(), 3, dim=0, weight=0.0)
-    assert torch.equal(
-        columns.argsort(dim=0, descending=True), first.T.argsort(dim=0, descending=True)
-    )
 
 
 def test_runs_table_one_row_per_run(trained) -> None:

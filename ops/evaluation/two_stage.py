@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -25,7 +26,8 @@ from ops.evaluation.trained import (
     split_embeddings,
     split_ids,
 )
-from ops.metrics.retrieval_protocols import ProtocolResult, evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import ProtocolResult, evaluate_protocol_source
+from ops.metrics.score_sources import ScoreSource, default_chunk
 from ops.training.inputs import ImageSentenceSplit
 
 # Weights of the similarity score tried on the validation split (logits are ~10× wider than
@@ -33,42 +35,168 @@ from ops.training.inputs import ImageSentenceSplit
 DEFAULT_WEIGHTS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
+@dataclass(frozen=True)
+class FoldCandidates:
+    """One fold's first-stage candidates in both directions and their similarity scores.
+
+    ``i2t``: per image row, its top-``k`` caption columns (``n_images × k``); ``t2i``: per
+    caption column, its top-``k`` image rows (``k × n_captions``). ``*_first`` hold their
+    embedding scores, ``*_rescore`` the similarity network's, and ``low``/``high`` bound every
+    embedding score of the fold."""
+
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    i2t: torch.Tensor
+    i2t_first: torch.Tensor
+    i2t_rescore: torch.Tensor
+    t2i: torch.Tensor
+    t2i_first: torch.Tensor
+    t2i_rescore: torch.Tensor
+
+
+class TwoStageSource(ScoreSource):
+    """Scores of one fold whose ranking along ``dim`` (1: per image over captions, 0: per
+    caption over images) is the embedding's top-``k`` by ``embedding + weight × similarity``,
+    then every other candidate in the embedding's order, shifted below them. Blocks are
+    computed from the embeddings as the ranking engine asks; no fold-sized matrix is kept."""
+
+    def __init__(self, fold: FoldCandidates, dim: int, weight: float) -> None:
+        self.fold = fold
+        self.dim = dim
+        self.device = fold.image_emb.device
+        self.n_images = int(fold.image_emb.shape[0])
+        self.n_captions = int(fold.text_emb.shape[0])
+        first, rescore = (
+            (fold.i2t_first, fold.i2t_rescore) if dim == 1 else (fold.t2i_first, fold.t2i_rescore)
+        )
+        self.chosen = first + weight * rescore
+        gap = (fold.high - fold.low) + 1.0
+        self.gap = gap + (first - self.chosen).abs().max() if first.numel() else gap
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        scores = self.fold.image_emb @ self.fold.text_emb[start:stop].T - self.gap
+        if self.dim == 0:
+            columns = torch.arange(stop - start, device=self.device).expand_as(
+                self.fold.t2i[:, start:stop]
+            )
+            scores[self.fold.t2i[:, start:stop], columns] = self.chosen[:, start:stop]
+            return scores
+        inside = (self.fold.i2t >= start) & (self.fold.i2t < stop)
+        rows = torch.arange(self.n_images, device=self.device)[:, None].expand_as(inside)
+        scores[rows[inside], self.fold.i2t[inside] - start] = self.chosen[inside]
+        return scores
+
+
 @torch.no_grad()
-def two_stage_scores(
-    embedding_scores: torch.Tensor, rescore: torch.Tensor, k: int, dim: int, weight: float
-) -> torch.Tensor:
-    """Scores whose ranking is: the embedding network's top-``k`` candidates per query (along
-    ``dim``: 0 = per caption over images, 1 = per image over captions) by ``embedding + weight
-    × rescore``, then every other candidate in the embedding's order. The top-k keep their
-    embedding values at weight 0 (the others are shifted below them), so weight 0 ranks
-    exactly as the embedding network does."""
-    k = min(k, embedding_scores.shape[dim])
-    top = embedding_scores.topk(k, dim=dim).indices
-    chosen = embedding_scores.gather(dim, top) + weight * rescore.gather(dim, top)
-    gap = (embedding_scores.max() - embedding_scores.min()) + 1.0
-    gap = gap + (embedding_scores.gather(dim, top) - chosen).abs().max()
-    return (embedding_scores - gap).scatter(dim, top, chosen)
+def fold_candidates(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    sim_model: torch.nn.Module,
+    sim_image: torch.Tensor,
+    sim_text: torch.Tensor,
+    k: int,
+    amp: bool,
+) -> FoldCandidates:
+    """Each query's top-``k`` within the fold, from one sweep over blocks of caption columns
+    (a running top-k per image, a block top-k per caption), then one batch of similarity
+    scores for the union of candidate pairs."""
+    n_images, n_captions = image_emb.shape[0], text_emb.shape[0]
+    device = image_emb.device
+    k_images, k_captions = min(k, n_images), min(k, n_captions)
+    step = default_chunk(n_images, device)
+    low = high = None
+    i2t_first = torch.empty(n_images, 0, device=device)
+    i2t = torch.empty(n_images, 0, dtype=torch.long, device=device)
+    t2i_parts, t2i_first_parts = [], []
+    for start in range(0, n_captions, step):
+        block = image_emb @ text_emb[start : start + step].T
+        block_low, block_high = block.min(), block.max()
+        low = block_low if low is None else torch.minimum(low, block_low)
+        high = block_high if high is None else torch.maximum(high, block_high)
+        top = block.topk(k_images, dim=0)
+        t2i_parts.append(top.indices)
+        t2i_first_parts.append(top.values)
+        merged_values = torch.cat([i2t_first, block], dim=1)
+        merged_index = torch.cat(
+            [i2t, torch.arange(start, start + block.shape[1], device=device).expand_as(block)],
+            dim=1,
+        )
+        best = merged_values.topk(min(k_captions, merged_values.shape[1]), dim=1)
+        i2t_first, i2t = best.values, merged_index.gather(1, best.indices)
+    t2i, t2i_first = torch.cat(t2i_parts, dim=1), torch.cat(t2i_first_parts, dim=1)
+    captions = torch.arange(n_captions, device=device).repeat(t2i.shape[0])
+    images = torch.arange(n_images, device=device).repeat_interleave(i2t.shape[1])
+    pairs = torch.cat(
+        [
+            torch.stack([t2i.reshape(-1), captions], dim=1),
+            torch.stack([images, i2t.reshape(-1)], dim=1),
+        ]
+    )
+    pairs, position = torch.unique(pairs, dim=0, return_inverse=True)
+    with autocast_context(device, amp):
+        pair_scores = sim_model.score_candidates(sim_image, sim_text, pairs).float()
+    n_t2i = t2i.numel()
+    assert low is not None and high is not None
+    return FoldCandidates(
+        image_emb=image_emb,
+        text_emb=text_emb,
+        low=low,
+        high=high,
+        i2t=i2t,
+        i2t_first=i2t_first,
+        i2t_rescore=pair_scores[position[n_t2i:]].view_as(i2t_first),
+        t2i=t2i,
+        t2i_first=t2i_first,
+        t2i_rescore=pair_scores[position[:n_t2i]].view_as(t2i_first),
+    )
 
 
 @dataclass
 class TwoStageCandidates:
-    """One split's first-stage scores and the similarity network's scores of the candidate
-    pairs (every query's top-``k``; zero elsewhere, never used)."""
+    """Both networks' embeddings of one split; each protocol fold's candidates are found in
+    the fold's own scores (so every query re-ranks ``k`` candidates of its fold) and kept for
+    the weights tried on them."""
 
-    first: torch.Tensor
-    rescore: torch.Tensor
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    sim_model: torch.nn.Module
+    sim_image: torch.Tensor
+    sim_text: torch.Tensor
     k: int
+    amp: bool
     seconds: float
+    folds: dict[tuple[int, int], FoldCandidates] = field(default_factory=dict)
 
-    def evaluate(self, split: ImageSentenceSplit, protocol: str, weight: float) -> ProtocolResult:
-        caption_image = split.data.caption_image
-        device = self.first.device
+    def fold(self, first: int, last: int, captions: np.ndarray) -> FoldCandidates:
+        if (first, last) not in self.folds:
+            started = time.perf_counter()
+            rows = torch.from_numpy(captions).to(self.text_emb.device)
+            self.folds[first, last] = fold_candidates(
+                self.image_emb[first:last],
+                self.text_emb[rows],
+                self.sim_model,
+                self.sim_image[first:last],
+                self.sim_text[rows],
+                self.k,
+                self.amp,
+            )
+            self.seconds += time.perf_counter() - started
+        return self.folds[first, last]
+
+    def evaluate(
+        self, split: ImageSentenceSplit, protocol: str, weight: float, fold_size: int = 1000
+    ) -> ProtocolResult:
         results = [
-            evaluate_protocol_scores(
-                two_stage_scores(self.first, self.rescore, self.k, dim, weight),
-                caption_image,
+            evaluate_protocol_source(
+                lambda first, last, captions, dim=dim: TwoStageSource(
+                    self.fold(first, last, captions), dim, weight
+                ),
+                len(split.image_ids),
+                split.data.caption_image,
                 protocol,
-                device=device,
+                fold_size=fold_size,
                 **split_ids(split),
             )
             for dim in (1, 0)
@@ -84,34 +212,26 @@ def two_stage_candidates(
     k: int = 20,
     device_name: str = "auto",
 ) -> TwoStageCandidates:
-    """Embed ``split`` with both networks, keep each query's top-``k`` by the embedding
-    network and score those pairs with the similarity network (batched)."""
+    """Embed ``split`` with both networks; candidates are found per protocol fold when a
+    protocol is evaluated."""
     device = resolve_device(device_name)
     embed_model, embed_config = load_trained(embedding_checkpoint, device)
     sim_model, sim_config = load_trained(similarity_checkpoint, device)
     for model, path in ((embed_model, embedding_checkpoint), (sim_model, similarity_checkpoint)):
         check_feature_dims(model, path, split.data.image_dim, split.data.text_dim)
     image_emb, text_emb = split_embeddings(embed_model, split, device, embed_config.amp)
-    first = image_emb @ text_emb.T
     started = time.perf_counter()
     sim_image, sim_text = split_embeddings(sim_model, split, device, sim_config.amp)
-    n_images, n_captions = first.shape
-    t2i_top = first.topk(min(k, n_images), dim=0).indices  # (k, n_captions)
-    i2t_top = first.topk(min(k, n_captions), dim=1).indices  # (n_images, k)
-    captions = torch.arange(n_captions, device=device).repeat(t2i_top.shape[0])
-    images = torch.arange(n_images, device=device).repeat_interleave(i2t_top.shape[1])
-    pairs = torch.cat(
-        [
-            torch.stack([t2i_top.reshape(-1), captions], dim=1),
-            torch.stack([images, i2t_top.reshape(-1)], dim=1),
-        ]
+    return TwoStageCandidates(
+        image_emb=image_emb,
+        text_emb=text_emb,
+        sim_model=sim_model,
+        sim_image=sim_image,
+        sim_text=sim_text,
+        k=k,
+        amp=sim_config.amp,
+        seconds=time.perf_counter() - started,
     )
-    pairs = torch.unique(pairs, dim=0)
-    with autocast_context(device, sim_config.amp):
-        pair_scores = sim_model.score_candidates(sim_image, sim_text, pairs).float()
-    rescore = torch.zeros_like(first)
-    rescore[pairs[:, 0], pairs[:, 1]] = pair_scores
-    return TwoStageCandidates(first, rescore, k, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,24 @@ def _run_protocol(
     return ProtocolResult(metric_rows, pd.concat(rank_frames, ignore_index=True))
 
 
+def evaluate_protocol_source(
+    make_source: Callable[[int, int, np.ndarray], ScoreSource],
+    n_images: int,
+    caption_image: Sequence[int] | np.ndarray,
+    protocol: str,
+    *,
+    fold_size: int = 1000,
+    chunk: int | None = None,
+    image_ids: Sequence[object] | None = None,
+    caption_ids: Sequence[object] | None = None,
+) -> ProtocolResult:
+    """:func:`evaluate_protocol` for scores that a fold's own source computes:
+    ``make_source(first image, last image, caption rows)`` gives the fold's scores."""
+    return _run_protocol(
+        make_source, n_images, caption_image, protocol, fold_size, chunk, image_ids, caption_ids
+    )
+
+
 def evaluate_protocol(
     image_emb: torch.Tensor | np.ndarray,
     text_emb: torch.Tensor | np.ndarray,
