@@ -18,8 +18,9 @@ from ops.metrics.grounding import evaluate_grounding
 from ops.metrics.retrieval_protocols import (
     ProtocolResult,
     evaluate_protocol,
-    evaluate_protocol_scores,
+    evaluate_protocol_source,
 )
+from ops.metrics.score_sources import ScoreSource
 from ops.training.checkpoint import load_model
 from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures
@@ -80,13 +81,27 @@ def split_embeddings(
 
 
 @torch.no_grad()
-def similarity_scores(
-    model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool = True
-) -> torch.Tensor:
-    """Every (image, caption) score of the similarity network, batched through its head."""
-    rows = max(1, (1 << 18) // max(1, text_emb.shape[0]))
-    with autocast_context(image_emb.device, amp):
-        return model.score_embedding_matrix(image_emb, text_emb, rows).float()
+class SimilaritySource(ScoreSource):
+    """The similarity network's scores of one protocol fold, computed block by block through
+    its head (about 65k pairs per call), so neither the split's nor the fold's whole score
+    matrix is held."""
+
+    def __init__(
+        self, model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool
+    ) -> None:
+        self.model = model
+        self.image_emb = image_emb
+        self.text_emb = text_emb
+        self.amp = amp
+        self.device = image_emb.device
+        self.n_images = int(image_emb.shape[0])
+        self.n_captions = int(text_emb.shape[0])
+
+    @torch.no_grad()
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        with autocast_context(self.device, self.amp):
+            scores = self.model.score_embedding_matrix(self.image_emb, self.text_emb[start:stop])
+        return scores.float()
 
 
 def split_ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
@@ -107,9 +122,17 @@ def evaluate_retrieval_single(
             image_emb, text_emb, caption_image, protocol, device=device, **split_ids(split)
         )
     else:
-        scores = similarity_scores(model, image_emb, text_emb, config.amp)
-        result = evaluate_protocol_scores(
-            scores, caption_image, protocol, device=device, **split_ids(split)
+        result = evaluate_protocol_source(
+            lambda first, last, captions: SimilaritySource(
+                model,
+                image_emb[first:last],
+                text_emb[torch.from_numpy(captions).to(device)],
+                config.amp,
+            ),
+            len(split.image_ids),
+            caption_image,
+            protocol,
+            **split_ids(split),
         )
     seconds = time.perf_counter() - started
     queries = len(split.image_ids) + len(split.caption_ids)
