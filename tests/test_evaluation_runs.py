@@ -72,7 +72,14 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
         ("similarity", "single_stage"),
         ("similarity", "two_stage_k5"),
     }
-    assert set(result.summary["direction"]) == {"i2t", "t2i"} and len(result.summary) == 6
+    directions = result.summary.groupby(["network", "method"])["direction"].agg(set).to_dict()
+    assert directions == {
+        ("embedding", "single_stage"): {"i2t", "t2i", "t2t"},
+        ("similarity", "single_stage"): {"i2t", "t2i"},
+        ("similarity", "two_stage_k5"): {"i2t", "t2i"},
+    }
+    t2t = result.summary[result.summary["direction"] == "t2t"].iloc[0]
+    assert 0 <= t2t["r1"] <= t2t["r5"] <= t2t["r10"] <= 100 and t2t["median_rank"] >= 1
     assert set(result.curves) == {f"{n} {m} {d}" for n, m in methods for d in ("i2t", "t2i")}
     for label, curve in result.curves.items():
         assert len(curve) == 50 and curve == sorted(curve), label
@@ -83,12 +90,15 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
         "two_stage_k5 all ms/query",
     }
     output = result.output()
-    assert output["metrics"] == result.summary.to_dict("records")
+    summary = result.summary.astype(object).where(result.summary.notna(), None)
+    assert output["metrics"] == summary.to_dict("records")
+    t2t_output = [row for row in output["metrics"] if row["direction"] == "t2t"]
+    assert t2t_output[0]["r_precision"] is None
     assert output["recall_curves"] == result.curves
 
     store_retrieval_results(root, result)
     stored = run_query(root, "SELECT run_id, method, direction, r1, r10 FROM retrieval_metrics")
-    assert len(stored) == 6 and set(stored["run_id"]) == set(result.runs.values())
+    assert len(stored) == 7 and set(stored["run_id"]) == set(result.runs.values())
     assert ((stored["r1"] >= 0) & (stored["r1"] <= stored["r10"])).all()
     ranks = run_query(root, "SELECT count(*) AS n FROM retrieval_ranks")
     assert ranks["n"][0] == 3 * (40 + 200)  # every query, both directions, three methods

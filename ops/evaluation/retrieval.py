@@ -1,7 +1,8 @@
 """Retrieval evaluation of a lineage's two image–sentence networks: single-stage for each,
 two-stage (embedding top-k rescored by embedding + w × similarity, w chosen on the
-validation split), per protocol, as rows of ``retrieval_metrics`` / ``retrieval_ranks`` and
-``two_stage_weights`` plus a summary and Recall@K curves."""
+validation split), and the embedding network's sentence-to-sentence retrieval (``t2t``), per
+protocol, as rows of ``retrieval_metrics`` / ``retrieval_ranks`` and ``two_stage_weights``
+plus a summary and Recall@K curves."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ops.evaluation.trained import RetrievalEvaluation, evaluate_retrieval_single, protocols_for
+from ops.device import resolve_device
+from ops.evaluation.trained import (
+    RetrievalEvaluation,
+    evaluate_retrieval_single,
+    load_trained,
+    protocols_for,
+    split_embeddings,
+)
 from ops.evaluation.two_stage import (
     DEFAULT_WEIGHTS,
     TwoStageCandidates,
@@ -22,6 +30,7 @@ from ops.evaluation.two_stage import (
     evaluate_two_stage,
     two_stage_candidates,
 )
+from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import ImageSentenceSplit, image_sentence_splits
 
@@ -79,7 +88,10 @@ class RetrievalEvalResult:
             "split": self.split,
             "protocols": self.protocols,
             "runs": self.runs,
-            "metrics": self.summary.to_dict("records"),
+            # JSON has no NaN: a metric a direction lacks (t2t has no R-Precision) is null.
+            "metrics": self.summary.astype(object)
+            .where(self.summary.notna(), None)
+            .to_dict("records"),
             "recall_curves": self.curves,
             "n_images": self.n_images,
             "n_captions": self.n_captions,
@@ -116,6 +128,22 @@ def _evaluations(
         evaluation = evaluate_two_stage(candidates, split, protocol, weight)
         evaluations.append((similarity_run["run_id"], evaluation))
     return evaluations
+
+
+def sentence_retrieval_rows(
+    checkpoint: str | Path, split: ImageSentenceSplit, protocols: Sequence[str], device: str
+) -> list[dict]:
+    """The embedding network's sentence-to-sentence (``t2t``) rows under each protocol."""
+    torch_device = resolve_device(device)
+    model, config = load_trained(checkpoint, torch_device)
+    _, text_emb = split_embeddings(model, split, torch_device, config.amp)
+    return [
+        row
+        for protocol in protocols
+        for row in evaluate_sentence_protocol(
+            text_emb, split.data.caption_image, len(split.image_ids), protocol
+        )
+    ]
 
 
 def tune_two_stage(
@@ -193,6 +221,10 @@ def evaluate_retrieval_runs(
             timings[f"{evaluation.method} {protocol} ms/query"] = round(
                 1000 * evaluation.seconds_per_query, 3
             )
+    embedding_rows = metric_rows[embedding_run["run_id"]]
+    ids = {"run_id": embedding_run["run_id"], "dataset": dataset, "split": split_name}
+    for row in sentence_retrieval_rows(embedding_run["checkpoint"], split, protocols, device):
+        embedding_rows.append(ids | {"method": "single_stage"} | row)
     network_of = {run["run_id"]: run["network"] for run in runs}
     metrics = pd.DataFrame([r for rows in metric_rows.values() for r in rows])
     metrics.insert(1, "network", metrics["run_id"].map(network_of))

@@ -80,7 +80,6 @@ def split_embeddings(
     return image_emb, text_emb
 
 
-@torch.no_grad()
 class SimilaritySource(ScoreSource):
     """The similarity network's scores of one protocol fold, computed block by block through
     its head (about 65k pairs per call), so neither the split's nor the fold's whole score
