@@ -77,8 +77,17 @@ def test_the_paper_profile_is_the_papers_setup() -> None:
             "method": "fisher", "fisher_components": 30, "word_dim": 300,
             "word_transform": "ica", "pca_dim": 6000,
         }  # fmt: skip
-    # The paper's hyper-parameters are the defaults: no training asset overrides them.
-    assert not any(name.endswith("_net") for name in ops)
+    # The paper's hyper-parameters are the defaults: training assets only turn bf16 off.
+    networks = {name: op["config"] for name, op in ops.items() if name.endswith("_net")}
+    assert networks == {
+        name: {"amp": False}
+        for name in (
+            "image_sentence_embedding_net",
+            "image_sentence_similarity_net",
+            "phrase_region_embedding_net",
+            "phrase_region_similarity_net",
+        )
+    }
 
 
 def test_the_cluster_config_is_the_paper_profile_plus_shards() -> None:
@@ -98,3 +107,4 @@ def test_lab_and_coco_profiles() -> None:
     assert lab["image_sentence_embedding_net"]["config"]["lambda_neighbor"] == 0.1
     coco = _load("coco_5k")["ops"]
     assert coco["retrieval_eval"]["config"]["protocols"] == ["1k", "5fold_1k", "5k"]
+    assert coco["image_sentence_embedding_net"]["config"] == {"amp": False}
