@@ -19,7 +19,6 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -38,6 +37,7 @@ from ops.search.index_build import (
     read_manifest,
 )
 from ops.search.vectors import read_index, search
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import index_dir
 from ops.storage.run_records import current_champion
 from ops.training.checkpoint import CheckpointError
@@ -151,7 +151,7 @@ def _stale_note(root: Path, dataset: str, manifest: dict[str, Any]) -> str | Non
 
 
 def _table(path: Path, columns: list[str]) -> pd.DataFrame:
-    return pq.read_table(path, columns=columns).to_pandas()
+    return read_table(path, columns)
 
 
 def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIndex:
