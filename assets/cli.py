@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.partitions import sync_dataset_partitions
+from assets.partitions import runs_in_progress, sync_dataset_partitions
 from assets.run_summary import print_run_summaries
 from ops import cli as plain_cli
 from ops.data.registry import (
@@ -62,7 +62,11 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _run_remove(args: argparse.Namespace) -> int:
     root = data_root(args.data_root)
-    removed = remove_dataset(root, args.name, purge=args.purge)
+    running: list[str] = []
+    if args.purge:
+        with dagster_instance() as instance:
+            running = runs_in_progress(instance, args.name)
+    removed = remove_dataset(root, args.name, purge=args.purge, runs_in_progress=running)
     _sync(root)
     print(f"removed {args.name} from the registry and the Dagster partitions")
     for folder in removed:

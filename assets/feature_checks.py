@@ -1,13 +1,13 @@
 """Blocking checks on feature files: a failure stops training on broken features."""
 
 import dagster as dg
-import pandas as pd
 
 from assets.data_checks import outcome_result
 from assets.partitions import check_dataset, load_partition_output
 from assets.skips import skip_reason, skipped_check
 from ops.data.dataset_store import load_dataset_table
 from ops.features.checks import check_feature_file
+from ops.storage.parquet_io import read_table
 
 # The manifest comes through the IO manager (see load_partition_output).
 CHECK_RESOURCES = {"io_manager", "storage"}
@@ -53,7 +53,7 @@ def region_features_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
     if reason := skip_reason(region_features):
         return skipped_check(reason)
     region_proposals = load_partition_output(context, "region_proposals")
-    proposals = pd.read_parquet(region_proposals["path"], columns=["region_id"])
+    proposals = read_table(region_proposals["path"], ["region_id"])
     return outcome_result(
         check_feature_file(
             region_features["path"], "region_id", len(proposals), region_features["dim"]

@@ -42,6 +42,27 @@ def sync_dataset_partitions(instance: dg.DagsterInstance, names: Iterable[str]) 
     return added
 
 
+# A run in one of these states may still write its dataset's files.
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def runs_in_progress(instance: dg.DagsterInstance, dataset: str) -> list[str]:
+    """The instance's runs of ``dataset``'s partition that have not ended, as
+    ``"RUN_ID (job, STATUS)"``. The run storage is where every step of every job is recorded,
+    so this sees runs at any stage; a run whose process died without ending it stays here
+    (STARTED) until it is terminated in the UI, which errs on the side of keeping files."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES, tags={PARTITION_TAG: dataset})
+    )
+    return [f"{run.run_id} ({run.job_name}, {run.status.value})" for run in runs]
+
+
 def load_partition_output(context: dg.AssetCheckExecutionContext, asset: str) -> dict:
     """The stored output (manifest) of ``asset`` for the check's dataset partition.
 

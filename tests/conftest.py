@@ -26,6 +26,15 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Dagster instance folder as ``DAGSTER_HOME``."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread: tiny tensors run without contention and sum in a fixed order."""
     previous = torch.get_num_threads()

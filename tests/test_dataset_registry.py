@@ -23,14 +23,6 @@ from ops.storage.sql import run_query
 from tests.hardening.custom_dataset import write_custom_dataset
 
 
-@pytest.fixture
-def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
-
-
 def _partitions(home: Path) -> list[str]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return sorted(instance.get_dynamic_partitions(DATASETS.name))

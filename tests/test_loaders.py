@@ -509,7 +509,10 @@ def test_a_split_emptied_by_bad_images_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match="split 'test' kept 0 images") as caught:
         parse_raw_dataset(raw)
     assert caught.value.path == str(folder / "data.json")
-    assert "2 of its 2 images were rejected (not an image: 1, missing file: 1)" in str(caught.value)
+    assert (
+        "2 of its 2 images were rejected (not an image: 1, e.g. "
+        f"{folder / 'img' / 'im4.jpg'}, missing file: 1, e.g. {folder / 'img' / 'im5.jpg'})"
+    ) in str(caught.value)
     # Without image checks nothing was rejected, so the split is whole.
     assert len(parse_raw_dataset(raw, check_images=False).images) == 6
 

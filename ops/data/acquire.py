@@ -121,8 +121,13 @@ def _check_split_sizes(
         if n_listed == 0:
             problems.append(f"split {split!r} has no images")
             continue
-        reasons = image_rejects.loc[rejected_splits == split, "reason"].value_counts()
-        why = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        rejected = image_rejects.loc[rejected_splits == split]
+        reasons = rejected["reason"].value_counts()
+        # One path per reason shows where the images were looked for (a wrong folder shows).
+        example = rejected.groupby("reason", sort=False)["path"].first()
+        why = ", ".join(
+            f"{reason}: {count}, e.g. {example[reason]}" for reason, count in reasons.items()
+        )
         problems.append(
             f"split {split!r} kept {n_kept} images (fewer than {min_images_per_split}); "
             f"{n_listed - n_kept} of its {n_listed} images were rejected"

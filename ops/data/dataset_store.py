@@ -15,6 +15,7 @@ import pandas as pd
 
 from ops.data.tables import DatasetTables
 from ops.storage.atomic import replace_directory
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import dataset_table_file, tables_dir
 from ops.storage.results_store import DATASET_SCHEMAS, write_table_file
 from ops.storage.staging import staging_folder
@@ -63,7 +64,7 @@ def load_dataset_table(root: Path, dataset: str, name: str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path} does not exist: materialize the dataset assets for {dataset!r} first"
         )
-    return pd.read_parquet(path)
+    return read_table(path)
 
 
 def tables_fingerprint(tables: DatasetTables) -> str:

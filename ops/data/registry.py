@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from ops.storage.atomic import write_text_atomic
 from ops.storage.paths import (
     DERIVED_FOLDERS,
+    UnsafePathError,
     checkpoint_dir,
+    derived_dir,
     features_dir,
     index_dir,
     raw_dir,
@@ -40,8 +43,10 @@ REGISTRY_FILE = "datasets.json"
 # Sources that read a folder the user already has; the others download into raw/<name>/ and
 # take ``path`` only for what cannot be downloaded (Flickr30K's images).
 NEEDS_PATH = frozenset({"custom", "coco_official", "precomp"})
-# A name is a folder name and a partition key: no separators, no spaces, nothing hidden.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A name is a folder name and a partition key: no separators, no spaces, nothing hidden. The
+# one rule for every name read (add, the registry file, the command line), matched in full:
+# ``$`` would also match before a final newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class DatasetRegistryError(ValueError):
@@ -75,9 +80,19 @@ def load_registry(root: Path) -> dict[str, DatasetEntry]:
         return entries
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        listed = [DatasetEntry.model_validate(item) for item in document["datasets"]]
+        items = list(document["datasets"])
+        for item in items:
+            if not _NAME.fullmatch(str(item["name"])):
+                raise DatasetRegistryError(
+                    f"{path}: entry {item['name']!r} is not a valid dataset name ({NAME_RULE}); "
+                    "nothing in the registry was used: fix or remove that entry"
+                )
+        listed = [DatasetEntry.model_validate(item) for item in items]
+    except DatasetRegistryError:
+        raise
     except (ValueError, KeyError, TypeError) as error:
-        raise DatasetRegistryError(f"{path}: not a valid dataset registry ({error})") from None
+        first = str(error).splitlines()[0]
+        raise DatasetRegistryError(f"{path}: not a valid dataset registry ({first})") from None
     entries.update({entry.name: entry for entry in listed})
     return entries
 
@@ -87,12 +102,15 @@ def _save(root: Path, entries: dict[str, DatasetEntry]) -> None:
     write_text_atomic(registry_path(root), json.dumps({"datasets": listed}, indent=2) + "\n")
 
 
+NAME_RULE = (
+    "use 1–64 letters, digits, '_', '-' or '.', starting with a letter or digit "
+    "(it becomes a folder name and a partition key)"
+)
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise DatasetRegistryError(
-            f"dataset name {name!r} is not allowed: use 1–64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit (it becomes a folder name and a partition key)"
-        )
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise DatasetRegistryError(f"dataset name {name!r} is not allowed: {NAME_RULE}")
     return name
 
 
@@ -144,6 +162,10 @@ def add_dataset(
         if not split_path.is_file():
             raise DatasetRegistryError(f"Karpathy split file {split_path} does not exist")
         split_file = str(split_path)
+    try:
+        dataset_folders(root, name)  # each resolves inside its data-root folder
+    except UnsafePathError as error:
+        raise DatasetRegistryError(f"dataset {name!r} refused: {error}") from None
     entry = DatasetEntry(
         name=name,
         source=source,  # type: ignore[arg-type]
@@ -163,7 +185,7 @@ def dataset_folders(root: Path, name: str) -> list[Path]:
     root = Path(root)
     folders = [raw_dir(root, name), tables_dir(root, name), features_dir(root, name)]
     folders.append(index_dir(root, name))
-    folders += [root / folder / name for folder in DERIVED_FOLDERS.values()]
+    folders += [derived_dir(root, name, table) for table in DERIVED_FOLDERS]
     for run_id in dataset_run_ids(root, name):
         folders += [checkpoint_dir(root, run_id), report_dir(root, run_id)]
     return [folder for folder in folders if folder.exists()]
@@ -190,17 +212,42 @@ def _dataset_result_files(root: Path, name: str) -> list[Path]:
     return [path for path in files if path.exists()]
 
 
-def remove_dataset(root: Path, name: str, purge: bool = False) -> list[Path]:
+def remove_dataset(
+    root: Path, name: str, purge: bool = False, runs_in_progress: Sequence[str] = ()
+) -> list[Path]:
     """Unregister ``name``; with ``purge`` also delete its folders under the data root and its
-    runs' rows from the result tables. Returns what was deleted."""
-    entries = load_registry(root)
-    get_dataset(root, name)
+    runs' rows from the result tables. Returns what was deleted.
+
+    A purge is refused while ``runs_in_progress`` (the caller's list of the dataset's runs that
+    have not ended) is not empty: a running step would write the files again. A name that is no
+    longer registered can still be purged of what is left of it. Every path is checked to lie
+    inside its data-root folder before anything is deleted."""
+    check_name(name)
     if name == DEFAULT_DATASET:
         raise DatasetRegistryError(f"{DEFAULT_DATASET!r} is built in and cannot be removed")
-    removed = dataset_folders(root, name) if purge else []
-    result_files = _dataset_result_files(root, name) if purge else []
-    del entries[name]
-    _save(root, entries)
+    entries = load_registry(root)
+    registered = name in entries
+    if not registered and not purge:
+        get_dataset(root, name)  # the "not registered" error
+    if purge and runs_in_progress:
+        raise DatasetRegistryError(
+            f"dataset {name!r} has a run in progress: {', '.join(runs_in_progress)}; its steps "
+            "would write the dataset's files again. Wait for it to end or terminate it (Dagster "
+            "UI, Runs), then purge; nothing was changed"
+        )
+    try:
+        removed = dataset_folders(root, name) if purge else []
+        result_files = _dataset_result_files(root, name) if purge else []
+    except UnsafePathError as error:
+        raise DatasetRegistryError(f"purge of {name!r} refused: {error}") from None
+    if not registered and not (removed or result_files):
+        raise DatasetRegistryError(
+            f"dataset {name!r} is not registered in {registry_path(root)} and nothing of it is "
+            "left under the data root"
+        )
+    if registered:
+        del entries[name]
+        _save(root, entries)
     for path in result_files:
         path.unlink()
     for folder in removed:

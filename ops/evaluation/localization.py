@@ -12,6 +12,7 @@ import pandas as pd
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.trained import evaluate_localization, random_proposal_accuracy
+from ops.storage.parquet_io import read_table
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import phrase_region_splits
 
@@ -47,7 +48,7 @@ def evaluate_localization_runs(
     dataset = embedding_run["dataset"]
     features = embedding_run["features"]
     phrases = load_dataset_table(root, dataset, "phrases")
-    proposals = pd.read_parquet(features["region_proposals"])
+    proposals = read_table(features["region_proposals"])
     split = phrase_region_splits(
         features["region_features"], proposals, features["phrase_features"], phrases, ("test",)
     )["test"]

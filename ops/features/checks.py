@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ops.data.checks import CheckOutcome
-from ops.storage.parquet_io import FEATURE_COLUMN
+from ops.storage.parquet_io import FEATURE_COLUMN, parquet_file, read_row_group
 
 
 @dataclass
@@ -22,14 +21,14 @@ class FeatureScan:
 
 
 def scan_features(path: str | Path, id_column: str) -> FeatureScan:
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
     rows = nonfinite = 0
     seen: set[str] = set()
     duplicates = 0
     first_bad: list[str] = []
     for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=[id_column, FEATURE_COLUMN])
+        table = read_row_group(parquet, path, group, [id_column, FEATURE_COLUMN])
         ids = table.column(id_column).to_pylist()
         matrix = table.column(FEATURE_COLUMN).combine_chunks().flatten().to_numpy().reshape(-1, dim)
         bad = ~np.isfinite(matrix).all(axis=1)

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
-from ops.storage.parquet_io import FEATURE_COLUMN
+from ops.storage.parquet_io import FEATURE_COLUMN, parquet_file, read_row_group, read_table
 from ops.storage.row_files import NpyRowFile, RowSubset
 
 CACHE_FOLDER = ".cache"
@@ -37,9 +37,9 @@ def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]
     file): nothing of the matrix is read until rows are taken, and nothing stays mapped.
     The rows are known to be finite (the cache is checked as it is written)."""
     path = Path(path)
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
-    ids = parquet.read(columns=id_columns).to_pandas()
+    ids = read_table(path, id_columns)
     target = cache_path(path)
     if not target.exists():
         _write_cache(parquet, path, target)
@@ -59,7 +59,7 @@ def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
         matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
         start = 0
         for group in range(parquet.num_row_groups):
-            column = parquet.read_row_group(group, columns=[FEATURE_COLUMN]).column(0)
+            column = read_row_group(parquet, source, group, [FEATURE_COLUMN]).column(0)
             block = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
             block = block.reshape(-1, dim)
             finite = np.isfinite(block).all(axis=1)

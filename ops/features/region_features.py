@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torchvision.ops import roi_align
 
 from ops.device import autocast_context, resolve_device
 from ops.features.backbones import Backbone, build_backbone, resize_transform, variant_name
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
-from ops.storage.parquet_io import FeatureWriter
+from ops.storage.parquet_io import FeatureWriter, iter_batches
 
 Progress = Callable[[int, int], None]
 REGION_ID_COLUMNS = {"image_id": pa.string(), "region_id": pa.string()}
@@ -73,8 +72,7 @@ def proposal_image_order(proposals_path: Path) -> list[str]:
     order: list[str] = []
     seen: set[str] = set()
     last: str | None = None
-    parquet = pq.ParquetFile(proposals_path)
-    for batch in parquet.iter_batches(columns=["image_id"], batch_size=1 << 16):
+    for batch in iter_batches(proposals_path, 1 << 16, columns=["image_id"]):
         ids = batch.column(0).to_numpy(zero_copy_only=False)
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         for image_id in ids[starts]:
@@ -92,12 +90,11 @@ def proposal_groups(
     proposals_path: Path, rows_per_read: int = 1 << 16
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(image_id, region_ids, boxes (n, 4))`` per image, streamed in file order."""
-    parquet = pq.ParquetFile(proposals_path)
     pending_ids: list[np.ndarray] = []
     pending_regions: list[np.ndarray] = []
     pending_boxes: list[np.ndarray] = []
     columns = ["image_id", "region_id", *BOX_COLUMNS]
-    for batch in parquet.iter_batches(columns=columns, batch_size=rows_per_read):
+    for batch in iter_batches(proposals_path, rows_per_read, columns=columns):
         ids = batch.column(0).to_numpy(zero_copy_only=False)
         regions = batch.column(1).to_numpy(zero_copy_only=False)
         boxes = np.column_stack([batch.column(i).to_numpy() for i in range(2, 6)])

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
+from ops.storage.parquet_io import parquet_file, read_row_group, read_schema
 
 SHARD_FOLDER = ".shards"
 ABANDONED_AFTER_S = 24 * 3600
@@ -105,17 +106,17 @@ def merge_shard_files(
         raise FileNotFoundError(f"shard files missing (was a shard step skipped?): {missing}")
     if len(paths) == 1 and remove_shards:
         # One shard is already the whole file: move it into place instead of copying it.
-        rows = pq.ParquetFile(paths[0]).metadata.num_rows
+        rows = parquet_file(paths[0]).metadata.num_rows
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(paths[0], out_path)
         remove_shard_files(paths)
         return rows
-    schema = pq.read_schema(paths[0])
+    schema = read_schema(paths[0])
     rows = 0
     with atomic_path(out_path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for path in paths:
-                parquet = pq.ParquetFile(path)
+                parquet = parquet_file(path)
                 if not parquet.schema_arrow.equals(schema, check_metadata=True):
                     raise ValueError(
                         f"{path}: schema differs from {paths[0].name} "
@@ -123,7 +124,7 @@ def merge_shard_files(
                         "from one configuration"
                     )
                 for group in range(parquet.num_row_groups):
-                    table = parquet.read_row_group(group)
+                    table = read_row_group(parquet, path, group)
                     writer.write_table(table)
                     rows += table.num_rows
     if remove_shards:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.build import GraphSettings, graph_edges
 from ops.storage.atomic import atomic_path
-from ops.storage.parquet_io import read_features
+from ops.storage.parquet_io import iter_batches, read_features, read_table
 from ops.storage.paths import derived_table_file
 from ops.storage.results_store import DERIVED_SCHEMAS, to_json
 
@@ -122,10 +122,8 @@ def write_graph(
 
 def read_relation(path: str | Path, relation: str) -> pd.DataFrame:
     """``source_id, target_id, weight`` of one relation of a graph file."""
-    table = pq.read_table(
-        path, columns=["source_id", "target_id", "weight"], filters=[("relation", "=", relation)]
-    )
-    return table.to_pandas()
+    columns = ["source_id", "target_id", "weight"]
+    return read_table(path, columns, filters=[("relation", "=", relation)])
 
 
 def graph_identity(graph: Mapping) -> dict[str, object]:
@@ -144,7 +142,7 @@ def build_graph(
     """Build the dataset's graph from its tables, its proposals file (None: no phrase task)
     and, for the kNN relations, its feature files; write it; return its summary."""
     started = time.perf_counter()
-    regions = None if region_proposals is None else pd.read_parquet(region_proposals)
+    regions = None if region_proposals is None else read_table(region_proposals)
     wants_knn = settings.knn_k > 0
     blocks = graph_edges(
         settings,
@@ -162,7 +160,7 @@ def build_graph(
 def graph_preview(path: str | Path, per_relation: int = 3) -> pd.DataFrame:
     """The first ``per_relation`` edges of each relation (for the asset's metadata)."""
     frames = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+    for batch in iter_batches(path):
         frame = batch.to_pandas()
         frames.append(frame.groupby("relation", sort=False).head(per_relation))
     if not frames:

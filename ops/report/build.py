@@ -25,6 +25,7 @@ from ops.report.html import (
     two_stage_section,
     write_report,
 )
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import report_dir
 from ops.storage.results_store import read_result
 from ops.training.inputs import image_sentence_splits
@@ -97,7 +98,7 @@ def grounding_items(run: Mapping, n: int, root: Path) -> list[dict]:
     true box and the chosen proposal's box (None when it chose none)."""
     results = read_result(root, "localization_results", run["run_id"])
     phrases = load_dataset_table(root, run["dataset"], "phrases").set_index("phrase_id")
-    proposals = pd.read_parquet(run["features"]["region_proposals"]).set_index("region_id")
+    proposals = read_table(run["features"]["region_proposals"]).set_index("region_id")
     paths = load_dataset_table(root, run["dataset"], "images").set_index("image_id")["path"]
     sample = results.sample(n=min(n, len(results)), random_state=0)
     items = []

@@ -61,14 +61,43 @@ def _read_queries(path: Path) -> list[str]:
     return queries
 
 
-def _write(text: str, out: Path | None) -> None:
+def _unwritable(out: Path) -> str | None:
+    """Why ``out`` cannot take the results, checked before any work; None when it can."""
+    if out.is_dir():
+        return f"--out {out} is a folder; give a file name"
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"--out {out}: {folder} is not a folder"
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out {out}: {folder} is not writable"
+    return None
+
+
+def _write(text: str, out: Path | None) -> str | None:
+    """Write the results; why not, in one line, when the file cannot be written."""
     if out is None:
         sys.stdout.write(text)
-        return
+        return None
     from ops.storage.atomic import write_text_atomic
 
-    write_text_atomic(out, text)
+    try:
+        write_text_atomic(out, text)
+    except OSError as error:
+        return f"cannot write --out {out}: {error.strerror or error}"
     print(f"wrote {out}", file=sys.stderr)
+    return None
+
+
+def _k_note(index: object, args: argparse.Namespace) -> str | None:
+    side = "captions" if args.image is not None else "images"
+    available = index.candidates(side, args.split)  # type: ignore[attr-defined]
+    if args.k <= available:
+        return None
+    where = f"split {args.split!r}" if args.split else "the index"
+    return (
+        f"note: --k {args.k} is more than the {available} {side} in {where}; "
+        f"showing at most {available}"
+    )
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -78,6 +107,8 @@ def run_search(args: argparse.Namespace) -> int:
     output_format = args.format or ("json" if args.queries else "table")
     if output_format == "html" and args.out is None:
         return _fail("--format html writes a gallery page: give --out FILE")
+    if args.out is not None and (problem := _unwritable(args.out)):
+        return _fail(problem)
     from ops.search import render
     from ops.search.engine import open_index, search_image, search_text
     from ops.search.errors import SearchError
@@ -91,6 +122,8 @@ def run_search(args: argparse.Namespace) -> int:
         index = open_index(data_root(args.data_root), args.dataset, args.device)
         if index.stale:
             print(f"twobranch search: warning: {index.stale}", file=sys.stderr)
+        if note := _k_note(index, args):
+            print(f"twobranch search: {note}", file=sys.stderr)
         if args.image is not None:
             results = [search_image(index, args.image, args.k, args.split)]
         else:
@@ -105,7 +138,8 @@ def run_search(args: argparse.Namespace) -> int:
         text = render.to_json(results, lines=queries is not None)
     else:
         text = render.to_table(results)
-    _write(text, args.out)
+    if problem := _write(text, args.out):
+        return _fail(problem)
     unanswered = sum(1 for r in results if getattr(r, "error", None))
     if unanswered:
         note = f'{unanswered} of {len(results)} queries unanswered (see their "error")'

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -23,7 +22,7 @@ from torch import nn
 from ops.data.tokenize import tokenize
 from ops.features.text.text_features import TextEncoders
 from ops.search.errors import SearchError
-from ops.storage.parquet_io import read_features
+from ops.storage.parquet_io import read_features, read_schema
 from ops.training.validate import embed_rows
 
 EMBED_CHUNK = 1024  # rows per forward pass, as evaluation embeds them
@@ -73,7 +72,7 @@ def image_extractor(image_features: str | Path) -> dict[str, Any] | None:
 
     metadata = {
         key.decode(): value.decode()
-        for key, value in (pq.read_schema(image_features).metadata or {}).items()
+        for key, value in (read_schema(image_features).metadata or {}).items()
     }
     if metadata.get("variant") == PRECOMP_VARIANT:
         return None

@@ -19,7 +19,6 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -38,6 +37,7 @@ from ops.search.index_build import (
     read_manifest,
 )
 from ops.search.vectors import read_index, search
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import index_dir
 from ops.storage.run_records import current_champion
 from ops.training.checkpoint import CheckpointError
@@ -122,6 +122,14 @@ class SearchIndex:
         start, stop = ranges[split]
         return start, stop
 
+    def candidates(self, side: str, split: str | None) -> int:
+        """How many ``side`` items (``images`` or ``captions``) of ``split`` (None: all) a
+        query is ranked against: the most hits a query can have."""
+        id_range = self.id_range(side, split)
+        if id_range is None:
+            return len(self.images if side == "images" else self.captions)
+        return id_range[1] - id_range[0]
+
     def embed_texts(self, features: np.ndarray) -> np.ndarray:
         return embed(self.model.embed_text, features, self.device, self.manifest["amp"])
 
@@ -151,7 +159,7 @@ def _stale_note(root: Path, dataset: str, manifest: dict[str, Any]) -> str | Non
 
 
 def _table(path: Path, columns: list[str]) -> pd.DataFrame:
-    return pq.read_table(path, columns=columns).to_pandas()
+    return read_table(path, columns)
 
 
 def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIndex:
@@ -223,19 +231,22 @@ def single_threaded(queries: int) -> Iterator[None]:
         faiss.omp_set_num_threads(faiss_threads)
 
 
-def _check_k(k: int) -> int:
+def _check_k(k: int, candidates: int) -> int:
+    """``k`` capped at the candidates: faiss allocates k results per query whatever is
+    indexed."""
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}")
-    return int(k)
+    return max(1, min(int(k), candidates))
 
 
 def search_text(
     index: SearchIndex, queries: Sequence[str], k: int = 10, split: str | None = None
 ) -> list[TextQueryResult]:
-    """The ``k`` best images of ``split`` (None: every split) for each text query, encoded as
+    """The ``k`` best images of ``split`` (None: every split; ``k`` at most the images there)
+    for each text query, encoded as
     the training captions were. A query that cannot be encoded (empty, no known word) gets
     its ``error`` and no hits; the others are answered in one batch."""
-    k = _check_k(k)
+    k = _check_k(k, index.candidates("images", split))
     id_range = index.id_range("images", split)
     features, problems = encode_texts(index.encoders, list(queries))
     answerable = [i for i, problem in enumerate(problems) if problem is None]
@@ -270,9 +281,10 @@ def _image_hit(index: SearchIndex, rank: int, row: int, score: float) -> ImageHi
 def search_image(
     index: SearchIndex, image: str | Path, k: int = 10, split: str | None = None
 ) -> ImageQueryResult:
-    """The ``k`` best captions of ``split`` (None: every split) for an image file, whose CNN
+    """The ``k`` best captions of ``split`` (None: every split; ``k`` at most the captions
+    there) for an image file, whose CNN
     feature is extracted with the dataset's own backbone, weights and preprocessing."""
-    k = _check_k(k)
+    k = _check_k(k, index.candidates("captions", split))
     id_range = index.id_range("captions", split)
     extractor = index.manifest["image_extractor"]
     if extractor is None:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -38,7 +37,7 @@ from ops.search.errors import SearchError
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
 from ops.storage.atomic import replace_directory, write_text_atomic
-from ops.storage.parquet_io import FeatureWriter, iter_feature_batches
+from ops.storage.parquet_io import FeatureWriter, iter_feature_batches, read_arrow, read_schema
 from ops.storage.paths import dataset_table_file, index_dir
 from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
@@ -151,7 +150,7 @@ def _build_part(
     dim: int,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    splits = pq.read_table(part.features, columns=["split"]).column("split").to_pandas()
+    splits = read_arrow(part.features, ["split"]).column("split").to_pandas()
     ranges = split_ranges(splits)
     n_rows = len(splits)
     if n_rows == 0:
@@ -249,8 +248,8 @@ def build_retrieval_index(
     log(f"indexing {dataset!r} with champion {run['run_id']}")
     torch_device = resolve_device(device)
     model, config = load_trained(files["checkpoint"], torch_device)
-    image_dim = pq.read_schema(files["image_features"]).field("feature").type.list_size
-    text_dim = pq.read_schema(files["text_features"]).field("feature").type.list_size
+    image_dim = read_schema(files["image_features"]).field("feature").type.list_size
+    text_dim = read_schema(files["text_features"]).field("feature").type.list_size
     check_feature_dims(model, files["checkpoint"], image_dim, text_dim)
     encoders = load_text_encoders(files["text_encoder"])
     captions = load_dataset_table(root, dataset, "captions").set_index("caption_id")["text"]

@@ -17,6 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class DiskFullError(OSError):
+    """A write that ran out of space (or quota); the message names the file."""
+
+
+def _is_disk_full(error: OSError) -> bool:
+    # Arrow's writers report the C library's error in the text and may leave errno unset.
+    return error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+
+
 def _remove_stale_temporaries(target: Path) -> None:
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
         with contextlib.suppress(OSError):
@@ -27,7 +36,8 @@ def _remove_stale_temporaries(target: Path) -> None:
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success rename it onto ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched; a full
+    disk is a :class:`DiskFullError` naming ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +50,15 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(error, OSError) and _is_disk_full(error):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on the device while writing {target}; the previous file is "
+                "kept: free space on its filesystem and run again",
+            ) from error
         raise
 
 

@@ -4,10 +4,16 @@ Feature files hold one row per item: id columns plus ``feature`` as
 ``fixed_size_list<float32>[D]``. They are written in row groups as the data streams in, to a
 temporary path that is renamed only when the writer closes cleanly, so a crash never leaves a
 partial file under the final name.
+
+Every Parquet read of the project goes through this module (:func:`read_table`,
+:func:`read_arrow`, :func:`read_schema`, :func:`parquet_file`, :func:`iter_batches` and the
+feature readers), so a truncated or corrupt file is one :class:`ParquetReadError` that names it
+and says what to do, not Arrow's "Could not open Parquet input source '<Buffer>'".
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +27,85 @@ import pyarrow.parquet as pq
 from ops.storage.atomic import atomic_path
 
 FEATURE_COLUMN = "feature"
+
+
+class ParquetReadError(ValueError):
+    """A Parquet file that cannot be read; the message names it and the way out."""
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn Arrow's errors while reading ``path`` into a ParquetReadError naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ParquetReadError(
+            f"{os.fspath(path)}: not a readable Parquet file ({detail}); it is truncated or "
+            "corrupt: delete it and materialize again the asset that writes it"
+        ) from error
+
+
+def read_arrow(
+    path: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    filters: list[tuple[str, str, object]] | None = None,
+) -> pa.Table:
+    with reading(path):
+        return pq.read_table(
+            path, columns=None if columns is None else list(columns), filters=filters
+        )
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    filters: list[tuple[str, str, object]] | None = None,
+) -> pd.DataFrame:
+    """A Parquet file (or some of its columns, or its rows that pass ``filters``) as a
+    DataFrame."""
+    table = read_arrow(path, columns, filters)
+    with reading(path):
+        return table.to_pandas()
+
+
+def read_schema(path: str | os.PathLike[str]) -> pa.Schema:
+    with reading(path):
+        return pq.read_schema(path)
+
+
+def parquet_file(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """An open Parquet file, for its metadata and row groups (read them with
+    :func:`iter_batches` to have errors name the file)."""
+    with reading(path):
+        return pq.ParquetFile(path)
+
+
+def read_row_group(
+    parquet: pq.ParquetFile,
+    path: str | os.PathLike[str],
+    group: int,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Row group ``group`` of the open file ``parquet`` (read from ``path``)."""
+    with reading(path):
+        return parquet.read_row_group(group, columns=None if columns is None else list(columns))
+
+
+def iter_batches(
+    path: str | os.PathLike[str],
+    batch_size: int = 65_536,
+    columns: Sequence[str] | None = None,
+    parquet: pq.ParquetFile | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The file's record batches in order; ``parquet`` reuses an already open file."""
+    opened = parquet if parquet is not None else parquet_file(path)
+    with reading(path):
+        yield from opened.iter_batches(
+            batch_size=batch_size, columns=None if columns is None else list(columns)
+        )
 
 
 def feature_schema(id_columns: Mapping[str, pa.DataType], dim: int) -> pa.Schema:
@@ -85,16 +170,24 @@ class FeatureWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        failure = None
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()  # writes the footer: can meet a full disk too
+            except BaseException as error:  # noqa: BLE001 - handed to the atomic exit below
+                failure = error
+        if exc is None and failure is not None:
+            exc_type, exc, tb = type(failure), failure, failure.__traceback__
         self._atomic.__exit__(exc_type, exc, tb)
+        if failure is not None and exc is failure:
+            raise failure
 
 
 def read_features(
     path: str | os.PathLike[str], columns: Sequence[str] | None = None
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Read a feature file: (id columns as a DataFrame, float32 matrix of shape (n, D))."""
-    table = pq.read_table(path, columns=None if columns is None else [*columns, FEATURE_COLUMN])
+    table = read_arrow(path, None if columns is None else [*columns, FEATURE_COLUMN])
     feature = table.column(FEATURE_COLUMN).combine_chunks()
     dim = feature.type.list_size
     matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
@@ -104,9 +197,9 @@ def read_features(
 
 def head_features(path: str | os.PathLike[str], rows: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
     """The first ``rows`` rows of a feature file, read without loading the rest."""
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
-    batch = next(parquet.iter_batches(batch_size=max(1, rows)), None)
+    batch = next(iter_batches(path, max(1, rows), parquet=parquet), None)
     if batch is None:
         ids = pd.DataFrame(columns=[n for n in parquet.schema_arrow.names if n != FEATURE_COLUMN])
         return ids, np.zeros((0, dim), dtype=np.float32)
@@ -123,18 +216,14 @@ def write_table(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    return pq.read_table(path).to_pandas()
-
-
 def iter_feature_batches(
     path: str | os.PathLike[str], batch_rows: int = 8192
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """A feature file as ``(id columns, float32 matrix)`` batches of at most ``batch_rows``, in
     file order, so that memory is bounded by the batch and not by the file."""
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     dim = parquet.schema_arrow.field(FEATURE_COLUMN).type.list_size
-    for batch in parquet.iter_batches(batch_size=batch_rows):
+    for batch in iter_batches(path, batch_rows, parquet=parquet):
         feature = batch.column(FEATURE_COLUMN)
         matrix = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         ids = batch.drop_columns([FEATURE_COLUMN]).to_pandas()

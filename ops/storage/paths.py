@@ -8,6 +8,23 @@ from pathlib import Path
 DEFAULT_DATA_ROOT = "data"
 
 
+class UnsafePathError(ValueError):
+    """A name (of a dataset or a run) that would lead outside its data-root folder."""
+
+
+def child_path(parent: Path, name: str) -> Path:
+    """``parent / name``, refused unless it resolves to a direct child of ``parent`` named
+    ``name``: a name with a separator, ``..``, an absolute path or a link out of ``parent`` never
+    reaches a write or a delete."""
+    path = parent / name
+    resolved = path.resolve()
+    if not name or resolved.parent != parent.resolve() or resolved.name != name:
+        raise UnsafePathError(
+            f"{name!r} does not name a folder inside {parent} (it resolves to {resolved}); refused"
+        )
+    return path
+
+
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The data root: the argument, else ``$TWOBRANCH_DATA``, else ``./data``."""
     chosen = root if root is not None else os.environ.get("TWOBRANCH_DATA", DEFAULT_DATA_ROOT)
@@ -15,12 +32,12 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def raw_dir(root: Path, dataset: str) -> Path:
-    return root / "raw" / dataset
+    return child_path(root / "raw", dataset)
 
 
 def tables_dir(root: Path, dataset: str) -> Path:
     """Parsed annotation tables (images, captions, phrases, rejects) as Parquet."""
-    return root / "tables" / dataset
+    return child_path(root / "tables", dataset)
 
 
 def dataset_table_file(root: Path, dataset: str, table: str) -> Path:
@@ -34,7 +51,12 @@ DERIVED_FOLDERS = {"region_proposals": "proposals", "neighbors": "graph"}
 
 def derived_table_file(root: Path, dataset: str, table: str) -> Path:
     """``<folder>/<dataset>/<table>.parquet`` of a table derived from a dataset."""
-    return root / DERIVED_FOLDERS[table] / dataset / f"{table}.parquet"
+    return derived_dir(root, dataset, table) / f"{table}.parquet"
+
+
+def derived_dir(root: Path, dataset: str, table: str) -> Path:
+    """``<folder>/<dataset>`` of a table derived from a dataset."""
+    return child_path(root / DERIVED_FOLDERS[table], dataset)
 
 
 def results_dir(root: Path, table: str) -> Path:
@@ -43,7 +65,7 @@ def results_dir(root: Path, table: str) -> Path:
 
 
 def result_file(root: Path, table: str, run_id: str) -> Path:
-    return results_dir(root, table) / f"{run_id}.parquet"
+    return child_path(results_dir(root, table), f"{run_id}.parquet")
 
 
 def reports_dir(root: Path) -> Path:
@@ -51,7 +73,7 @@ def reports_dir(root: Path) -> Path:
 
 
 def features_dir(root: Path, dataset: str) -> Path:
-    return root / "features" / dataset
+    return child_path(root / "features", dataset)
 
 
 def staging_dir(root: Path) -> Path:
@@ -66,16 +88,16 @@ def features_path(root: Path, dataset: str, kind: str, variant: str) -> Path:
 
 
 def checkpoint_dir(root: Path, run_id: str) -> Path:
-    return root / "checkpoints" / run_id
+    return child_path(root / "checkpoints", run_id)
 
 
 def index_dir(root: Path, dataset: str) -> Path:
     """The dataset's retrieval index: embeddings, faiss indexes and what encodes a query."""
-    return root / "index" / dataset
+    return child_path(root / "index", dataset)
 
 
 def report_dir(root: Path, run_id: str) -> Path:
-    return reports_dir(root) / run_id
+    return child_path(reports_dir(root), run_id)
 
 
 def results_db(root: Path) -> Path:

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
+from ops.storage.parquet_io import read_schema
+from ops.storage.parquet_io import read_table as read_parquet_table
 from ops.storage.paths import (
     dataset_table_file,
     derived_table_file,
@@ -278,12 +280,12 @@ def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFra
         path = result_file(root, table, run_id)
         if not path.exists():
             return RESULT_SCHEMAS[table].empty_table().to_pandas()
-        return _current_names(pq.read_table(path).to_pandas(), table)
+        return _current_names(read_parquet_table(path), table)
     folder = results_dir(root, table)
     files = sorted(p for p in folder.glob("*.parquet") if p.stem != SCHEMA_PLACEHOLDER)
     if not files:
         return RESULT_SCHEMAS[table].empty_table().to_pandas()
-    frames = [_current_names(pq.read_table(p).to_pandas(), table) for p in files]
+    frames = [_current_names(read_parquet_table(p), table) for p in files]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -316,7 +318,7 @@ def _placeholders(root: Path) -> list[tuple[Path, pa.Schema]]:
 
 
 def _placeholder_is_current(path: Path, schema: pa.Schema) -> bool:
-    return path.exists() and pq.read_schema(path).remove_metadata().equals(schema)
+    return path.exists() and read_schema(path).remove_metadata().equals(schema)
 
 
 def _ensure_placeholders(root: Path) -> None:

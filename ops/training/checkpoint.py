@@ -41,6 +41,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, foreign, or for another run."""
 
 
+def recovery(path: Path) -> str:
+    """What to do about an unusable checkpoint file, in words."""
+    if path.name == "last.pt":
+        return (
+            f"to recover, delete {path}: the run then starts again from its first epoch "
+            "(a resumed run needs an intact last.pt)"
+        )
+    return (
+        f"to recover, delete the run's folder {path.parent} and materialize its training asset "
+        "again, which retrains it"
+    )
+
+
 def build_model(config: TrainConfig, image_dim: int, text_dim: int) -> nn.Module:
     """The network named by ``config`` (for the phrase task the image side takes regions)."""
     if config.network == "embedding":
@@ -129,19 +142,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         TypeError,
         OSError,  # a truncated or corrupted archive
     ) as error:
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
         raise CheckpointError(
-            f"{path}: refused to load — not a plain-tensor twobranch checkpoint "
-            f"(weights_only=True rejected it: {str(error).splitlines()[0]})"
+            f"{path}: refused to load — truncated, corrupt or not a plain-tensor twobranch "
+            f"checkpoint (weights_only=True rejected it: {detail}); {recovery(path)}"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a twobranch checkpoint (no {CHECKPOINT_FORMAT!r} tag)")
+        raise CheckpointError(
+            f"{path}: not a twobranch checkpoint (no {CHECKPOINT_FORMAT!r} tag); {recovery(path)}"
+        )
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}"
+            f"{path}: checkpoint version {payload.get('version')!r}, expected "
+            f"{CHECKPOINT_VERSION}; {recovery(path)}"
         )
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}; {recovery(path)}")
     return payload
 
 

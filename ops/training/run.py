@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.store import graph_identity
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import checkpoint_dir
 from ops.storage.results_store import publish_catalogue, utc_now
 from ops.storage.run_records import (
@@ -70,7 +69,7 @@ def load_training_splits(
         return splits
     splits = phrase_region_splits(
         inputs["region_features"],
-        pd.read_parquet(inputs["region_proposals"]),
+        read_table(inputs["region_proposals"]),
         inputs["phrase_features"],
         load_dataset_table(root, dataset, "phrases"),
     )

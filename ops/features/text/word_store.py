@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from ops.features.text.word_vectors import WordVectors
-from ops.storage.parquet_io import FeatureWriter, read_features
+from ops.storage.parquet_io import FeatureWriter, read_features, read_schema
 
 
 def save_word_vectors(wv: WordVectors, path: Path) -> int:
@@ -20,10 +20,8 @@ def save_word_vectors(wv: WordVectors, path: Path) -> int:
 
 
 def load_word_vectors_file(path: Path) -> WordVectors:
-    import pyarrow.parquet as pq
-
     ids, matrix = read_features(path)
-    meta = pq.read_schema(path).metadata or {}
+    meta = read_schema(path).metadata or {}
     words = ids["word"].tolist()
     return WordVectors(
         vocab={w: i for i, w in enumerate(words)},

