@@ -10,7 +10,7 @@ from ops.report.html import two_stage_section
 
 
 def _cells(html: str, column: int) -> list[str]:
-    rows = re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)[1:]  # after the header row
+    rows = re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)  # the header row has a style
     return [re.findall(r"<td>(.*?)</td>", row, flags=re.S)[column].strip() for row in rows]
 
 
