@@ -10,10 +10,12 @@ index replaces the folder, and so its manifest file). Bad input is a 4xx with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -229,6 +231,33 @@ def _answer_image(
         ],
         "warning": index.stale,
     }
+
+
+@contextlib.contextmanager
+def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """``app`` served by uvicorn on a thread of this process (port 0: a free one); yields its
+    base URL and stops it on exit. For tests and benchmarks that talk HTTP to the service."""
+    import socket
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="twobranch-serve", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"the service did not start on {host}:{port}")
+            thread.join(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def serve(root: Path, dataset: str, host: str, port: int, device: str = "auto") -> None:
