@@ -13,6 +13,7 @@ itself is loaded, once, by the first image query.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from threadpoolctl import ThreadpoolController
 
 from models.branch_arrays import BranchArrays
 from ops.data.registry import DatasetRegistryError, load_registry
@@ -258,12 +260,18 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
 FEW_QUERIES = 4
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """numpy's BLAS thread pools (found once: the lookup walks the loaded libraries)."""
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def single_threaded(queries: int) -> Iterator[None]:
-    """One torch and one faiss thread while answering a handful of queries: their matrices are
-    too small to split, and waking a second thread costs more than it saves (on a busy machine
-    tens of milliseconds; measured in benchmarks/bench_search.py). The thread counts are
-    process-wide, so concurrent searches from several Python threads share the setting."""
+    """One BLAS, torch and faiss thread while answering a handful of queries: their matrices
+    are too small to split, and waking a second thread costs more than it saves (on a busy
+    machine tens of milliseconds; measured in benchmarks/bench_search.py). The thread counts
+    are process-wide, so concurrent searches from several Python threads share the setting."""
     if queries > FEW_QUERIES:
         yield
         return
@@ -274,7 +282,8 @@ def single_threaded(queries: int) -> Iterator[None]:
         torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
-        yield
+        with _blas().limit(limits=1, user_api="blas"):
+            yield
     finally:
         if torch is not None:
             torch.set_num_threads(torch_threads)
