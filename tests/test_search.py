@@ -213,7 +213,8 @@ def test_text_queries_run_the_exported_text_branch_without_torch(indexed, tmp_pa
 
     from tests.test_light_cli import run_probed
 
-    root, _, index = indexed
+    root, _, _ = indexed
+    index = open_index(root, "synthetic", "cpu")
     features = np.random.default_rng(0).standard_normal((8, index.text_branch.in_dim))
     [result] = search_text(index, ["a red circle"], k=3)
     assert index._model is None  # a text query did not load the network
