@@ -4,6 +4,7 @@
 SEARCH_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>twobranch search</title>
+<link rel="icon" href="data:,">
 <style>
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 form{margin:.5em 0}input[type=text]{width:28em;padding:4px}
