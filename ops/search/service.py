@@ -113,10 +113,13 @@ def _dataset(source: IndexSource, dataset: str | None) -> SearchIndex:
     return source.get(name)
 
 
-def _thumbnail_url(dataset: str, image_id: str) -> str:
+def _with_thumbnail(index: SearchIndex, hit: dict[str, Any]) -> dict[str, Any]:
+    """A hit with the URL of its image's thumbnail (None for a dataset of precomputed
+    features, which has no image files)."""
     from urllib.parse import urlencode
 
-    return "/thumbnail?" + urlencode({"dataset": dataset, "image_id": image_id})
+    url = "/thumbnail?" + urlencode({"dataset": index.dataset, "image_id": hit["image_id"]})
+    return hit | {"thumbnail": url if hit["path"] else None}
 
 
 def create_app(source: IndexSource) -> FastAPI:
@@ -161,10 +164,7 @@ def create_app(source: IndexSource) -> FastAPI:
             raise ServiceError(400, str(error)) from None
         if result.error:
             raise ServiceError(400, result.error)
-        hits = [
-            asdict(hit) | {"thumbnail": _thumbnail_url(index.dataset, hit.image_id)}
-            for hit in result.hits
-        ]
+        hits = [_with_thumbnail(index, asdict(hit)) for hit in result.hits]
         return {
             "dataset": index.dataset,
             "run_id": index.manifest["run_id"],
@@ -225,10 +225,7 @@ def _answer_image(
         "dataset": index.dataset,
         "run_id": index.manifest["run_id"],
         "image": name,
-        "hits": [
-            asdict(hit) | {"thumbnail": _thumbnail_url(index.dataset, hit.image_id)}
-            for hit in result.hits
-        ],
+        "hits": [_with_thumbnail(index, asdict(hit)) for hit in result.hits],
         "warning": index.stale,
     }
 
