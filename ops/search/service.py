@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ops.data.registry import DatasetRegistryError, check_name
 from ops.search.engine import SearchIndex, open_index, search_image, search_text
 from ops.search.errors import SearchError
 from ops.search.manifest import manifest_path
@@ -37,7 +37,6 @@ MAX_K = 100
 MAX_UPLOAD_BYTES = 10 * 2**20
 # A multipart body carries a little more than the file: boundaries and part headers.
 UPLOAD_OVERHEAD_BYTES = 64 * 2**10
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ServiceError(Exception):
@@ -108,8 +107,10 @@ def _validation_message(error: RequestValidationError) -> str:
 
 def _dataset(source: IndexSource, dataset: str | None) -> SearchIndex:
     name = dataset or source.default_dataset
-    if not DATASET_NAME.match(name):
-        raise ServiceError(404, f"unknown dataset {name!r}")
+    try:
+        check_name(name)  # never a path: a name is looked up only when it could be registered
+    except DatasetRegistryError:
+        raise ServiceError(404, f"unknown dataset {name!r}") from None
     return source.get(name)
 
 
