@@ -228,3 +228,20 @@ def test_text_queries_run_the_exported_text_branch_without_torch(indexed, tmp_pa
     )
     assert probe == {"code": 0, "heavy": []}
     assert [h["image_id"] for h in json.loads(out)["hits"]] == [h.image_id for h in result.hits]
+
+
+def test_an_index_without_the_exported_branch_answers_through_the_network(
+    indexed, tmp_path: Path
+) -> None:
+    import shutil
+
+    root, _, index = indexed
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("raw", "proposals", "features"))
+    (copy / "index" / "synthetic" / "text_branch.npz").unlink()  # as an older index was built
+    older = open_index(copy, "synthetic", "cpu")
+    assert older.text_branch is None
+    [answer] = search_text(older, ["a red circle"], k=5)
+    [expected] = search_text(index, ["a red circle"], k=5)
+    assert [h.image_id for h in answer.hits] == [h.image_id for h in expected.hits]
+    assert [h.score for h in answer.hits] == pytest.approx([h.score for h in expected.hits])
