@@ -1,6 +1,10 @@
 """The ``twobranch`` command: the plain tools of ``ops.cli`` plus the ``dataset`` commands,
 which keep the registry (in the data root) and the Dagster instance's dataset partitions in
-step."""
+step.
+
+Dagster loads only inside the commands that talk to the instance, and none of them loads the
+asset definitions (or torch), so that ``twobranch --help``, ``sql`` and ``dataset list`` start
+at once."""
 
 from __future__ import annotations
 
@@ -9,11 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dagster as dg
-
-from assets.partitions import runs_in_progress, sync_dataset_partitions
-from assets.run_summary import print_run_summaries
 from ops import cli as plain_cli
 from ops.data.registry import (
     SOURCES,
@@ -24,18 +25,25 @@ from ops.data.registry import (
 )
 from ops.storage.paths import data_root
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 # The project's own instance folder, when DAGSTER_HOME is not set (an editable install).
 PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
 
 
 def dagster_instance() -> dg.DagsterInstance:
     """The instance at ``$DAGSTER_HOME``, else the project's ``dagster_home/``."""
+    import dagster as dg
+
     if not os.environ.get("DAGSTER_HOME") and PROJECT_DAGSTER_HOME.is_dir():
         os.environ["DAGSTER_HOME"] = str(PROJECT_DAGSTER_HOME)
     return dg.DagsterInstance.get()
 
 
 def _sync(root: Path) -> str:
+    from assets.partitions import sync_dataset_partitions
+
     with dagster_instance() as instance:
         added = sync_dataset_partitions(instance, load_registry(root))
     return f" (Dagster partitions added: {', '.join(added)})" if added else ""
@@ -64,6 +72,8 @@ def _run_remove(args: argparse.Namespace) -> int:
     root = data_root(args.data_root)
     running: list[str] = []
     if args.purge:
+        from assets.partitions import runs_in_progress
+
         with dagster_instance() as instance:
             running = runs_in_progress(instance, args.name)
     removed = remove_dataset(root, args.name, purge=args.purge, runs_in_progress=running)
@@ -81,6 +91,8 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
+    from assets.run_summary import print_run_summaries
+
     root = data_root(args.data_root)
     plain_cli.print_where_results_are(root)
     with dagster_instance() as instance:

@@ -1,7 +1,7 @@
 """Warm text-query latency of ``twobranch search`` against a large synthetic index.
 
     python benchmarks/bench_search.py [--images 100000] [--dim 512] [--queries 300]
-        [--index-type flat|ivf|hnsw|all] [--k 10] [--threads T]
+        [--index-type flat|ivf|hnsw|all] [--k 10] [--threads T] [--http]
 
 Builds a SearchIndex in memory from synthetic unit-length image embeddings (no data root, no
 trained model: an untrained embedding network of the paper's widths over GloVe 6B 50-d mean
@@ -12,13 +12,19 @@ single-query p50 / p95 latency, wall and CPU (all splits, and the 10% test split
 id-range filter). The images cluster around the embeddings of random word-bag captions, as a
 trained model's do around what they show, so the approximate indexes' recall against the exact
 one (``--index-type all``) means something; uniformly random vectors have no neighbours.
+
+``--http`` also times the same queries through ``twobranch serve``'s application (uvicorn on
+127.0.0.1, one kept-alive connection): ``GET /search?q=…&k=…`` with its JSON answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import time
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import faiss
 import numpy as np
@@ -30,6 +36,7 @@ from models.embedding_net import EmbeddingNet
 from ops.features.text.text_features import TextEncoders
 from ops.features.text.word_vectors import load_word_vectors
 from ops.search.engine import SearchIndex, search_text
+from ops.search.service import ServiceError, background_server, create_app
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows
 
@@ -79,6 +86,52 @@ def latencies(
     return 1000 * np.array(wall), 1000 * np.array(cpu)
 
 
+class OneIndex:
+    """The service's index source for an index built in memory."""
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index = index
+        self.default_dataset = index.dataset
+
+    def get(self, dataset: str) -> SearchIndex:
+        if dataset != self.default_dataset:
+            raise ServiceError(404, f"unknown dataset {dataset!r}")
+        return self.index
+
+    def loaded(self) -> dict[str, str]:
+        return {self.default_dataset: self.index.manifest["run_id"]}
+
+
+def http_latencies(
+    index: SearchIndex, queries: list[str], k: int, split: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query through HTTP: (wall ms, this process's CPU ms: server and client share it)."""
+    with background_server(create_app(OneIndex(index))) as url:
+        address = urlsplit(url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+
+        def ask(query: str) -> dict:
+            params = {"q": query, "k": k} | ({"split": split} if split else {})
+            connection.request("GET", "/search?" + urlencode(params))
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {body[:200]!r}")
+            return json.loads(body)
+
+        for query in queries[:10]:
+            ask(query)
+        wall, cpu = [], []
+        for query in queries:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            answer = ask(query)
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+            assert len(answer["hits"]) == k
+        connection.close()
+    return 1000 * np.array(wall), 1000 * np.array(cpu)
+
+
 def clustered_embeddings(
     rng: np.random.Generator, n: int, centers: np.ndarray, spread: float = 0.6
 ) -> np.ndarray:
@@ -98,6 +151,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--index-type", default="flat", choices=("flat", "ivf", "hnsw", "all"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--http", action="store_true", help="also time the queries through the HTTP service"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,6 +200,7 @@ def main() -> None:
     )
     print(header)
     exact: list[set[str]] | None = None
+    served: list[tuple[str, np.ndarray, np.ndarray]] = []
     for index_type in types:
         settings = IndexSettings(index_type=index_type)
         image_index, seconds, build_mib = build(settings, embeddings)
@@ -152,6 +209,7 @@ def main() -> None:
             root=Path("."),
             dataset="bench",
             manifest={
+                "run_id": "bench",
                 "amp": True,
                 "search_parameters": settings.search_parameters(),
                 "images": {"splits": {"train": [0, test], "test": [test, args.images]}},
@@ -161,9 +219,9 @@ def main() -> None:
             captions=captions,
             image_index=image_index,
             caption_index=faiss.IndexFlatIP(args.dim),
-            model=model,
             encoders=encoders,
-            device=torch.device("cpu"),
+            text_branch=model.text_branch.to_arrays(),
+            device="cpu",
         )
         everything, cpu = latencies(index, queries, args.k, None)
         one_split, _ = latencies(index, queries, args.k, "test")
@@ -182,6 +240,17 @@ def main() -> None:
             f"{np.percentile(one_split, 50):>9.2f} {np.percentile(one_split, 95):>9.2f} "
             f"{recall:>17.3f}"
         )
+        if args.http:
+            served.append((index_type, *http_latencies(index, queries, args.k, None)))
+            served.append((f"{index_type} test", *http_latencies(index, queries, args.k, "test")))
+    if served:
+        print("\nthrough HTTP (GET /search, JSON answer, one kept-alive connection):")
+        print(f"{'index':<10} {'p50 ms':>7} {'p95 ms':>7} {'p50 cpu':>8}")
+        for name, wall, cpu in served:
+            print(
+                f"{name:<10} {np.percentile(wall, 50):>7.2f} {np.percentile(wall, 95):>7.2f} "
+                f"{np.percentile(cpu, 50):>8.2f}"
+            )
 
 
 if __name__ == "__main__":

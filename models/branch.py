@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.branch_arrays import BranchArrays
 
 
 class Branch(nn.Module):
@@ -43,3 +46,26 @@ class Branch(nn.Module):
         hidden = self.dropout(F.relu(self.bn(self.fc1(features))))
         out = self.fc2(hidden)
         return F.normalize(out, dim=1) if self.normalize else out
+
+    def to_arrays(self) -> BranchArrays:
+        """The weights as float32 arrays for :meth:`BranchArrays.forward`, which computes this
+        branch in evaluation mode without torch."""
+
+        def array(tensor: torch.Tensor) -> np.ndarray:
+            return tensor.detach().to("cpu", torch.float32).numpy().copy()
+
+        bn = self.bn
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("the branch's BatchNorm keeps no running statistics")
+        return BranchArrays(
+            fc1_weight=array(self.fc1.weight),
+            fc1_bias=array(self.fc1.bias),
+            bn_mean=array(bn.running_mean),
+            bn_var=array(bn.running_var),
+            bn_weight=array(bn.weight),
+            bn_bias=array(bn.bias),
+            bn_eps=np.asarray(bn.eps, dtype=np.float32),
+            fc2_weight=array(self.fc2.weight),
+            fc2_bias=array(self.fc2.bias),
+            normalize=np.asarray(self.normalize),
+        )

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ops.search.cli import add_search_command
+from ops.search.cli import add_search_command, add_serve_command
 from ops.storage.paths import data_root, reports_dir, results_db
 from ops.storage.sql import (
     DEFAULT_MEMORY_LIMIT,
@@ -116,6 +116,7 @@ def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.Argume
     _add_sql(subparsers)
     _add_evaluators(subparsers)
     add_search_command(subparsers)
+    add_serve_command(subparsers)
     for add in extra_commands:
         add(subparsers)
     return parser

@@ -33,6 +33,27 @@ IMAGES_DECODED = """
 """
 
 
+WAIT_FOR = """
+(async () => {{
+  for (let i = 0; i < 600; i++) {{
+    if ({condition}) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }}
+  return false;
+}})()
+"""
+
+
+@dataclass(frozen=True)
+class Typing:
+    """Keys typed into the element ``selector`` (then Enter), and the page condition (a JS
+    expression) awaited after them, e.g. that results have appeared."""
+
+    selector: str
+    text: str
+    until: str
+
+
 def find_chromium() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
@@ -123,8 +144,33 @@ def _devtools_url(process: subprocess.Popen, profile: Path, log: Path, timeout: 
     raise RuntimeError(f"Chromium did not start:\n{tail}")
 
 
-def check_page(url: str, chromium: str, timeout: float = 60.0) -> PageCheck:
-    """Load ``url`` in headless Chromium; report its console errors and decoded images."""
+def _type(devtools: _DevTools, session: str, typing: Typing) -> None:
+    """Focus the element, type the text as keyboard input, press Enter, await the condition."""
+
+    def evaluate(expression: str) -> object:
+        result = devtools.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            session,
+        )
+        return result["result"].get("value")
+
+    evaluate(f"document.querySelector({json.dumps(typing.selector)}).focus()")
+    devtools.call("Input.insertText", {"text": typing.text}, session)
+    for kind in ("keyDown", "keyUp"):
+        enter = {"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}
+        if kind == "keyDown":
+            enter["text"] = "\r"  # the key's character: what submits the form
+        devtools.call("Input.dispatchKeyEvent", enter, session)
+    if not evaluate(WAIT_FOR.format(condition=typing.until)):
+        raise TimeoutError(f"the page never reached: {typing.until}")
+
+
+def check_page(
+    url: str, chromium: str, timeout: float = 60.0, typing: Typing | None = None
+) -> PageCheck:
+    """Load ``url`` in headless Chromium (and type into it, when ``typing`` says what);
+    report its console errors and decoded images."""
     with tempfile.TemporaryDirectory(prefix="twobranch-chromium-") as folder:
         profile, log = Path(folder) / "profile", Path(folder) / "chromium.log"
         with open(log, "w") as stderr:
@@ -155,6 +201,8 @@ def check_page(url: str, chromium: str, timeout: float = 60.0) -> PageCheck:
                     devtools.call(f"{domain}.enable", session=session)
                 devtools.call("Page.navigate", {"url": url}, session)
                 devtools.wait_for("Page.loadEventFired", session)
+                if typing is not None:
+                    _type(devtools, session, typing)
                 result = devtools.call(
                     "Runtime.evaluate",
                     {"expression": IMAGES_DECODED, "awaitPromise": True, "returnByValue": True},

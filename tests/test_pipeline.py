@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.definitions import ALL_ASSETS
-from assets.run_summary import CHECK_STEPS, print_run_summaries, step_timings
+from assets.definitions import ALL_ASSETS, ALL_CHECKS
+from assets.run_summary import check_steps, print_run_summaries, step_timings
 from ops.report.run_summary import CHECKS_ROW, headline_results, seconds_per_asset
 from ops.storage.sql import run_query
 from tests.pipeline_helpers import ALL_KEYS, SHARDED, TRAINED
@@ -105,7 +105,9 @@ def test_summary_times_every_asset_of_the_run_and_shows_its_results(
     synthetic_pipeline, capsys
 ) -> None:
     root, result, _, instance = synthetic_pipeline
-    timings = seconds_per_asset(step_timings(instance, result.run_id), CHECK_STEPS)
+    checks = check_steps(instance, instance.get_run_by_id(result.run_id))
+    assert checks == {check.node_def.name for check in ALL_CHECKS}
+    timings = seconds_per_asset(step_timings(instance, result.run_id), checks)
     assert set(timings["asset"]) == {a.node_def.name for a in ALL_ASSETS} | {CHECKS_ROW}
     assert timings.set_index("asset").loc[CHECKS_ROW, "steps"] == 10
     shards = timings.set_index("asset")["steps"]

@@ -204,3 +204,45 @@ def test_a_damaged_index_is_one_line(indexed, capsys, tmp_path: Path) -> None:
     assert "cannot be read" in err and "re-materialize retrieval_index" in err
     code, _, err = _cli(capsys, copy, "a red circle", "--device", "cuda:7")
     assert code == 2 and err.count("\n") == 1 and "cuda:7" in err
+
+
+def test_text_queries_run_the_exported_text_branch_without_torch(indexed, tmp_path) -> None:
+    import os
+
+    import torch
+
+    from tests.test_light_cli import run_probed
+
+    root, _, _ = indexed
+    index = open_index(root, "synthetic", "cpu")
+    features = np.random.default_rng(0).standard_normal((8, index.text_branch.in_dim))
+    [result] = search_text(index, ["a red circle"], k=3)
+    assert index._model is None  # a text query did not load the network
+    with torch.no_grad():
+        expected = index.model.embed_text(torch.from_numpy(features.astype(np.float32))).numpy()
+    np.testing.assert_allclose(index.embed_texts(features), expected, atol=1e-5, rtol=0)
+    probe, out = run_probed(
+        ["--data-root", str(root), "search", "a red circle", "--k", "3", "--format", "json"],
+        tmp_path,
+        dict(os.environ),
+    )
+    assert probe == {"code": 0, "heavy": []}
+    assert [h["image_id"] for h in json.loads(out)["hits"]] == [h.image_id for h in result.hits]
+
+
+def test_an_index_without_the_exported_branch_answers_through_the_network(
+    indexed, tmp_path: Path
+) -> None:
+    import shutil
+
+    root, _, index = indexed
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("raw", "proposals", "features"))
+    (copy / "index" / "synthetic" / "text_branch.npz").unlink()  # as an older index was built
+    older = open_index(copy, "synthetic", "cpu")
+    assert older.text_branch is None
+    [answer] = search_text(older, ["a red circle"], k=5)
+    [expected] = search_text(index, ["a red circle"], k=5)
+    assert [h.image_id for h in answer.hits] == [h.image_id for h in expected.hits]
+    scores = [h.score for h in expected.hits]
+    assert [h.score for h in answer.hits] == pytest.approx(scores, abs=1e-5)

@@ -225,3 +225,17 @@ def test_word2vec_train_min_count_and_errors():
         load_word_vectors("word2vec_train")
     with pytest.raises(ValueError, match="no tokens"):
         load_word_vectors("word2vec_train", train_sentences=[[], []], dim=4)
+
+
+def test_ascii_text_is_split_as_the_full_pattern_splits_it():
+    from ops.data.tokenize import _token_pattern
+
+    samples = [
+        "A dog's ball, 3.5 m away -- isn't it? well-known_words x86 12:30 don't",
+        "".join(chr(code) for code in range(128)),
+        "under_score 1,000,000 a-b-c ''quoted'' l'eau",
+    ]
+    for text in samples:
+        full = [m.group(0) for m in _token_pattern(False).finditer(text.casefold())]
+        fast = [m.group(0) for m in _token_pattern(True).finditer(text.casefold())]
+        assert fast == full and full

@@ -52,11 +52,16 @@ def _combining_mark_class() -> str:
 
 
 @functools.cache
-def _token_pattern() -> re.Pattern[str]:
-    marks = _combining_mark_class()
+def _token_pattern(ascii_only: bool = False) -> re.Pattern[str]:
+    """The token pattern; ``ascii_only`` for ASCII text, which holds no combining mark, so the
+    pattern without them matches the same and skips scanning Unicode for them (a quarter
+    second: what a one-query process would otherwise spend on it)."""
     base = rf"[^\W_{_UNSPACED}]"
-    # Marks only after a base letter: a lone variation selector after an emoji is no word.
-    part = rf"{base}(?:{base}|[{marks}])*"
+    if ascii_only:
+        part = rf"{base}+"
+    else:
+        # Marks only after a base letter: a lone variation selector after an emoji is no word.
+        part = rf"{base}(?:{base}|[{_combining_mark_class()}])*"
     word = rf"{part}(?:['\-]{part})*"
     number = r"\d+(?:[.:,]\d+)+"
     return re.compile(rf"{number}|{word}|[{_UNSPACED}]")
@@ -68,7 +73,7 @@ def tokenize(text: str) -> list[str]:
         return []
     normalized = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
     tokens: list[str] = []
-    for match in _token_pattern().finditer(normalized):
+    for match in _token_pattern(normalized.isascii()).finditer(normalized):
         token = match.group(0)
         clitic = _CLITIC.match(token) if "'" in token else None
         if clitic:

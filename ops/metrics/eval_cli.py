@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ops.data.tables import DatasetFormatError
-from ops.metrics.grounding import evaluate_grounding
-from ops.metrics.retrieval_protocols import PROTOCOLS, evaluate_protocol_scores
+from ops.metrics.protocol_names import PROTOCOLS
 
 PREDICTIONS_HELP = """\
 PREDICTIONS.json is a JSON list with one record per phrase:
@@ -120,6 +119,9 @@ def _load_caption_image(args: argparse.Namespace, n_images: int, n_captions: int
 
 
 def run_eval_retrieval(args: argparse.Namespace) -> int:
+    # The evaluators load torch: imported by the command, not by the parser that lists it.
+    from ops.metrics.retrieval_protocols import evaluate_protocol_scores
+
     command = "eval-retrieval"
     try:
         scores = np.load(args.scores, mmap_mode="r", allow_pickle=False)
@@ -276,6 +278,8 @@ def _image_list(path: Path) -> list[str]:
 
 
 def run_eval_grounding(args: argparse.Namespace) -> int:
+    from ops.metrics.grounding import evaluate_grounding
+
     command = "eval-grounding"
     try:
         predictions = _parse_predictions(args.predictions)

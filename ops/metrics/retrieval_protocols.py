@@ -12,6 +12,7 @@ import torch
 
 from ops.device import device_for
 from ops.metrics.precision_at_r import own_positive_precision
+from ops.metrics.protocol_names import PROTOCOLS
 from ops.metrics.ranking import check_caption_image, rank_embeddings, rank_source
 from ops.metrics.score_sources import (
     EmbeddingSource,
@@ -21,7 +22,6 @@ from ops.metrics.score_sources import (
     default_chunk,
 )
 
-PROTOCOLS = ("1k", "5k", "5fold_1k", "all")
 DIRECTIONS = ("i2t", "t2i")
 RECALL_KS = (1, 5, 10)
 # Extended-positive metrics of every protocol row (see ops.metrics.precision_at_r).

@@ -197,6 +197,8 @@ def two_stage_section(two_stage: Mapping) -> str:
     weight used on the test split."""
     grid = pd.DataFrame(two_stage["grid"])
     grid["chosen"] = ["yes" if w == two_stage["weight"] else "" for w in grid["weight"]]
+    # Weights span orders of magnitude (0.001 … 10): shown as written, not to two decimals.
+    grid["weight"] = [f"{w:g}" for w in grid["weight"]]
     summary = (
         f"<p>Two-stage score = embedding score + w × similarity score over the embedding "
         f"network's top {int(two_stage['rerank_k'])} candidates per query; w chosen on the "

@@ -35,12 +35,38 @@ def add_search_command(subparsers: argparse._SubParsersAction) -> None:
         help="table (default; JSON lines with --queries), json, or html (a gallery; needs --out)",
     )
     parser.add_argument("--out", type=Path, help="write the results to this file")
-    parser.add_argument(
-        "--device",
-        default=os.environ.get("TWOBRANCH_DEVICE", "auto"),
-        help="auto (CUDA when present), cpu, cuda",
-    )
+    _add_device(parser, "auto (CUDA when present), cpu, cuda")
     parser.set_defaults(handler=run_search)
+
+
+def _add_device(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--device", default=os.environ.get("TWOBRANCH_DEVICE", "auto"), help=help)
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="the search as an HTTP service: GET /search?q=…, POST /search/image, a page at /",
+        description="Serve text → images and image → captions over HTTP with the champion "
+        "embedding network, loaded once and reloaded when a new index is published. Binds to "
+        "127.0.0.1 unless told otherwise; it has no login of its own.",
+    )
+    parser.add_argument("--dataset", default="synthetic", help="default dataset of a request")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    _add_device(parser, "for image queries: auto (CUDA when present), cpu, cuda")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ops.search.service import ServiceError, serve
+
+    try:
+        serve(data_root(args.data_root), args.dataset, args.host, args.port, args.device)
+    except ServiceError as error:
+        print(f"twobranch serve: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _fail(message: str) -> int:

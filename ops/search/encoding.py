@@ -11,19 +11,20 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
 from ops.data.tokenize import tokenize
 from ops.features.text.text_features import TextEncoders
 from ops.search.errors import SearchError
 from ops.storage.parquet_io import read_features, read_schema
-from ops.training.validate import embed_rows
+
+if TYPE_CHECKING:  # torch loads only for what needs the network (image queries, indexing)
+    import torch
+    from torch import nn
 
 EMBED_CHUNK = 1024  # rows per forward pass, as evaluation embeds them
 
@@ -55,6 +56,10 @@ def encode_texts(
 
 def embed(branch: nn.Module, features: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
     """One branch of the network applied to feature rows, as unit vectors (float32)."""
+    import torch
+
+    from ops.training.validate import embed_rows
+
     features = np.ascontiguousarray(features, dtype=np.float32)
     if not features.flags.writeable:  # a zero-copy view of Arrow memory
         features = features.copy()

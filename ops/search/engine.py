@@ -4,34 +4,38 @@
 >>> [result] = search_text(index, ["a red circle"], k=5, split="test")
 >>> result.hits[0].image_id, result.hits[0].score
 
-Everything a query needs (model, encoder, faiss indexes, ids) is loaded once by
-:func:`open_index`, so that many queries in one process pay for it once.
+Everything a text query needs (encoder, text branch, faiss indexes, ids) is loaded once by
+:func:`open_index`, so that many queries in one process pay for it once. A text query runs the
+champion's text branch in numpy (``text_branch.npz``) and never imports torch; the network
+itself is loaded, once, by the first image query.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
+from threadpoolctl import ThreadpoolController
 
+from models.branch_arrays import BranchArrays
 from ops.data.registry import DatasetRegistryError, load_registry
-from ops.device import resolve_device
-from ops.evaluation.trained import load_trained
 from ops.features.text.encoder_store import TextEncoderError, load_text_encoders
 from ops.features.text.text_features import TextEncoders
 from ops.search.encoding import embed, encode_texts, extract_query_image
 from ops.search.errors import SearchError
-from ops.search.index_build import (
+from ops.search.manifest import (
     NETWORK,
     TASK,
+    TEXT_BRANCH,
     TEXT_ENCODER,
     no_model_message,
     read_manifest,
@@ -40,7 +44,12 @@ from ops.search.vectors import read_index, search
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import index_dir
 from ops.storage.run_records import current_champion
-from ops.training.checkpoint import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Devices a text query can run on without torch deciding anything.
+CPU_DEVICES = ("auto", "cpu")
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,16 @@ class SearchIndex:
     captions: pd.DataFrame  # caption_id, image_id, split, text
     image_index: faiss.Index
     caption_index: faiss.Index
-    model: nn.Module
     encoders: TextEncoders
-    device: torch.device
+    # The champion's text branch in numpy; None for an index built without it (then text
+    # queries load the network like image queries).
+    text_branch: BranchArrays | None
+    device: str = "auto"
     stale: str | None = None  # set when the champion changed after the index was built
     _captions_of: dict[str, list[str]] | None = field(default=None, repr=False)
+    _paths: dict[str, str] | None = field(default=None, repr=False)
+    _model: Any = field(default=None, repr=False)
+    _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def splits(self) -> list[str]:
@@ -109,6 +123,12 @@ class SearchIndex:
             grouped = self.captions.groupby("image_id", sort=False)["text"].agg(list)
             self._captions_of = grouped.to_dict()
         return self._captions_of.get(image_id, [])
+
+    def image_path(self, image_id: str) -> str | None:
+        """The path of an image in the index (None when it is not one of them)."""
+        if self._paths is None:
+            self._paths = dict(zip(self.images["image_id"], self.images["path"], strict=True))
+        return self._paths.get(image_id)
 
     def id_range(self, side: str, split: str | None) -> tuple[int, int] | None:
         if split is None:
@@ -130,11 +150,43 @@ class SearchIndex:
             return len(self.images if side == "images" else self.captions)
         return id_range[1] - id_range[0]
 
+    @property
+    def model(self) -> nn.Module:
+        """The champion network, loaded by the one door for trained models on first use."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = load_model(self.root / self.manifest["checkpoint"], self.device)
+            return self._model
+
     def embed_texts(self, features: np.ndarray) -> np.ndarray:
-        return embed(self.model.embed_text, features, self.device, self.manifest["amp"])
+        if self.text_branch is not None:
+            return self.text_branch.forward(features)
+        model = self.model
+        return embed(model.embed_text, features, _torch_device(model), self.manifest["amp"])
 
     def embed_images(self, features: np.ndarray) -> np.ndarray:
-        return embed(self.model.embed_image, features, self.device, self.manifest["amp"])
+        model = self.model
+        return embed(model.embed_image, features, _torch_device(model), self.manifest["amp"])
+
+
+def _torch_device(model: nn.Module) -> Any:
+    return next(model.parameters()).device
+
+
+def load_model(checkpoint: Path, device: str) -> nn.Module:
+    """The trained network at ``checkpoint`` on ``device``, or a SearchError naming it."""
+    from ops.device import resolve_device
+    from ops.evaluation.trained import load_trained
+    from ops.training.checkpoint import CheckpointError
+
+    try:
+        model, _ = load_trained(checkpoint, resolve_device(device))
+    except (CheckpointError, ValueError) as error:
+        raise SearchError(str(error)) from None
+    except (OSError, RuntimeError, KeyError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SearchError(f"{checkpoint}: cannot load the network ({reason})") from None
+    return model
 
 
 def _registered(root: Path, dataset: str) -> None:
@@ -176,12 +228,16 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
             "(full_pipeline and retrain include it)"
         )
     folder = index_dir(root, dataset)
+    if device not in CPU_DEVICES:
+        # An accelerator was asked for: check it now, not at the first image query.
+        from ops.device import resolve_device
+
+        try:
+            resolve_device(device)
+        except ValueError as error:
+            raise SearchError(str(error)) from None
     try:
-        torch_device = resolve_device(device)
-    except ValueError as error:
-        raise SearchError(str(error)) from None
-    try:
-        model, _ = load_trained(root / manifest["checkpoint"], torch_device)
+        branch_file = folder / TEXT_BRANCH
         return SearchIndex(
             root=root,
             dataset=dataset,
@@ -192,15 +248,15 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
             ),
             image_index=read_index(folder / "images.faiss"),
             caption_index=read_index(folder / "captions.faiss"),
-            model=model,
             encoders=load_text_encoders(folder / TEXT_ENCODER),
-            device=torch_device,
+            text_branch=BranchArrays.load(branch_file) if branch_file.exists() else None,
+            device=device,
             stale=_stale_note(root, dataset, manifest),
         )
-    except (CheckpointError, TextEncoderError) as error:
+    except TextEncoderError as error:
         raise SearchError(str(error)) from None
     except (OSError, RuntimeError, ValueError, KeyError) as error:
-        # A file of the index (or the checkpoint it names) is missing or damaged.
+        # A file of the index is missing or damaged.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SearchError(
             f"the retrieval index in {folder} cannot be read ({reason}); "
@@ -212,22 +268,33 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
 FEW_QUERIES = 4
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """numpy's BLAS thread pools (found once: the lookup walks the loaded libraries)."""
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def single_threaded(queries: int) -> Iterator[None]:
-    """One torch and one faiss thread while answering a handful of queries: their matrices are
-    too small to split, and waking a second thread costs more than it saves (on a busy machine
-    tens of milliseconds; measured in benchmarks/bench_search.py). The thread counts are
-    process-wide, so concurrent searches from several Python threads share the setting."""
+    """One BLAS, torch and faiss thread while answering a handful of queries: their matrices
+    are too small to split, and waking a second thread costs more than it saves (on a busy
+    machine tens of milliseconds; measured in benchmarks/bench_search.py). The thread counts
+    are process-wide, so concurrent searches from several Python threads share the setting."""
     if queries > FEW_QUERIES:
         yield
         return
-    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")  # only set when something here has loaded it
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    faiss_threads = faiss.omp_get_max_threads()
+    if torch is not None:
+        torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
-        yield
+        with _blas().limit(limits=1, user_api="blas"):
+            yield
     finally:
-        torch.set_num_threads(torch_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
         faiss.omp_set_num_threads(faiss_threads)
 
 
@@ -292,7 +359,7 @@ def search_image(
             f"dataset {index.manifest['dataset']!r} has precomputed image features: no CNN "
             "here makes vectors like them, so it answers text queries only"
         )
-    features = extract_query_image(image, extractor, device=str(index.device))
+    features = extract_query_image(image, extractor, device=str(_torch_device(index.model)))
     with single_threaded(1):
         embedding = index.embed_images(features)
         scores, ids = search(

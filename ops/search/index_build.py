@@ -5,8 +5,9 @@ encoded the way the training features were.
 ``index/<dataset>/`` holds ``manifest.json`` (which run, which feature files, the index
 settings, each split's id range), ``images.parquet`` (image_id, split, path, feature) and
 ``captions.parquet`` (caption_id, image_id, split, text, feature) whose row i is faiss id i,
-``images.faiss`` and ``captions.faiss``, and ``text_encoder.npz`` (the text features' fitted
-encoder). Rows are ordered by split (train, val, test, then any other), so that a split is
+``images.faiss`` and ``captions.faiss``, ``text_encoder.npz`` (the text features' fitted
+encoder) and ``text_branch.npz`` (the network's text branch as arrays, for torch-free text
+queries). Rows are ordered by split (train, val, test, then any other), so that a split is
 one range of ids. The folder is written in the staging area and swapped in whole.
 """
 
@@ -34,20 +35,26 @@ from ops.features.text.encoder_store import encoder_path, load_text_encoders
 from ops.features.text.text_features import TextEncoders
 from ops.search.encoding import embed, encode_texts, image_extractor
 from ops.search.errors import SearchError
+from ops.search.manifest import (
+    INDEX_FORMAT,
+    MANIFEST,
+    NETWORK,
+    TASK,
+    TEXT_BRANCH,
+    TEXT_ENCODER,
+    no_model_message,
+    read_manifest,
+)
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
-from ops.storage.atomic import replace_directory, write_text_atomic
+from ops.storage.atomic import atomic_path, replace_directory, write_text_atomic
 from ops.storage.parquet_io import FeatureWriter, iter_feature_batches, read_arrow, read_schema
 from ops.storage.paths import dataset_table_file, index_dir
 from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
 from ops.storage.staging import staging_folder
 
-TASK, NETWORK = "image_sentence", "embedding"
 SPLIT_ORDER = ("train", "val", "test")
-MANIFEST = "manifest.json"
-TEXT_ENCODER = "text_encoder.npz"
-INDEX_FORMAT = 1
 # Captions re-encoded at build time to prove the query path reproduces the stored features.
 VERIFY_CAPTIONS = 64
 VERIFY_TOLERANCE = 1e-5
@@ -65,13 +72,6 @@ class IndexBuild:
     folder: Path
 
 
-def no_model_message(dataset: str) -> str:
-    return (
-        f"no trained image–sentence embedding model for dataset {dataset!r}: run the "
-        "full_pipeline (or retrain) job for it first"
-    )
-
-
 def champion_run(root: Path, dataset: str) -> dict[str, Any]:
     """The ``training_runs`` row of the dataset's champion embedding network (features
     decoded), or a SearchError when there is none."""
@@ -84,11 +84,6 @@ def champion_run(root: Path, dataset: str) -> dict[str, Any]:
     run = runs.iloc[0].to_dict()
     run["features"] = decode_json(run["features"])
     return run
-
-
-def read_manifest(root: Path, dataset: str) -> dict[str, Any] | None:
-    path = index_dir(root, dataset) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def relative_to_root(root: Path, path: str | Path) -> str:
@@ -294,6 +289,8 @@ def build_retrieval_index(
             for part in parts
         }
         shutil.copy2(files["text_encoder"], fresh / TEXT_ENCODER)
+        with atomic_path(fresh / TEXT_BRANCH) as tmp:
+            model.text_branch.to_arrays().save(tmp)
         manifest = {
             "format": INDEX_FORMAT,
             "dataset": dataset,

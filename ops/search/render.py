@@ -55,8 +55,8 @@ def to_table(results: Sequence[Result]) -> str:
     return "\n".join(out)
 
 
-def thumbnail(path: str, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG data URI of the image at ``path`` scaled to fit ``size``; None if unreadable."""
+def thumbnail_jpeg(path: str, size: int = THUMBNAIL_PX) -> bytes | None:
+    """The image at ``path`` scaled to fit ``size``, as JPEG bytes; None if unreadable."""
     try:
         with Image.open(path) as image:
             picture = image.convert("RGB")
@@ -65,7 +65,15 @@ def thumbnail(path: str, size: int = THUMBNAIL_PX) -> str | None:
     picture.thumbnail((size, size))
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def thumbnail(path: str, size: int = THUMBNAIL_PX) -> str | None:
+    """A JPEG data URI of the image at ``path`` scaled to fit ``size``; None if unreadable."""
+    jpeg = thumbnail_jpeg(path, size)
+    if jpeg is None:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def _img(path: str, alt: str) -> str:
