@@ -4,6 +4,8 @@ The four Parquet files are written into a staging folder outside ``tables/`` (se
 :mod:`ops.storage.staging`), then swapped with ``tables/<dataset>`` in one step
 (:func:`ops.storage.atomic.replace_directory`). At every instant, also after a crash at any point,
 ``tables/<dataset>`` holds the previous set of tables or the new one: never both, never a mix.
+The catalogue is then rebuilt over a new snapshot of the files (:mod:`ops.storage.snapshots`),
+so SQL shows the new set from the next query on, while queries already running keep the old.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 from ops.data.tables import DatasetTables
 from ops.storage.atomic import replace_directory
 from ops.storage.paths import dataset_table_file, tables_dir
-from ops.storage.results_store import DATASET_SCHEMAS, write_table_file
+from ops.storage.results_store import DATASET_SCHEMAS, publish_catalogue, write_table_file
 from ops.storage.staging import staging_folder
 
 TABLE_NAMES = ("images", "captions", "phrases", "rejects")
@@ -34,6 +36,7 @@ def publish_dataset_tables(root: Path, tables: DatasetTables) -> Path:
             frame = _for_storage(getattr(tables, name), name)
             write_table_file(fresh / f"{name}.parquet", DATASET_SCHEMAS[name], name, frame)
         replace_directory(fresh, final, previous=staging / "previous")
+    publish_catalogue(root)
     return final
 
 

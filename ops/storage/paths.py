@@ -54,6 +54,14 @@ def features_dir(root: Path, dataset: str) -> Path:
     return root / "features" / dataset
 
 
+SNAPSHOTS = "snapshots"
+
+
+def snapshots_dir(root: Path) -> Path:
+    """Immutable sets of hard links, one per catalogue version, that the SQL views read."""
+    return root / SNAPSHOTS
+
+
 def staging_dir(root: Path) -> Path:
     """Work in progress of publishes: outside every folder a view reads, on the same
     filesystem as the data it replaces (so publishing is a rename)."""

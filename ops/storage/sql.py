@@ -21,8 +21,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ops.storage.paths import DERIVED_FOLDERS, results_db
-from ops.storage.results_store import ensure_catalogue
+from ops.storage import snapshots
+from ops.storage.paths import DERIVED_FOLDERS, SNAPSHOTS, results_db
+from ops.storage.results_store import connect_leased, ensure_catalogue
 
 ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
 LOCK_RETRY_SECONDS = 10.0
@@ -63,31 +64,37 @@ def check_read_only(sql: str) -> None:
         )
 
 
-def _open_read_only(root: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    ensure_catalogue(root)
+def _connect(root: Path) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + LOCK_RETRY_SECONDS
     while True:
         try:
-            con = duckdb.connect(str(results_db(root)), read_only=True)
-            break
+            return duckdb.connect(str(results_db(root)), read_only=True)
         except duckdb.IOException:
             # The catalogue is being swapped in; a fresh one appears within moments.
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    folders = ("tables", "results", "features", *DERIVED_FOLDERS.values())
+
+
+def _open_read_only(root: Path, memory_limit: str) -> tuple[duckdb.DuckDBPyConnection, int | None]:
+    """A locked-down connection, and the reader lease on the snapshot its catalogue reads
+    (held until the query ends, so a publish meanwhile does not take its files away)."""
+    ensure_catalogue(root)
+    con, lease = connect_leased(root, lambda: _connect(root))
+    folders = ("tables", "results", "features", SNAPSHOTS, *DERIVED_FOLDERS.values())
     allowed = [str(root / sub) + "/" for sub in folders]
     try:
         con.execute("SET memory_limit = ?", [memory_limit])
     except duckdb.Error as error:
         con.close()
+        snapshots.release(lease)
         raise QueryRefused(f"invalid memory limit {memory_limit!r}: {error}") from error
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
-    return con
+    return con, lease
 
 
 def run_query(
@@ -101,7 +108,7 @@ def run_query(
     if timeout <= 0:
         raise QueryRefused(f"the time limit must be positive; got {timeout:g} s")
     check_read_only(sql)
-    con = _open_read_only(root, memory_limit)
+    con, lease = _open_read_only(root, memory_limit)
     timer = threading.Timer(timeout, con.interrupt)
     timer.daemon = True
     timer.start()
@@ -121,6 +128,7 @@ def run_query(
     finally:
         timer.cancel()
         con.close()
+        snapshots.release(lease)
 
 
 def format_frame(frame: pd.DataFrame, fmt: str = "table", max_rows: int = 200) -> str:
