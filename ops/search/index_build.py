@@ -38,6 +38,7 @@ from ops.search.errors import SearchError
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
 from ops.storage.atomic import replace_directory, write_text_atomic
+from ops.storage.input_fingerprints import check_inputs, run_input_paths
 from ops.storage.parquet_io import FeatureWriter, iter_feature_batches
 from ops.storage.paths import dataset_table_file, index_dir
 from ops.storage.results_store import read_result, to_json, utc_now
@@ -233,10 +234,16 @@ def build_retrieval_index(
     """Index ``dataset`` with its champion embedding network (see the module docstring).
     ``progress(label)`` gives a ``(done, total)`` callback per side (images, captions).
 
-    An index already built from the same champion, files and settings is kept as it is."""
+    An index already built from the same champion, files and settings is kept as it is. A
+    champion whose input files changed since it was trained is refused (``InputsChanged``)."""
     started = time.perf_counter()
     settings = settings or IndexSettings()
     run = champion_run(root, dataset)
+    # A champion whose features were refitted since is not applied to the new ones: the
+    # index it built stays until a model trained on them is champion.
+    recorded = run["features"]
+    paths = run_input_paths(recorded, recorded.get("graph"))
+    check_inputs(run["run_id"], recorded.get("fingerprints") or {}, paths, "indexed")
     files = _input_files(root, dataset, run)
     fingerprint = _fingerprint(run, files, settings)
     folder = index_dir(root, dataset)

@@ -147,6 +147,9 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("previous_val_score", FLOAT),
             ("promoted_at", TIMESTAMP),
             ("reason", STRING),
+            # JSON {input name: fingerprint} of the files the champion was trained on; NULL in
+            # rows stored before it was recorded.
+            ("inputs", STRING),
         ]
     ),
 }

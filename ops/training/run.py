@@ -13,6 +13,7 @@ import pandas as pd
 
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.store import graph_identity
+from ops.storage.input_fingerprints import input_fingerprints, run_input_paths
 from ops.storage.paths import checkpoint_dir
 from ops.storage.results_store import publish_catalogue, utc_now
 from ops.storage.run_records import (
@@ -147,13 +148,17 @@ def run_training(
     if val is not None:
         val = first_images(val, val_max_images)
     started_at = utc_now()
+    graph_record = graph_identity(graph) | {"path": graph["path"]}
+    # What the model may be applied to: the content of these files, not their paths.
+    fingerprints = input_fingerprints(run_input_paths(inputs, graph_record))
     record = {
         "task": task,
         "network": network,
         "dataset": dataset,
         "config": config.model_dump(mode="json"),
-        # The inputs, and the graph the run learned from (queryable: features->'graph').
-        "features": dict(inputs) | {"graph": graph_identity(graph) | {"path": graph["path"]}},
+        # The inputs, the graph the run learned from (queryable: features->'graph') and the
+        # fingerprints of both.
+        "features": dict(inputs) | {"graph": graph_record, "fingerprints": fingerprints},
     }
     write_run(root, run_id, device=config.device, status="running", started_at=started_at, **record)
     publish_catalogue(root)
@@ -209,7 +214,7 @@ def run_training(
         **record,
     )
     promoted, reason = promote_if_better(
-        root, run_id, task, network, dataset, result.best_val_score
+        root, run_id, task, network, dataset, result.best_val_score, fingerprints
     )
     publish_catalogue(root)
     log(reason)
@@ -220,7 +225,8 @@ def run_training(
         "dataset": dataset,
         "checkpoint": str(result.best_checkpoint),
         "features": dict(inputs),
-        "graph": graph_identity(graph) | {"path": graph["path"]},
+        "graph": graph_record,
+        "fingerprints": fingerprints,
         "best_epoch": result.best_epoch,
         "best_val_score": result.best_val_score,
         "best_val_metrics": result.best_val_metrics,
