@@ -4,6 +4,8 @@ The four Parquet files are written into a staging folder outside ``tables/`` (se
 :mod:`ops.storage.staging`), then swapped with ``tables/<dataset>`` in one step
 (:func:`ops.storage.atomic.replace_directory`). At every instant, also after a crash at any point,
 ``tables/<dataset>`` holds the previous set of tables or the new one: never both, never a mix.
+Image paths inside the data root are stored relative to it and resolved when read
+(:func:`load_dataset_table`, and the ``images`` SQL view), so a moved or copied root works.
 The catalogue is then rebuilt over a new snapshot of the files (:mod:`ops.storage.snapshots`),
 so SQL shows the new set from the next query on, while queries already running keep the old.
 """
@@ -17,7 +19,7 @@ import pandas as pd
 
 from ops.data.tables import DatasetTables
 from ops.storage.atomic import replace_directory
-from ops.storage.paths import dataset_table_file, tables_dir
+from ops.storage.paths import dataset_table_file, relative_to_root, resolve_in_root, tables_dir
 from ops.storage.results_store import DATASET_SCHEMAS, publish_catalogue, write_table_file
 from ops.storage.staging import staging_folder
 
@@ -34,6 +36,8 @@ def publish_dataset_tables(root: Path, tables: DatasetTables) -> Path:
         fresh = staging / "new"
         for name in TABLE_NAMES:
             frame = _for_storage(getattr(tables, name), name)
+            if name == "images":
+                frame["path"] = [_stored(root, path) for path in frame["path"]]
             write_table_file(fresh / f"{name}.parquet", DATASET_SCHEMAS[name], name, frame)
         replace_directory(fresh, final, previous=staging / "previous")
     publish_catalogue(root)
@@ -60,13 +64,23 @@ def _for_storage(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
+def _stored(root: Path, path: str | None) -> str | None:
+    return path if path is None else relative_to_root(root, path)
+
+
 def load_dataset_table(root: Path, dataset: str, name: str) -> pd.DataFrame:
+    """One of the dataset's tables; image paths resolved against the data root ``root``."""
     path = dataset_table_file(root, dataset, name)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist: materialize the dataset assets for {dataset!r} first"
         )
-    return pd.read_parquet(path)
+    frame = pd.read_parquet(path)
+    if name == "images":
+        frame["path"] = [
+            path if path is None else resolve_in_root(root, path) for path in frame["path"]
+        ]
+    return frame
 
 
 def tables_fingerprint(tables: DatasetTables) -> str:

@@ -38,7 +38,7 @@ from ops.search.index_build import (
     read_manifest,
 )
 from ops.search.vectors import read_index, search
-from ops.storage.paths import index_dir
+from ops.storage.paths import index_dir, resolve_in_root
 from ops.storage.run_records import current_champion
 from ops.training.checkpoint import CheckpointError
 
@@ -154,6 +154,11 @@ def _table(path: Path, columns: list[str]) -> pd.DataFrame:
     return pq.read_table(path, columns=columns).to_pandas()
 
 
+def _resolved(root: Path, images: pd.DataFrame) -> pd.DataFrame:
+    """Image paths stored relative to the data root, made usable where the root is now."""
+    return images.assign(path=[resolve_in_root(root, str(path)) for path in images["path"]])
+
+
 def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIndex:
     """Load the retrieval index of a registered dataset, or a SearchError saying what is
     missing (the dataset, a trained model, the index)."""
@@ -178,7 +183,9 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
             root=root,
             dataset=dataset,
             manifest=manifest,
-            images=_table(folder / "images.parquet", ["image_id", "split", "path"]),
+            images=_resolved(
+                root, _table(folder / "images.parquet", ["image_id", "split", "path"])
+            ),
             captions=_table(
                 folder / "captions.parquet", ["caption_id", "image_id", "split", "text"]
             ),

@@ -40,7 +40,7 @@ from ops.search.vectors import new_index, training_rows, write_index
 from ops.storage.atomic import replace_directory, write_text_atomic
 from ops.storage.input_fingerprints import check_inputs, run_input_paths
 from ops.storage.parquet_io import FeatureWriter, iter_feature_batches
-from ops.storage.paths import dataset_table_file, index_dir
+from ops.storage.paths import dataset_table_file, index_dir, relative_to_root
 from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
 from ops.storage.staging import staging_folder
@@ -91,12 +91,6 @@ def champion_run(root: Path, dataset: str) -> dict[str, Any]:
 def read_manifest(root: Path, dataset: str) -> dict[str, Any] | None:
     path = index_dir(root, dataset) / MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def relative_to_root(root: Path, path: str | Path) -> str:
-    """``path`` relative to the data root when it lies inside (so a moved root still works)."""
-    path = Path(path)
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def split_ranges(splits: pd.Series) -> dict[str, list[int]]:
@@ -262,7 +256,9 @@ def build_retrieval_index(
     encoders = load_text_encoders(files["text_encoder"])
     captions = load_dataset_table(root, dataset, "captions").set_index("caption_id")["text"]
     verify_text_encoder(encoders, str(files["text_features"]), captions)
-    paths = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
+    images = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
+    # Stored relative to the data root, resolved when the index is opened (relocatable).
+    paths = images.map(lambda path: relative_to_root(root, path))
     parts = [
         _Part(
             "images",

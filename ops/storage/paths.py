@@ -14,6 +14,20 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).resolve()
 
 
+def relative_to_root(root: Path, path: str | Path) -> str:
+    """``path`` relative to the data root when it lies inside (so a moved root still works),
+    else as given."""
+    path = Path(path)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def resolve_in_root(root: Path, stored: str) -> str:
+    """A stored path made usable: a relative one is under the data root ``root``."""
+    if not stored or Path(stored).is_absolute():
+        return stored
+    return str(root / stored)
+
+
 def raw_dir(root: Path, dataset: str) -> Path:
     return root / "raw" / dataset
 

@@ -352,11 +352,25 @@ def _read_all(pattern: Path, renamed: Mapping[str, str] | None = None) -> str:
     )
 
 
-def view_definitions(root: Path) -> dict[str, str]:
-    """``CREATE VIEW`` bodies for every contract table, keyed by view name."""
+def _resolved_image_paths(source: str, data_root: Path) -> str:
+    """The images view: ``path`` as stored (relative to the data root for images inside it)
+    made absolute under ``data_root``, which the catalogue is rebuilt for when it moves."""
+    prefix = _quote(f"{data_root}/")
+    resolved = (
+        f"CASE WHEN path IS NULL OR path = '' OR starts_with(path, '/') THEN path "
+        f"ELSE {prefix} || path END"
+    )
+    return f"SELECT * REPLACE ({resolved} AS path) FROM ({source})"
+
+
+def view_definitions(root: Path, data_root: Path | None = None) -> dict[str, str]:
+    """``CREATE VIEW`` bodies for every contract table, keyed by view name, over the files
+    under ``root`` (a snapshot generation, or the data root itself); image paths resolve
+    against ``data_root`` (default ``root``)."""
     views: dict[str, str] = {}
     for table in DATASET_SCHEMAS:
         views[table] = _read_all(dataset_table_file(root, VISIBLE, table))
+    views["images"] = _resolved_image_paths(views["images"], data_root or root)
     for table in DERIVED_SCHEMAS:
         views[table] = _read_all(derived_table_file(root, VISIBLE, table))
     for table in RESULT_SCHEMAS:
@@ -391,7 +405,7 @@ def publish_catalogue(root: Path) -> Path:
     target = results_db(root)
     with snapshots.publishing(root) as generation:
         folder = snapshots.build_generation(root, generation)
-        views = view_definitions(folder)
+        views = view_definitions(folder, root)
         views[CATALOGUE_MARKER] = (
             f"SELECT {_quote(root)} AS data_root, {CATALOGUE_FORMAT} AS format, "
             f"{_quote(generation)} AS generation"

@@ -170,6 +170,7 @@ def run_training(
         # Written every epoch so the UI and SQL show a run's progress while it trains.
         epochs.append(epoch.to_dict())
         write_epochs(root, run_id, epochs)
+        publish_catalogue(root)
         score = epoch.val_score if epoch.val_score is None else round(epoch.val_score, 3)
         log(
             f"epoch {epoch.epoch}: loss {epoch.loss:.4f}, validation {score_name} {score}, "
@@ -196,6 +197,7 @@ def run_training(
             finished_at=utc_now(),
             **record,
         )
+        publish_catalogue(root)
         raise
     seconds = time.perf_counter() - train_started
     # The result lists resumed epochs too, which this process's on_epoch never saw.
