@@ -64,8 +64,8 @@ def _for_storage(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
-def _stored(root: Path, path: str | None) -> str | None:
-    return path if path is None else relative_to_root(root, path)
+def _stored(root: Path, path: object) -> object:
+    return relative_to_root(root, path) if isinstance(path, str) and path else path
 
 
 def load_dataset_table(root: Path, dataset: str, name: str) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def load_dataset_table(root: Path, dataset: str, name: str) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     if name == "images":
         frame["path"] = [
-            path if path is None else resolve_in_root(root, path) for path in frame["path"]
+            resolve_in_root(root, path) if isinstance(path, str) else path for path in frame["path"]
         ]
     return frame
 

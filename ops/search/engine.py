@@ -156,7 +156,9 @@ def _table(path: Path, columns: list[str]) -> pd.DataFrame:
 
 def _resolved(root: Path, images: pd.DataFrame) -> pd.DataFrame:
     """Image paths stored relative to the data root, made usable where the root is now."""
-    return images.assign(path=[resolve_in_root(root, str(path)) for path in images["path"]])
+    return images.assign(
+        path=[resolve_in_root(root, p) if isinstance(p, str) else p for p in images["path"]]
+    )
 
 
 def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIndex:

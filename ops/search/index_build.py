@@ -258,7 +258,7 @@ def build_retrieval_index(
     verify_text_encoder(encoders, str(files["text_features"]), captions)
     images = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
     # Stored relative to the data root, resolved when the index is opened (relocatable).
-    paths = images.map(lambda path: relative_to_root(root, path))
+    paths = images.map(lambda path: relative_to_root(root, path) if isinstance(path, str) else path)
     parts = [
         _Part(
             "images",
