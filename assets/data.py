@@ -15,7 +15,6 @@ from ops.data.registered import SyntheticSize, acquire_dataset
 from ops.data.registry import DatasetRegistryError, get_dataset
 from ops.data.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
 from ops.features.proposals import boxed_phrases
-from ops.storage.results_store import publish_catalogue
 
 DATA_GROUP = "data"
 
@@ -103,7 +102,6 @@ def dataset_tables(
     )
     root = storage.root
     folder = publish_dataset_tables(root, tables)
-    publish_catalogue(root)
     seconds = round(time.perf_counter() - started, 2)
     fingerprint = tables_fingerprint(tables)
     manifest = {"dataset": tables.dataset, "tables_dir": str(folder), "fingerprint": fingerprint}

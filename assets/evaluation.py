@@ -9,13 +9,14 @@ from pydantic import Field, field_validator
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
-from assets.skips import skip_reason, skipped_output
+from assets.skips import skip_reason, skipped_output, waiting_for_retraining
 from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
 from ops.evaluation.two_stage import DEFAULT_WEIGHTS
 from ops.metrics.retrieval_protocols import PROTOCOLS
 from ops.report.html import recall_curves
+from ops.storage.input_fingerprints import InputsChanged
 
 EVALUATION_GROUP = "evaluation"
 
@@ -58,16 +59,19 @@ def retrieval_eval(
     extended-positive metrics (protocol ``eccv_caption``). Per-query ranks go to
     ``retrieval_ranks``."""
     started = time.perf_counter()
-    result = evaluate_retrieval_runs(
-        image_sentence_embedding_net,
-        image_sentence_similarity_net,
-        config.split,
-        config.rerank_k,
-        compute.device_name,
-        weights=config.two_stage_weights,
-        tune_split=config.tune_split,
-        protocols=config.protocols or None,
-    )
+    try:
+        result = evaluate_retrieval_runs(
+            image_sentence_embedding_net,
+            image_sentence_similarity_net,
+            config.split,
+            config.rerank_k,
+            compute.device_name,
+            weights=config.two_stage_weights,
+            tune_split=config.tune_split,
+            protocols=config.protocols or None,
+        )
+    except InputsChanged as error:
+        return waiting_for_retraining(context, image_sentence_embedding_net["dataset"], error)
     eccv = eccv_caption_evaluation(
         storage.root, image_sentence_embedding_net, config.split, compute.device_name
     )
@@ -111,9 +115,15 @@ def localization_eval(
     if reason := skip_reason(phrase_region_embedding_net, phrase_region_similarity_net):
         return skipped_output(phrase_region_embedding_net["dataset"], reason)
     started = time.perf_counter()
-    result = evaluate_localization_runs(
-        phrase_region_embedding_net, phrase_region_similarity_net, storage.root, compute.device_name
-    )
+    try:
+        result = evaluate_localization_runs(
+            phrase_region_embedding_net,
+            phrase_region_similarity_net,
+            storage.root,
+            compute.device_name,
+        )
+    except InputsChanged as error:
+        return waiting_for_retraining(context, phrase_region_embedding_net["dataset"], error)
     store_localization_results(storage.root, result)
     context.log.info("\n" + result.summary.round(2).to_string(index=False))
     return dg.Output(

@@ -12,6 +12,8 @@ from ops.data.checks import check_accuracy_above_random, check_recall_above_chan
 def retrieval_above_chance(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Recalls in [0, 100]; R@10 of every model, method and direction above chance."""
     retrieval_eval = load_partition_output(context, "retrieval_eval")
+    if reason := skip_reason(retrieval_eval):
+        return skipped_check(reason)
     return outcome_result(
         check_recall_above_chance(retrieval_eval["metrics"], retrieval_eval["n_images"])
     )

@@ -39,6 +39,7 @@ from ops.features.region_features import (
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import derived_table_file, features_path
+from ops.storage.results_store import publish_catalogue
 
 FEATURES_GROUP = "features"
 
@@ -130,6 +131,7 @@ def region_proposals_merge(
     path = derived_table_file(root, dataset, "region_proposals")
     merge_shard_files([shard["path"] for shard in shards], path)
     remove_abandoned_shards(path)
+    publish_catalogue(root)  # the region_proposals view reads the catalogue's snapshot
     proposals = read_table(path)
     bound = proposal_upper_bound(
         phrase_rows[phrase_rows["image_id"].isin(set(chosen["image_id"]))], proposals

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
-from assets.skips import skip_reason
+from assets.skips import skip_reason, skipped_output
 from ops.report.build import build_report
 
 REPORT_GROUP = "evaluation"
@@ -34,6 +34,8 @@ def report(
     """``reports/<run_id>/report.html``: training curves, Recall@K for K = 1..50, every run
     beside the paper's published numbers, grounding accuracy per phrase type, and galleries
     of retrieved images and localized phrases."""
+    if reason := skip_reason(retrieval_eval):
+        return skipped_output(image_sentence_embedding_net["dataset"], reason)
     started = time.perf_counter()
     phrases_skipped = skip_reason(localization_eval)
     built = build_report(

@@ -8,8 +8,10 @@ from assets.metadata import preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.skips import waiting_for_retraining
 from ops.search.index_build import build_retrieval_index
 from ops.search.settings import IndexSettings, settings_fields
+from ops.storage.input_fingerprints import InputsChanged
 
 SEARCH_GROUP = "search"
 
@@ -49,14 +51,19 @@ def retrieval_index(
     image–sentence embedding network, in Parquet and faiss (exact inner product by default),
     with the champion's text encoder: what ``twobranch search`` answers from. Training a new
     champion makes it stale; the jobs that train rebuild it."""
-    built = build_retrieval_index(
-        storage.root,
-        image_sentence_embedding_net["dataset"],
-        IndexSettings(**config.model_dump()),
-        compute.device_name,
-        log=context.log.info,
-        progress=lambda what: progress_logger(context, what),
-    )
+    dataset = image_sentence_embedding_net["dataset"]
+    try:
+        built = build_retrieval_index(
+            storage.root,
+            dataset,
+            IndexSettings(**config.model_dump()),
+            compute.device_name,
+            log=context.log.info,
+            progress=lambda what: progress_logger(context, what),
+        )
+    except InputsChanged as error:
+        # The index on disk, built by the champion on its own features, keeps answering.
+        return waiting_for_retraining(context, dataset, error)
     manifest = built.manifest
     return dg.Output(
         {"dataset": manifest["dataset"], "path": str(built.folder), "run_id": manifest["run_id"]},

@@ -1,4 +1,5 @@
-"""Skipped assets: the phrase task on a dataset without phrase annotations.
+"""Skipped assets: the phrase task on a dataset without phrase annotations, and a model whose
+input files changed since it was trained (it waits for retraining).
 
 A skipped asset still materializes (so the dataset's run succeeds and the UI shows why),
 with a manifest that carries the reason; each downstream phrase asset passes it on.
@@ -7,6 +8,8 @@ with a manifest that carries the reason; each downstream phrase asset passes it 
 from __future__ import annotations
 
 import dagster as dg
+
+from ops.storage.input_fingerprints import InputsChanged
 
 SKIPPED = "skipped"
 
@@ -24,8 +27,23 @@ def skip_reason(*manifests: dict) -> str | None:
     return next((m[SKIPPED] for m in manifests if m.get(SKIPPED)), None)
 
 
-def skipped_output(dataset: str, reason: str) -> dg.Output[dict]:
-    return dg.Output(skipped_manifest(dataset, reason), metadata={SKIPPED: reason, "rows": 0})
+def skipped_output(
+    dataset: str, reason: str, metadata: dict[str, object] | None = None
+) -> dg.Output[dict]:
+    return dg.Output(
+        skipped_manifest(dataset, reason), metadata={SKIPPED: reason, "rows": 0, **(metadata or {})}
+    )
+
+
+def waiting_for_retraining(
+    context: dg.AssetExecutionContext, dataset: str, error: InputsChanged
+) -> dg.Output[dict]:
+    """A model whose features changed since it was trained is not applied to them: the step
+    materializes as skipped, saying why and which files changed, until a model trained on
+    the current files is handed to it."""
+    context.log.warning(str(error))
+    changed = dg.MetadataValue.json(error.changed)
+    return skipped_output(dataset, str(error), {"inputs_changed": changed})
 
 
 def skipped_check(reason: str) -> dg.AssetCheckResult:

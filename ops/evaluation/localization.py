@@ -12,6 +12,7 @@ import pandas as pd
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.trained import evaluate_localization, random_proposal_accuracy
+from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.parquet_io import read_table
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import phrase_region_splits
@@ -43,8 +44,11 @@ def evaluate_localization_runs(
     embedding_run: Mapping, similarity_run: Mapping, root: Path, device: str = "auto"
 ) -> LocalizationEvalResult:
     """Evaluate two training-run manifests on the test split of the embedding run's features,
-    beside the chance level of picking a random proposal."""
+    beside the chance level of picking a random proposal. A run whose input files changed
+    since it was trained is refused (``InputsChanged``)."""
     runs = [embedding_run, similarity_run]
+    for run in runs:
+        check_trained_inputs(run, "evaluated")
     dataset = embedding_run["dataset"]
     features = embedding_run["features"]
     phrases = load_dataset_table(root, dataset, "phrases")

@@ -31,6 +31,7 @@ from ops.evaluation.two_stage import (
     two_stage_candidates,
 )
 from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
+from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import ImageSentenceSplit, image_sentence_splits
 
@@ -181,8 +182,11 @@ def evaluate_retrieval_runs(
     """Evaluate two training-run manifests (as ``run_training`` returns them) on
     ``split_name`` of the embedding run's feature files, under ``protocols`` (None: the
     field's protocols for the split's size). Two-stage retrieval (``rerank_k`` > 0; 0 skips
-    it) uses the weight among ``weights`` that scores best on ``tune_split``."""
+    it) uses the weight among ``weights`` that scores best on ``tune_split``. A run whose
+    input files changed since it was trained is refused (``InputsChanged``)."""
     runs = [embedding_run, similarity_run]
+    for run in runs:
+        check_trained_inputs(run, "evaluated")
     features = embedding_run["features"]
     split = image_sentence_splits(
         features["image_features"], features["text_features"], (split_name,)

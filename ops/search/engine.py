@@ -42,7 +42,7 @@ from ops.search.manifest import (
 )
 from ops.search.vectors import read_index, search
 from ops.storage.parquet_io import read_table
-from ops.storage.paths import index_dir
+from ops.storage.paths import index_dir, resolve_in_root
 from ops.storage.run_records import current_champion
 
 if TYPE_CHECKING:
@@ -214,6 +214,13 @@ def _table(path: Path, columns: list[str]) -> pd.DataFrame:
     return read_table(path, columns)
 
 
+def _resolved(root: Path, images: pd.DataFrame) -> pd.DataFrame:
+    """Image paths stored relative to the data root, made usable where the root is now."""
+    return images.assign(
+        path=[resolve_in_root(root, p) if isinstance(p, str) else p for p in images["path"]]
+    )
+
+
 def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIndex:
     """Load the retrieval index of a registered dataset, or a SearchError saying what is
     missing (the dataset, a trained model, the index)."""
@@ -242,7 +249,9 @@ def open_index(root: str | Path, dataset: str, device: str = "auto") -> SearchIn
             root=root,
             dataset=dataset,
             manifest=manifest,
-            images=_table(folder / "images.parquet", ["image_id", "split", "path"]),
+            images=_resolved(
+                root, _table(folder / "images.parquet", ["image_id", "split", "path"])
+            ),
             captions=_table(
                 folder / "captions.parquet", ["caption_id", "image_id", "split", "text"]
             ),

@@ -48,8 +48,9 @@ from ops.search.manifest import (
 from ops.search.settings import IndexSettings
 from ops.search.vectors import new_index, training_rows, write_index
 from ops.storage.atomic import atomic_path, replace_directory, write_text_atomic
+from ops.storage.input_fingerprints import check_inputs, run_input_paths
 from ops.storage.parquet_io import FeatureWriter, iter_feature_batches, read_arrow, read_schema
-from ops.storage.paths import dataset_table_file, index_dir
+from ops.storage.paths import dataset_table_file, index_dir, relative_to_root
 from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
 from ops.storage.staging import staging_folder
@@ -84,12 +85,6 @@ def champion_run(root: Path, dataset: str) -> dict[str, Any]:
     run = runs.iloc[0].to_dict()
     run["features"] = decode_json(run["features"])
     return run
-
-
-def relative_to_root(root: Path, path: str | Path) -> str:
-    """``path`` relative to the data root when it lies inside (so a moved root still works)."""
-    path = Path(path)
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def split_ranges(splits: pd.Series) -> dict[str, list[int]]:
@@ -227,10 +222,16 @@ def build_retrieval_index(
     """Index ``dataset`` with its champion embedding network (see the module docstring).
     ``progress(label)`` gives a ``(done, total)`` callback per side (images, captions).
 
-    An index already built from the same champion, files and settings is kept as it is."""
+    An index already built from the same champion, files and settings is kept as it is. A
+    champion whose input files changed since it was trained is refused (``InputsChanged``)."""
     started = time.perf_counter()
     settings = settings or IndexSettings()
     run = champion_run(root, dataset)
+    # A champion whose features were refitted since is not applied to the new ones: the
+    # index it built stays until a model trained on them is champion.
+    recorded = run["features"]
+    paths = run_input_paths(recorded, recorded.get("graph"))
+    check_inputs(run["run_id"], recorded.get("fingerprints") or {}, paths, "indexed")
     files = _input_files(root, dataset, run)
     fingerprint = _fingerprint(run, files, settings)
     folder = index_dir(root, dataset)
@@ -249,7 +250,9 @@ def build_retrieval_index(
     encoders = load_text_encoders(files["text_encoder"])
     captions = load_dataset_table(root, dataset, "captions").set_index("caption_id")["text"]
     verify_text_encoder(encoders, str(files["text_features"]), captions)
-    paths = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
+    images = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
+    # Stored relative to the data root, resolved when the index is opened (relocatable).
+    paths = images.map(lambda path: relative_to_root(root, path) if isinstance(path, str) else path)
     parts = [
         _Part(
             "images",

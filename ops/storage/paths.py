@@ -31,6 +31,20 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).resolve()
 
 
+def relative_to_root(root: Path, path: str | Path) -> str:
+    """``path`` relative to the data root when it lies inside (so a moved root still works),
+    else as given."""
+    path = Path(path)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def resolve_in_root(root: Path, stored: str) -> str:
+    """A stored path made usable: a relative one is under the data root ``root``."""
+    if not stored or Path(stored).is_absolute():
+        return stored
+    return str(root / stored)
+
+
 def raw_dir(root: Path, dataset: str) -> Path:
     return child_path(root / "raw", dataset)
 
@@ -74,6 +88,14 @@ def reports_dir(root: Path) -> Path:
 
 def features_dir(root: Path, dataset: str) -> Path:
     return child_path(root / "features", dataset)
+
+
+SNAPSHOTS = "snapshots"
+
+
+def snapshots_dir(root: Path) -> Path:
+    """Immutable sets of hard links, one per catalogue version, that the SQL views read."""
+    return root / SNAPSHOTS
 
 
 def staging_dir(root: Path) -> Path:

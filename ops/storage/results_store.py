@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import duckdb
@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ops.storage import snapshots
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import read_schema
 from ops.storage.parquet_io import read_table as read_parquet_table
@@ -148,6 +149,9 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("previous_val_score", FLOAT),
             ("promoted_at", TIMESTAMP),
             ("reason", STRING),
+            # JSON {input name: fingerprint} of the files the champion was trained on; NULL in
+            # rows stored before it was recorded.
+            ("inputs", STRING),
         ]
     ),
 }
@@ -350,11 +354,25 @@ def _read_all(pattern: Path, renamed: Mapping[str, str] | None = None) -> str:
     )
 
 
-def view_definitions(root: Path) -> dict[str, str]:
-    """``CREATE VIEW`` bodies for every contract table, keyed by view name."""
+def _resolved_image_paths(source: str, data_root: Path) -> str:
+    """The images view: ``path`` as stored (relative to the data root for images inside it)
+    made absolute under ``data_root``, which the catalogue is rebuilt for when it moves."""
+    prefix = _quote(f"{data_root}/")
+    resolved = (
+        f"CASE WHEN path IS NULL OR path = '' OR starts_with(path, '/') THEN path "
+        f"ELSE {prefix} || path END"
+    )
+    return f"SELECT * REPLACE ({resolved} AS path) FROM ({source})"
+
+
+def view_definitions(root: Path, data_root: Path | None = None) -> dict[str, str]:
+    """``CREATE VIEW`` bodies for every contract table, keyed by view name, over the files
+    under ``root`` (a snapshot generation, or the data root itself); image paths resolve
+    against ``data_root`` (default ``root``)."""
     views: dict[str, str] = {}
     for table in DATASET_SCHEMAS:
         views[table] = _read_all(dataset_table_file(root, VISIBLE, table))
+    views["images"] = _resolved_image_paths(views["images"], data_root or root)
     for table in DERIVED_SCHEMAS:
         views[table] = _read_all(derived_table_file(root, VISIBLE, table))
     for table in RESULT_SCHEMAS:
@@ -370,63 +388,102 @@ def view_definitions(root: Path) -> dict[str, str]:
     return views
 
 
-# The catalogue records the root its views point at and the layout of those views, so a copied
-# or moved data root, or a catalogue written by an older layout, is rebuilt before use. (Views
-# keep absolute paths so that ``duckdb results.duckdb`` works from any directory.)
+# The catalogue records the root its views point at, the layout of those views and the
+# snapshot generation they read, so a copied or moved data root, or a catalogue written by an
+# older layout, is rebuilt before use. (Views keep absolute paths so that
+# ``duckdb results.duckdb`` works from any directory.)
 CATALOGUE_MARKER = "_catalogue"
-CATALOGUE_FORMAT = 4
+CATALOGUE_FORMAT = 5
+# A reader whose catalogue is retired before it takes its lease opens the newer one.
+LEASE_ATTEMPTS = 20
 
 
 def publish_catalogue(root: Path) -> Path:
-    """Rebuild ``results.duckdb`` (views only) in a temporary file and rename it into place."""
+    """Snapshot every file the views read into a new generation (see
+    :mod:`ops.storage.snapshots`), build ``results.duckdb`` (views only) over it in a temporary
+    file, rename it into place, then remove the retired generations no reader holds."""
     root.mkdir(parents=True, exist_ok=True)
     _ensure_placeholders(root)
     target = results_db(root)
-    views = view_definitions(root)
-    views[CATALOGUE_MARKER] = f"SELECT {_quote(root)} AS data_root, {CATALOGUE_FORMAT} AS format"
-    with atomic_path(target) as tmp:
-        tmp.unlink()  # DuckDB refuses to open an empty file as a database
-        con = duckdb.connect(str(tmp))
-        try:
-            # Dependency order: champions and training_runs_raw before training_runs.
-            for name in sorted(views, key=lambda n: n == "training_runs"):
-                con.execute(f"CREATE VIEW {name} AS {views[name]}")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        with contextlib.suppress(FileNotFoundError):
-            Path(str(tmp) + ".wal").unlink()
+    with snapshots.publishing(root) as generation:
+        folder = snapshots.build_generation(root, generation)
+        views = view_definitions(folder, root)
+        views[CATALOGUE_MARKER] = (
+            f"SELECT {_quote(root)} AS data_root, {CATALOGUE_FORMAT} AS format, "
+            f"{_quote(generation)} AS generation"
+        )
+        with atomic_path(target) as tmp:
+            tmp.unlink()  # DuckDB refuses to open an empty file as a database
+            con = duckdb.connect(str(tmp))
+            try:
+                # Dependency order: champions and training_runs_raw before training_runs.
+                for name in sorted(views, key=lambda n: n == "training_runs"):
+                    con.execute(f"CREATE VIEW {name} AS {views[name]}")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(tmp) + ".wal").unlink()
     return target
 
 
-def _catalogue_marker(root: Path) -> tuple[str, int] | None:
+def _catalogue_marker(root: Path) -> tuple[str, int, str] | None:
     try:
         con = duckdb.connect(str(results_db(root)), read_only=True)
     except duckdb.Error:
         return None
     try:
-        row = con.execute(f"SELECT data_root, format FROM {CATALOGUE_MARKER}").fetchone()
-    except duckdb.CatalogException:
-        return None  # written before catalogues carried a marker
+        return catalogue_marker(con)
     finally:
         con.close()
-    return (row[0], row[1]) if row else None
+
+
+def catalogue_marker(con: duckdb.DuckDBPyConnection) -> tuple[str, int, str] | None:
+    """(data root, layout format, snapshot generation) of an open catalogue; None for a
+    catalogue of an older layout."""
+    try:
+        rows = con.execute(f"SELECT * FROM {CATALOGUE_MARKER}").fetchall()
+    except duckdb.CatalogException:
+        return None  # written before catalogues carried a marker
+    if len(rows) != 1 or len(rows[0]) < 3:
+        return None
+    return rows[0][0], rows[0][1], rows[0][2]
 
 
 def catalogue_is_current(root: Path) -> bool:
-    """True when ``results.duckdb`` exists, was built for this root in the current layout, and
-    every view's placeholder file is there with the contract's current schema."""
+    """True when ``results.duckdb`` exists, was built for this root in the current layout, its
+    snapshot generation is there, and every view's placeholder file is there with the
+    contract's current schema."""
     if not results_db(root).exists():
         return False
     if not all(_placeholder_is_current(path, schema) for path, schema in _placeholders(root)):
         return False
-    return _catalogue_marker(root) == (str(root), CATALOGUE_FORMAT)
+    marker = _catalogue_marker(root)
+    if marker is None or marker[:2] != (str(root), CATALOGUE_FORMAT):
+        return False
+    return snapshots.generation_dir(root, marker[2]).is_dir()
 
 
 def ensure_catalogue(root: Path) -> Path:
     if not catalogue_is_current(root):
         return publish_catalogue(root)
     return results_db(root)
+
+
+def connect_leased(
+    root: Path, connect: Callable[[], duckdb.DuckDBPyConnection]
+) -> tuple[duckdb.DuckDBPyConnection, int | None]:
+    """A connection from ``connect()`` to the current catalogue, and a reader lease on the
+    snapshot generation it reads (:func:`ops.storage.snapshots.hold`); the caller closes the
+    connection and then releases the lease."""
+    for _ in range(LEASE_ATTEMPTS):
+        con = connect()
+        marker = catalogue_marker(con)
+        lease = snapshots.hold(root, marker[2]) if marker else None
+        if lease is not None or marker is None:
+            return con, lease
+        con.close()  # retired before the lease was taken: the next catalogue is in place
+    raise RuntimeError(f"{results_db(root)} names snapshot files that are gone; run again")
 
 
 def utc_now() -> pd.Timestamp:

@@ -93,27 +93,55 @@ def current_champion(root: Path, task: str, network: str, dataset: str) -> dict 
     return frame.iloc[0].to_dict() if len(frame) else None
 
 
+def _stale_reason(champion: Mapping, inputs: Mapping[str, str] | None) -> str | None:
+    """Why ``champion`` cannot compete on ``inputs``: it was trained on other input files."""
+    recorded = decode_json(champion.get("inputs"))
+    if not recorded or inputs is None:
+        return None  # recorded before fingerprints: nothing to compare
+    changed = sorted(name for name in inputs if recorded.get(name) != inputs[name])
+    if not changed:
+        return None
+    listed = ", ".join(changed)
+    return f"champion {champion['run_id']} was trained on other inputs ({listed} changed)"
+
+
 def promote_if_better(
-    root: Path, run_id: str, task: str, network: str, dataset: str, val_score: float | None
+    root: Path,
+    run_id: str,
+    task: str,
+    network: str,
+    dataset: str,
+    val_score: float | None,
+    inputs: Mapping[str, str] | None = None,
 ) -> tuple[bool, str]:
-    """Make ``run_id`` the champion of (task, network, dataset) only if its validation score
-    beats the current champion's. Returns (promoted, the reason in words)."""
+    """Make ``run_id`` (trained on files with fingerprints ``inputs``) the champion of (task,
+    network, dataset) if its validation score beats the current champion's, or if the
+    champion was trained on other inputs: then the run is the only valid model for the
+    current ones. Returns (promoted, the reason in words)."""
     champion = current_champion(root, task, network, dataset)
     if val_score is None:
         return False, "no validation score; not promoted"
     if champion is not None and champion["run_id"] == run_id:
         return True, f"{run_id} is already the champion (validation {val_score:.3f})"
-    if champion is not None and not val_score > float(champion["val_score"]):
+    stale = None if champion is None else _stale_reason(champion, inputs)
+    if champion is not None and not stale and not val_score > float(champion["val_score"]):
         return False, (
             f"validation {val_score:.3f} does not beat champion {champion['run_id']} "
             f"({float(champion['val_score']):.3f}); champion kept"
         )
     previous = champion["run_id"] if champion is not None else None
-    reason = (
-        f"validation {val_score:.3f} beats champion {previous} ({float(champion['val_score']):.3f})"
-        if champion is not None
-        else f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
-    )
+    if stale:
+        reason = (
+            f"{stale}: {run_id} is the only model trained on the current inputs "
+            f"(validation {val_score:.3f})"
+        )
+    elif champion is not None:
+        reason = (
+            f"validation {val_score:.3f} beats champion {previous} "
+            f"({float(champion['val_score']):.3f})"
+        )
+    else:
+        reason = f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
     row = {
         "task": task,
         "network": network,
@@ -124,6 +152,7 @@ def promote_if_better(
         "previous_val_score": None if champion is None else float(champion["val_score"]),
         "promoted_at": utc_now(),
         "reason": reason,
+        "inputs": None if inputs is None else to_json(dict(inputs)),
     }
     write_result(root, "champions", champion_key(task, network, dataset), pd.DataFrame([row]))
     publish_catalogue(root)
@@ -131,4 +160,4 @@ def promote_if_better(
 
 
 def decode_json(value: str | None) -> dict:
-    return json.loads(value) if value else {}
+    return json.loads(value) if isinstance(value, str) and value else {}

@@ -36,7 +36,7 @@ import duckdb
 import pandas as pd
 
 import ops
-from ops.storage.paths import DERIVED_FOLDERS, results_db
+from ops.storage.paths import DERIVED_FOLDERS, SNAPSHOTS, results_db
 from ops.storage.results_store import ensure_catalogue
 from ops.storage.sql_worker import QueryRequest
 
@@ -138,8 +138,9 @@ def _without_explain(sql: str) -> str:
 
 
 def _request(root: Path, sql: str, memory_limit: int) -> QueryRequest:
-    folders = ("tables", "results", "features", *DERIVED_FOLDERS.values())
+    folders = ("tables", "results", "features", SNAPSHOTS, *DERIVED_FOLDERS.values())
     return QueryRequest(
+        root=str(root),
         database=str(results_db(root)),
         allowed_directories=tuple(str(root / sub) + "/" for sub in folders),
         sql=sql,

@@ -10,7 +10,8 @@ Run as a module, it is a small fork server (:func:`serve`): a caller sends it tw
 over a Unix socket; a forked child reads a pickled :class:`QueryRequest` from the first and
 writes its process id, then a pickled reply, to the second: ``("rows", DataFrame)``,
 ``("refused", message)``, ``("memory", message)``, ``("error", exception class name,
-message)`` or ``("crash", message)``. It imports duckdb and pandas only.
+message)`` or ``("crash", message)``. It imports duckdb, pandas and the catalogue module
+(pyarrow), never torch or Dagster.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pandas  # noqa: F401 - loaded before the cap: fetchdf needs it, its import maps libraries
@@ -42,6 +44,7 @@ REFUSAL_MARKERS = ("read-only mode", "configuration has been locked", "disabled 
 class QueryRequest:
     """One query for the worker: what it runs, over which catalogue, within which limits."""
 
+    root: str
     database: str
     allowed_directories: tuple[str, ...]
     sql: str
@@ -66,16 +69,25 @@ def cap_address_space(memory_limit_bytes: int, threads: int) -> int:
     return cap
 
 
-def _connect(request: QueryRequest) -> duckdb.DuckDBPyConnection:
+def _open(request: QueryRequest) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + LOCK_RETRY_SECONDS
     while True:
         try:
-            con = duckdb.connect(request.database, read_only=True)
-            break
+            return duckdb.connect(request.database, read_only=True)
         except duckdb.IOException:
+            # The catalogue is being swapped in; a fresh one appears within moments.
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _connect(request: QueryRequest) -> tuple[duckdb.DuckDBPyConnection, int | None]:
+    """The locked-down connection, and the reader lease on the snapshot generation its
+    catalogue reads: held by this process until the query ends (the kernel drops it if the
+    process is killed), so a publish meanwhile does not take the query's files away."""
+    from ops.storage.results_store import connect_leased
+
+    con, lease = connect_leased(Path(request.root), lambda: _open(request))
     con.execute(f"SET memory_limit = '{int(request.memory_limit_bytes)}B'")
     con.execute(f"SET threads = {int(request.threads)}")
     con.execute("SET allowed_directories = ?", [list(request.allowed_directories)])
@@ -83,12 +95,12 @@ def _connect(request: QueryRequest) -> duckdb.DuckDBPyConnection:
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
-    return con
+    return con, lease
 
 
 def answer(request: QueryRequest) -> tuple:
     """Run the request's query under the cap; the reply (module docstring)."""
-    con = _connect(request)
+    con, lease = _connect(request)
     try:
         cap_address_space(request.memory_limit_bytes, request.threads)
         return ("rows", con.execute(request.sql).fetchdf())
@@ -105,6 +117,8 @@ def answer(request: QueryRequest) -> tuple:
         return ("error", type(error).__name__, message)
     finally:
         con.close()
+        if lease is not None:
+            os.close(lease)
 
 
 def _child(request_fd: int, reply_fd: int) -> None:
@@ -124,8 +138,11 @@ def _child(request_fd: int, reply_fd: int) -> None:
 def serve(control_fd: int) -> None:
     """Fork one child per request arriving on the control socket, until it closes.
 
-    This process has loaded duckdb and pandas but opened no database and started no thread,
-    so forking it is safe and each query starts in milliseconds rather than seconds."""
+    This process has loaded duckdb, pandas and the catalogue's reader (for the snapshot
+    lease) but opened no database and started no thread, so forking it is safe and each query
+    starts in milliseconds rather than seconds."""
+    import ops.storage.results_store  # noqa: F401 - loaded once here, not in every child
+
     control = socket.socket(fileno=control_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:

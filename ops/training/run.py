@@ -11,6 +11,7 @@ from typing import Any
 
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.store import graph_identity
+from ops.storage.input_fingerprints import input_fingerprints, run_input_paths
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import checkpoint_dir
 from ops.storage.results_store import publish_catalogue, utc_now
@@ -146,13 +147,17 @@ def run_training(
     if val is not None:
         val = first_images(val, val_max_images)
     started_at = utc_now()
+    graph_record = graph_identity(graph) | {"path": graph["path"]}
+    # What the model may be applied to: the content of these files, not their paths.
+    fingerprints = input_fingerprints(run_input_paths(inputs, graph_record))
     record = {
         "task": task,
         "network": network,
         "dataset": dataset,
         "config": config.model_dump(mode="json"),
-        # The inputs, and the graph the run learned from (queryable: features->'graph').
-        "features": dict(inputs) | {"graph": graph_identity(graph) | {"path": graph["path"]}},
+        # The inputs, the graph the run learned from (queryable: features->'graph') and the
+        # fingerprints of both.
+        "features": dict(inputs) | {"graph": graph_record, "fingerprints": fingerprints},
     }
     write_run(root, run_id, device=config.device, status="running", started_at=started_at, **record)
     publish_catalogue(root)
@@ -164,6 +169,7 @@ def run_training(
         # Written every epoch so the UI and SQL show a run's progress while it trains.
         epochs.append(epoch.to_dict())
         write_epochs(root, run_id, epochs)
+        publish_catalogue(root)
         score = epoch.val_score if epoch.val_score is None else round(epoch.val_score, 3)
         log(
             f"epoch {epoch.epoch}: loss {epoch.loss:.4f}, validation {score_name} {score}, "
@@ -190,6 +196,7 @@ def run_training(
             finished_at=utc_now(),
             **record,
         )
+        publish_catalogue(root)
         raise
     seconds = time.perf_counter() - train_started
     # The result lists resumed epochs too, which this process's on_epoch never saw.
@@ -208,7 +215,7 @@ def run_training(
         **record,
     )
     promoted, reason = promote_if_better(
-        root, run_id, task, network, dataset, result.best_val_score
+        root, run_id, task, network, dataset, result.best_val_score, fingerprints
     )
     publish_catalogue(root)
     log(reason)
@@ -219,7 +226,8 @@ def run_training(
         "dataset": dataset,
         "checkpoint": str(result.best_checkpoint),
         "features": dict(inputs),
-        "graph": graph_identity(graph) | {"path": graph["path"]},
+        "graph": graph_record,
+        "fingerprints": fingerprints,
         "best_epoch": result.best_epoch,
         "best_val_score": result.best_val_score,
         "best_val_metrics": result.best_val_metrics,
