@@ -136,9 +136,18 @@ def test_summary_times_every_asset_of_the_run_and_shows_its_results(
 def test_extended_positive_metrics_are_stored_and_reported(synthetic_pipeline) -> None:
     root, result, outputs, _ = synthetic_pipeline
     rows = run_query(
-        root, "SELECT direction, r1, r5, r_precision, map_at_r FROM retrieval_metrics"
+        root,
+        "SELECT direction, r1, r5, r_precision, map_at_r FROM retrieval_metrics "
+        "WHERE direction <> 't2t'",
     ).to_dict("records")
     assert rows and all(0 <= r["map_at_r"] <= r["r_precision"] <= 100 for r in rows)
+    # Sentence-to-sentence rows have recalls but no R-Precision (NULL in SQL).
+    t2t = run_query(
+        root,
+        "SELECT count(*) AS n, count(r_precision) AS with_precision, min(r1) AS low "
+        "FROM retrieval_metrics WHERE direction = 't2t'",
+    ).iloc[0]
+    assert t2t["n"] > 0 and t2t["with_precision"] == 0 and t2t["low"] >= 0
     # A caption has one positive: both equal its R@1. An image has five: any credit needs one
     # of them in the top five, so R-Precision is at most R@5.
     assert all(
