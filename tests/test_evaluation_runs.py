@@ -115,7 +115,7 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
     single = evaluate_retrieval_single(embedding["checkpoint"], val["val"], "all", "cpu")
     single_rsum = pd.DataFrame(single.result.metrics)["rsum"].iloc[0]
     for weights in ((0.1, 1.0, 10.0), (1e3,), ()):
-        choice = tune_two_stage(embedding, similarity, "val", 10, weights, device="cpu")
+        (choice,) = tune_two_stage(embedding, similarity, "val", 10, weights, device="cpu").values()
         table = choice.table
         assert table["weight"].tolist() == sorted({0.0, *weights})
         assert table["chosen"].sum() == 1 and choice.weight in table["weight"].tolist()

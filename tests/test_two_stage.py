@@ -4,11 +4,12 @@ fold, computed block by block, and ranks exactly as the whole fold's score matri
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from models.similarity_net import SimilarityNet
-from ops.evaluation.two_stage import TwoStageCandidates
+from ops.evaluation.two_stage import TwoStageCandidates, choose_weight, tuning_protocol
 from ops.metrics.retrieval_protocols import evaluate_protocol_scores
 from ops.training.data import ImageSentenceData
 from ops.training.inputs import ImageSentenceSplit
@@ -103,3 +104,21 @@ def test_fold_candidates_are_kept_per_fold_and_reused(candidates) -> None:
     fold = found.folds[(FOLD, 2 * FOLD)]
     assert fold.i2t.shape == (FOLD, K) and fold.t2i.shape == (K, 5 * FOLD)
     assert int(fold.i2t.max()) < 5 * FOLD and int(fold.t2i.max()) < FOLD
+
+
+def test_a_weight_is_tuned_under_the_protocol_it_is_reported_with(candidates) -> None:
+    found, split = candidates
+    assert tuning_protocol("5fold_1k", 5 * FOLD, fold_size=FOLD) == "5fold_1k"
+    assert tuning_protocol("5k", 5 * FOLD, fold_size=FOLD) == "5k"
+    # A validation split too small for the protocol: the weight is tuned on all of it.
+    assert tuning_protocol("5fold_1k", 4 * FOLD, fold_size=FOLD) == "all"
+    weights = (0.3, 3.0, 30.0)
+    choice = choose_weight(found, split, weights, "5fold_1k", fold_size=FOLD)
+    assert choice.tuned_protocol == "5fold_1k"
+    for weight, rsum in zip(choice.table["weight"], choice.table["rsum"], strict=True):
+        rows = pd.DataFrame(found.evaluate(split, "5fold_1k", weight, FOLD).metrics)
+        fold_means = rows[rows["fold"] >= 0].groupby("fold")["rsum"].first().mean()
+        assert rsum == pytest.approx(fold_means)
+    whole = choose_weight(found, split, weights, "all")
+    assert whole.tuned_protocol == "all"
+    assert not np.allclose(whole.table["rsum"], choice.table["rsum"])

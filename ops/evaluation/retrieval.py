@@ -28,6 +28,7 @@ from ops.evaluation.two_stage import (
     WeightChoice,
     choose_weight,
     evaluate_two_stage,
+    tuning_protocol,
     two_stage_candidates,
 )
 from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
@@ -68,18 +69,26 @@ class RetrievalEvalResult:
 
     @property
     def two_stage(self) -> dict[str, Any] | None:
-        """Single- vs two-stage on the validation split and the chosen weight."""
+        """Single- vs two-stage on the validation split and the chosen weight, for the first
+        protocol; ``per_protocol`` holds every protocol's weight."""
         if self.weights is None:
             return None
-        chosen = self.weights[self.weights["chosen"]].iloc[0]
-        single = self.weights[self.weights["weight"] == 0.0].iloc[0]
+        first = self.weights[self.weights["protocol"] == self.protocols[0]]
+        chosen = first[first["chosen"]].iloc[0]
+        single = first[first["weight"] == 0.0].iloc[0]
+        chosen_rows = self.weights[self.weights["chosen"]]
         return {
             "weight": float(chosen["weight"]),
+            "protocol": str(chosen["protocol"]),
+            "tuned_protocol": str(chosen["tuned_protocol"]),
+            "per_protocol": dict(
+                zip(chosen_rows["protocol"], chosen_rows["weight"].astype(float), strict=True)
+            ),
             "rerank_k": int(chosen["rerank_k"]),
             "tuned_on": str(chosen["split"]),
             "val_rsum_single_stage": float(single["rsum"]),
             "val_rsum_two_stage": float(chosen["rsum"]),
-            "grid": self.weights[["weight", "rsum"]].to_dict("records"),
+            "grid": first[["weight", "rsum"]].to_dict("records"),
         }
 
     def output(self) -> dict[str, Any]:
@@ -117,7 +126,7 @@ def _evaluations(
     similarity_run: Mapping,
     split: ImageSentenceSplit,
     protocol: str,
-    two_stage: tuple[TwoStageCandidates, float] | None,
+    two_stage: tuple[TwoStageCandidates, Mapping[str, float]] | None,
     device: str,
 ) -> list[tuple[str, RetrievalEvaluation]]:
     evaluations = [
@@ -125,8 +134,8 @@ def _evaluations(
         for run in (embedding_run, similarity_run)
     ]
     if two_stage is not None:
-        candidates, weight = two_stage
-        evaluation = evaluate_two_stage(candidates, split, protocol, weight)
+        candidates, weights = two_stage
+        evaluation = evaluate_two_stage(candidates, split, protocol, weights[protocol])
         evaluations.append((similarity_run["run_id"], evaluation))
     return evaluations
 
@@ -154,9 +163,12 @@ def tune_two_stage(
     rerank_k: int,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     device: str = "auto",
-) -> WeightChoice:
-    """The similarity score's weight with the best R-sum on ``split_name`` (the validation
-    split) of the embedding run's feature files; weight 0 (single-stage) is always tried."""
+    protocols: Sequence[str] = ("all",),
+) -> dict[str, WeightChoice]:
+    """Per test protocol, the similarity score's weight with the best R-sum on
+    ``split_name`` (the validation split) of the embedding run's feature files, under that
+    protocol where the split has the images for it (else all of the split); weight 0
+    (single-stage) is always tried."""
     features = embedding_run["features"]
     split = image_sentence_splits(
         features["image_features"], features["text_features"], (split_name,)
@@ -166,7 +178,11 @@ def tune_two_stage(
     candidates = two_stage_candidates(
         embedding_run["checkpoint"], similarity_run["checkpoint"], split, rerank_k, device
     )
-    return choose_weight(candidates, split, weights)
+    tuned = {protocol: tuning_protocol(protocol, len(split.image_ids)) for protocol in protocols}
+    choices = {
+        under: choose_weight(candidates, split, weights, under) for under in set(tuned.values())
+    }
+    return {protocol: choices[under] for protocol, under in tuned.items()}
 
 
 def evaluate_retrieval_runs(
@@ -198,19 +214,27 @@ def evaluate_retrieval_runs(
     timings = {}
     two_stage, weight_rows = None, None
     if rerank_k > 0:
-        choice = tune_two_stage(
-            embedding_run, similarity_run, tune_split, rerank_k, weights, device
+        choices = tune_two_stage(
+            embedding_run, similarity_run, tune_split, rerank_k, weights, device, protocols
         )
         candidates = two_stage_candidates(
             embedding_run["checkpoint"], similarity_run["checkpoint"], split, rerank_k, device
         )
-        two_stage = (candidates, choice.weight)
-        weight_rows = choice.table.assign(
-            run_id=similarity_run["run_id"],
-            embedding_run_id=embedding_run["run_id"],
-            dataset=dataset,
-            split=tune_split,
-            rerank_k=rerank_k,
+        two_stage = (candidates, {p: choice.weight for p, choice in choices.items()})
+        weight_rows = pd.concat(
+            [
+                choice.table.assign(
+                    run_id=similarity_run["run_id"],
+                    embedding_run_id=embedding_run["run_id"],
+                    dataset=dataset,
+                    split=tune_split,
+                    rerank_k=rerank_k,
+                    protocol=protocol,
+                    tuned_protocol=choice.tuned_protocol,
+                )
+                for protocol, choice in choices.items()
+            ],
+            ignore_index=True,
         )
     for protocol in protocols:
         for run_id, evaluation in _evaluations(

@@ -26,7 +26,11 @@ from ops.evaluation.trained import (
     split_embeddings,
     split_ids,
 )
-from ops.metrics.retrieval_protocols import ProtocolResult, evaluate_protocol_source
+from ops.metrics.retrieval_protocols import (
+    ProtocolResult,
+    evaluate_protocol_source,
+    protocol_folds,
+)
 from ops.metrics.score_sources import ScoreSource, default_chunk
 from ops.training.inputs import ImageSentenceSplit
 
@@ -240,6 +244,7 @@ class WeightChoice:
 
     weight: float
     table: pd.DataFrame  # weight, rsum, chosen
+    tuned_protocol: str = "all"  # the validation protocol the R-sums are under
 
     @property
     def single_stage_rsum(self) -> float:
@@ -250,20 +255,35 @@ class WeightChoice:
         return float(self.table.loc[self.table["chosen"], "rsum"].iloc[0])
 
 
+def tuning_protocol(protocol: str, n_images: int, fold_size: int = 1000) -> str:
+    """The validation protocol a weight for test protocol ``protocol`` is chosen under: the
+    same one when the validation split has the images it needs, else all of validation."""
+    try:
+        protocol_folds(protocol, n_images, fold_size)
+    except ValueError:
+        return "all"
+    return protocol
+
+
 def choose_weight(
-    candidates: TwoStageCandidates, split: ImageSentenceSplit, weights: Sequence[float]
+    candidates: TwoStageCandidates,
+    split: ImageSentenceSplit,
+    weights: Sequence[float],
+    protocol: str = "all",
+    fold_size: int = 1000,
 ) -> WeightChoice:
-    """The weight (0 always among them) with the highest R-sum on ``split`` over all its
-    images; on a tie the smallest weight wins."""
+    """The weight (0 always among them) with the highest R-sum on ``split`` under
+    ``protocol`` (the folds' mean for ``5fold_1k``); on a tie the smallest weight wins."""
     grid = sorted({0.0, *(float(w) for w in weights)})
     rows = []
     for weight in grid:
-        metrics = pd.DataFrame(candidates.evaluate(split, "all", weight).metrics)
-        rows.append({"weight": weight, "rsum": float(metrics["rsum"].iloc[0])})
+        metrics = pd.DataFrame(candidates.evaluate(split, protocol, weight, fold_size).metrics)
+        summary = metrics[metrics["fold"] == metrics["fold"].min()]
+        rows.append({"weight": weight, "rsum": float(summary["rsum"].iloc[0])})
     table = pd.DataFrame(rows)
     best = int(table["rsum"].to_numpy().argmax())  # first maximum: the smallest weight
     table["chosen"] = table.index == best
-    return WeightChoice(weight=float(table["weight"].iloc[best]), table=table)
+    return WeightChoice(float(table["weight"].iloc[best]), table, protocol)
 
 
 def evaluate_two_stage(

@@ -207,6 +207,13 @@ def two_stage_section(two_stage: Mapping) -> str:
         f"{two_stage['val_rsum_single_stage']:.2f} at w = 0). The test-split numbers are the "
         "<code>two_stage_k…</code> rows of the retrieval table.</p>"
     )
+    per_protocol = two_stage.get("per_protocol", {})
+    if len(per_protocol) > 1:
+        chosen = ", ".join(f"{html.escape(p)}: w = {w:g}" for p, w in per_protocol.items())
+        summary += (
+            "<p>Each test protocol uses the weight chosen under the same protocol on "
+            f"validation (where it has the images for it): {chosen}.</p>"
+        )
     return summary + _table(grid.rename(columns={"rsum": "validation R-sum"}))
 
 

@@ -136,6 +136,10 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("weight", FLOAT),
             ("rsum", FLOAT),
             ("chosen", BOOL),
+            # The test protocol the weight is used for, and the validation protocol it was
+            # chosen under (the same one when validation has enough images, else ``all``).
+            ("protocol", STRING),
+            ("tuned_protocol", STRING),
         ]
     ),
     "champions": pa.schema(
