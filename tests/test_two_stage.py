@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from models.similarity_net import SimilarityNet
+from ops.evaluation.trained import SimilaritySource, similarity_fold_source
 from ops.evaluation.two_stage import TwoStageCandidates, choose_weight, tuning_protocol
-from ops.metrics.retrieval_protocols import evaluate_protocol_scores
+from ops.metrics.retrieval_protocols import evaluate_protocol_scores, evaluate_protocol_source
+from ops.metrics.score_sources import MatrixSource
 from ops.training.data import ImageSentenceData
 from ops.training.inputs import ImageSentenceSplit
 
@@ -122,3 +124,26 @@ def test_a_weight_is_tuned_under_the_protocol_it_is_reported_with(candidates) ->
     whole = choose_weight(found, split, weights, "all")
     assert whole.tuned_protocol == "all"
     assert not np.allclose(whole.table["rsum"], choice.table["rsum"])
+
+
+def test_similarity_scores_by_block_rank_as_the_stored_matrix(candidates) -> None:
+    found, split = candidates
+    model, image_emb, text_emb = found.sim_model, found.sim_image, found.sim_text
+    caption_image = split.data.caption_image
+    stored = similarity_fold_source(model, image_emb, text_emb, False)
+    blocks = SimilaritySource(model, image_emb, text_emb, False)
+    assert isinstance(stored, MatrixSource)
+    results = [
+        evaluate_protocol_source(
+            lambda first, last, captions, source=source: source,
+            len(split.image_ids),
+            caption_image,
+            "all",
+            chunk=7,
+        )
+        for source in (stored, blocks)
+    ]
+    np.testing.assert_array_equal(results[0].ranks["rank"], results[1].ranks["rank"])
+    values, tolerance = blocks.positive_estimate(torch.from_numpy(caption_image))
+    own = blocks.block(0, blocks.n_captions)[torch.from_numpy(caption_image), torch.arange(300)]
+    assert torch.allclose(values, own, atol=tolerance, rtol=0)

@@ -20,7 +20,7 @@ from ops.metrics.retrieval_protocols import (
     evaluate_protocol,
     evaluate_protocol_source,
 )
-from ops.metrics.score_sources import ScoreSource
+from ops.metrics.score_sources import MatrixSource, ScoreSource
 from ops.training.checkpoint import load_model
 from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures
@@ -80,10 +80,14 @@ def split_embeddings(
     return image_emb, text_emb
 
 
+# A fold's whole similarity-score matrix is computed once and ranked from memory up to this
+# many scores (a 1K fold has 5 M); a larger fold (5K: 125 M) is scored block by block.
+STORED_FOLD_SCORES = 1 << 25
+
+
 class SimilaritySource(ScoreSource):
     """The similarity network's scores of one protocol fold, computed block by block through
-    its head (about 65k pairs per call), so neither the split's nor the fold's whole score
-    matrix is held."""
+    its head (about 65k pairs per call), so the fold's whole score matrix is never held."""
 
     def __init__(
         self, model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool
@@ -101,6 +105,36 @@ class SimilaritySource(ScoreSource):
         with autocast_context(self.device, self.amp):
             scores = self.model.score_embedding_matrix(self.image_emb, self.text_emb[start:stop])
         return scores.float()
+
+    @torch.no_grad()
+    def positive_estimate(self, caption_image: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Each caption's score with its own image, from row-aligned pairs: the head runs
+        on other batch shapes than in the blocks, so the values may differ in their last
+        bits (far more under bf16), which the tolerance covers."""
+        parts = []
+        step = 1 << 16
+        with autocast_context(self.device, self.amp):
+            for start in range(0, self.n_captions, step):
+                images = self.image_emb[caption_image[start : start + step]]
+                texts = self.text_emb[start : start + step]
+                parts.append(self.model.score_embeddings(images, texts).float().reshape(-1))
+        values = torch.cat(parts)
+        scale = 1.0 + float(values.abs().max()) if values.numel() else 1.0
+        return values, (1e-2 if self.amp and self.device.type == "cuda" else 1e-4) * scale
+
+
+def similarity_fold_source(
+    model: nn.Module, image_emb: torch.Tensor, text_emb: torch.Tensor, amp: bool
+) -> ScoreSource:
+    """The similarity network's scores of one fold: stored whole when the fold is small
+    enough (ranked in one sweep), else computed block by block."""
+    n_images, n_captions = int(image_emb.shape[0]), int(text_emb.shape[0])
+    if n_images * n_captions > STORED_FOLD_SCORES:
+        return SimilaritySource(model, image_emb, text_emb, amp)
+    rows = max(1, (1 << 18) // max(1, n_captions))
+    with torch.no_grad(), autocast_context(image_emb.device, amp):
+        scores = model.score_embedding_matrix(image_emb, text_emb, rows).float()
+    return MatrixSource(scores, image_emb.device)
 
 
 def split_ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
@@ -122,7 +156,7 @@ def evaluate_retrieval_single(
         )
     else:
         result = evaluate_protocol_source(
-            lambda first, last, captions: SimilaritySource(
+            lambda first, last, captions: similarity_fold_source(
                 model,
                 image_emb[first:last],
                 text_emb[torch.from_numpy(captions).to(device)],
