@@ -41,6 +41,7 @@ def _metadata(run: TrainingRun) -> dict[str, object]:
         "rows": run.rows,
         "seconds": run.seconds,
         "device": manifest["device"],
+        "feature_placement": manifest["feature_placement"],
         "best_epoch": manifest["best_epoch"],
         f"best_val_{run.score_name}": manifest["best_val_score"],
         "best_val_metrics": dg.MetadataValue.json(manifest["best_val_metrics"]),

@@ -162,6 +162,12 @@ def test_whole_pipeline_on_a_precomp_dataset(tmp_path: Path) -> None:
         assert "no CNN ran" in metadata["feature_source"].value
         assert metadata["region_pooling"].value == "mean over regions"
         assert metadata["rows"].value == 84
+        trained = next(
+            event.materialization.metadata
+            for event in result.get_asset_materialization_events()
+            if event.asset_key == dg.AssetKey("image_sentence_embedding_net")
+        )
+        assert trained["feature_placement"].value == "gathered per batch"
     per_split = run_query(
         root, "SELECT split, count(*) AS n FROM captions WHERE dataset = 'vse' GROUP BY ALL"
     )

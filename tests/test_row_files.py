@@ -108,7 +108,8 @@ config = TrainConfig(epochs=1, batch_images=64, hidden_dim=64, embed_dim=32, dev
                      max_train_steps_per_epoch=40, early_stopping_patience=None)
 result = train(config, data, None, f"{folder}/run")
 after = status("VmHWM")
-print(json.dumps({"before": before, "after": after, "epochs": len(result.epochs)}))
+print(json.dumps({"before": before, "after": after, "epochs": len(result.epochs),
+                  "placement": result.feature_placement}))
 """
 
 
@@ -132,6 +133,6 @@ def test_training_on_files_larger_than_the_allowance_stays_within_it(tmp_path: P
         check=True,
     )
     peak = json.loads(script.stdout.strip().splitlines()[-1])
-    assert peak["epochs"] == 1
+    assert peak["epochs"] == 1 and peak["placement"] == "gathered per batch"
     growth = peak["after"] - peak["before"]
     assert growth < allowance, f"grew {growth / 2**20:.0f} MiB over {allowance / 2**20:.0f}"

@@ -234,6 +234,7 @@ def run_training(
         "champion": promoted,
         "champion_reason": reason,
         "device": result.device,
+        "feature_placement": result.feature_placement,
     }
     return TrainingRun(
         manifest=manifest,

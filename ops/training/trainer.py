@@ -62,6 +62,8 @@ class TrainResult:
     resumed_from_epoch: int | None
     image_dim: int
     text_dim: int
+    # Where the training split's features were: whole on the device, or gathered per batch.
+    feature_placement: str = "device"
     model_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class TrainResult:
             "resumed_from_epoch": self.resumed_from_epoch,
             "image_dim": self.image_dim,
             "text_dim": self.text_dim,
+            "feature_placement": self.feature_placement,
         }
 
 
@@ -179,7 +182,7 @@ def train(
                 rng_payload(context)  # every rank takes part in gathering RNG states
             dist_utils.barrier(context)
 
-    return _result(config, state, last_path, best_path, device, dims)
+    return _result(config, state, last_path, best_path, device, dims, train_features.placement)
 
 
 def _run_epoch(
@@ -258,6 +261,7 @@ def _result(
     best_path: Path,
     device: torch.device,
     dims: dict[str, int],
+    feature_placement: str,
 ) -> TrainResult:
     model_state: dict[str, torch.Tensor] = {}
     if best_path.exists():
@@ -276,6 +280,7 @@ def _result(
         resumed_from_epoch=state.resumed_from_epoch,
         image_dim=dims["image_dim"],
         text_dim=dims["text_dim"],
+        feature_placement=feature_placement,
         model_state=model_state,
     )
 
