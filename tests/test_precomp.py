@@ -187,3 +187,22 @@ def test_whole_pipeline_on_a_precomp_dataset(tmp_path: Path) -> None:
     assert all(hit.image_id.startswith("test_") for hit in answer.hits)
     with pytest.raises(SearchError, match="precomputed image features"):
         search_image(index, tmp_path / "vse" / "train_ims.npy", k=3)
+
+
+def test_region_rows_are_gathered_a_few_at_a_time_with_the_same_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ops.data.precomp as precomp
+
+    arrays = write_precomp(tmp_path / "pre", regions=3)
+    tables, _ = load_precomp(tmp_path / "pre", "pre")
+    order = tables.images.sample(frac=1.0, random_state=2)
+    monkeypatch.setattr(precomp, "GATHER_ELEMENTS", 3 * 12 * 5)  # five rows per read
+    write_precomp_image_features(tmp_path / "pre", order, tmp_path / "f.parquet", "pre")
+    ids, matrix = read_features(tmp_path / "f.parquet")
+    expected = {
+        f"{prefix}_{row}": values[row].mean(axis=0)
+        for prefix, values in arrays.items()
+        for row in range(len(values))
+    }
+    np.testing.assert_allclose(matrix, np.stack([expected[i] for i in ids["image_id"]]), rtol=1e-6)

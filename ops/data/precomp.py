@@ -13,6 +13,7 @@ costs the process one block at a time, never a whole matrix.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ POOLING = "mean over regions"
 PRECOMP_VARIANT = "precomp"
 # Rows scanned per block: 4,096 rows x 4,096-d float32 is 64 MiB.
 BLOCK_ROWS = 4096
+# Feature values read from a .npy per gather (64 MiB of float32).
+GATHER_ELEMENTS = 1 << 24
 EMPTY_CAPTION = "empty caption line"
 NON_FINITE_FEATURES = "image feature row holds NaN or Inf"
 
@@ -260,8 +263,6 @@ def write_precomp_image_features(
 ) -> PrecompFeatureStats:
     """The folder's image features for the rows of ``images``, in the frame's order, to a
     feature file like any CNN's: read block by block from the memory-mapped ``.npy``."""
-    import time
-
     started = time.perf_counter()
     splits = {files.split: files for files in precomp_splits(folder)}
     opened = {split: open_features(files.features) for split, files in splits.items()}
@@ -269,12 +270,6 @@ def write_precomp_image_features(
     if len(dims) != 1:
         raise DatasetFormatError(folder, f"splits disagree on the feature size: {sorted(dims)}")
     dim = dims.pop()
-    rows_of = {
-        split: {
-            image_id: row for row, image_id in enumerate(split_image_ids(files, len(opened[split])))
-        }
-        for split, files in splits.items()
-    }
     pooled = any(matrix.ndim == 3 for matrix in opened.values())
     metadata = {
         "kind": "image",
@@ -286,22 +281,17 @@ def write_precomp_image_features(
     }
     image_ids = images["image_id"].astype(str).to_numpy()
     split_names = images["split"].astype(str).to_numpy()
+    file_rows = _file_rows(folder, splits, image_ids, split_names)
     total = len(images)
     schema = {"image_id": pa.string(), "split": pa.string()}
     with FeatureWriter(out_path, schema, dim, metadata) as writer:
         for start in range(0, total, BLOCK_ROWS):
             stop = min(total, start + BLOCK_ROWS)
             block = np.empty((stop - start, dim), dtype=np.float32)
-            for offset in range(start, stop):
-                split, image_id = split_names[offset], image_ids[offset]
-                try:
-                    row = rows_of[split][image_id]
-                except KeyError:
-                    raise DatasetFormatError(
-                        splits[split].features if split in splits else folder,
-                        f"image {image_id!r} of split {split!r} is not in the precomp folder",
-                    ) from None
-                block[offset - start] = _pooled_row(opened[split], row)
+            for split, matrix in opened.items():
+                at = np.flatnonzero(split_names[start:stop] == split)
+                if at.size:
+                    block[at] = _pooled_rows(matrix, file_rows[start:stop][at])
             writer.write(
                 {"image_id": image_ids[start:stop], "split": split_names[start:stop]}, block
             )
@@ -315,6 +305,40 @@ def write_precomp_image_features(
     )
 
 
-def _pooled_row(matrix: np.ndarray, row: int) -> np.ndarray:
-    vector = np.asarray(matrix[row], dtype=np.float32)
-    return vector.mean(axis=0, dtype=np.float32) if vector.ndim == 2 else vector
+def _file_rows(
+    folder: Path,
+    splits: dict[str, PrecompSplit],
+    image_ids: np.ndarray,
+    split_names: np.ndarray,
+) -> np.ndarray:
+    """Each image's row in its split's ``.npy``; an image the folder lacks is an error."""
+    rows = np.full(len(image_ids), -1, dtype=np.int64)
+    for split, files in splits.items():
+        mine = np.flatnonzero(split_names == split)
+        n_images = int(open_features(files.features).shape[0])
+        rows[mine] = pd.Index(split_image_ids(files, n_images)).get_indexer(image_ids[mine])
+    if (rows < 0).any():
+        first = int(np.flatnonzero(rows < 0)[0])
+        split = str(split_names[first])
+        raise DatasetFormatError(
+            splits[split].features if split in splits else folder,
+            f"image {image_ids[first]!r} of split {split!r} is not in the precomp folder",
+        )
+    return rows
+
+
+def _pooled_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` as float32, read in file order, regions mean-pooled."""
+    order = np.argsort(rows, kind="stable")
+    values = np.empty((rows.size, matrix.shape[-1]), dtype=np.float32)
+    # Region arrays are read a few rows at a time: 4,096 rows × 36 regions × 2,048-d would
+    # be 1.2 GB at once.
+    row_elements = int(np.prod(matrix.shape[1:]))
+    step = max(1, GATHER_ELEMENTS // row_elements)
+    for first in range(0, rows.size, step):
+        picked = order[first : first + step]
+        gathered = np.asarray(matrix[rows[picked]], dtype=np.float32)
+        if gathered.ndim == 3:
+            gathered = gathered.mean(axis=1, dtype=np.float32)
+        values[picked] = gathered
+    return values
