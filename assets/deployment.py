@@ -12,6 +12,10 @@ laptop and a Kubernetes cluster unchanged.
   ``TWOBRANCH_STEP_MEMORY`` set those steps' CPU and memory requests. The requests are op
   tags that only the Kubernetes executor reads; other executors ignore them.
 - ``TWOBRANCH_RETRAIN_CRON``: when the weekly retraining runs (UTC; default Mondays 03:00).
+- ``TWOBRANCH_DATA_CLAIM``: the PersistentVolumeClaim holding the data root, which a
+  data-parallel training pod mounts at ``TWOBRANCH_DATA`` (default ``twobranch-data``); the
+  pod's image is the step's own (``DAGSTER_CURRENT_IMAGE``) unless ``TWOBRANCH_TRAINING_IMAGE``
+  names another.
 
 These shape the definitions themselves (a schedule's cron, the executor, the IO manager), so
 they are read once, when the code location loads, by the functions below, which
@@ -22,9 +26,23 @@ import os
 
 import dagster as dg
 
+from ops.training.k8s_specs import RankPodSettings
+
 EXECUTORS = ("multiprocess", "k8s")
 K8S_CONFIG_TAG = "dagster-k8s/config"
 DEFAULT_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00
+
+
+def executor_name() -> str:
+    """``TWOBRANCH_EXECUTOR``, checked: ``multiprocess`` or ``k8s``."""
+    name = os.environ.get("TWOBRANCH_EXECUTOR", "multiprocess").strip() or "multiprocess"
+    if name not in EXECUTORS:
+        raise ValueError(f"TWOBRANCH_EXECUTOR={name!r}: choose one of {EXECUTORS}")
+    return name
+
+
+def on_kubernetes() -> bool:
+    return executor_name() == "k8s"
 
 
 def retrain_cron_from_env() -> str:
@@ -34,10 +52,7 @@ def retrain_cron_from_env() -> str:
 
 def executor_from_env() -> dg.ExecutorDefinition | None:
     """The executor named by ``TWOBRANCH_EXECUTOR`` (``None``: Dagster's default)."""
-    name = os.environ.get("TWOBRANCH_EXECUTOR", "multiprocess").strip() or "multiprocess"
-    if name not in EXECUTORS:
-        raise ValueError(f"TWOBRANCH_EXECUTOR={name!r}: choose one of {EXECUTORS}")
-    if name == "multiprocess":
+    if executor_name() == "multiprocess":
         return None
     try:
         from dagster_k8s import k8s_job_executor
@@ -52,6 +67,24 @@ def io_manager_from_env() -> dict[str, dg.ConfigurableIOManager]:
     """``{"io_manager": ...}`` on ``TWOBRANCH_IO_DIR`` when set, else nothing (the default)."""
     base_dir = os.environ.get("TWOBRANCH_IO_DIR", "").strip()
     return {"io_manager": dg.FilesystemIOManager(base_dir=base_dir)} if base_dir else {}
+
+
+def training_pod_settings(gpus_per_node: int) -> RankPodSettings:
+    """The pod of a data-parallel training run on this deployment's cluster."""
+    image = os.environ.get("TWOBRANCH_TRAINING_IMAGE") or os.environ.get("DAGSTER_CURRENT_IMAGE")
+    if not image:
+        raise ValueError(
+            "a training pod needs an image: set TWOBRANCH_TRAINING_IMAGE (step pods started by "
+            "dagster-k8s carry DAGSTER_CURRENT_IMAGE)"
+        )
+    return RankPodSettings(
+        image=image,
+        gpus_per_node=gpus_per_node,
+        cpu=os.environ.get("TWOBRANCH_STEP_CPU", "4"),
+        memory=os.environ.get("TWOBRANCH_STEP_MEMORY", "16Gi"),
+        data_claim=os.environ.get("TWOBRANCH_DATA_CLAIM", "twobranch-data"),
+        data_mount=os.environ.get("TWOBRANCH_DATA", "/data"),
+    )
 
 
 def accelerator_step_tags() -> dict[str, object]:

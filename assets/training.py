@@ -10,7 +10,9 @@ from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.skips import skip_reason, skipped_output
-from ops.training.config import Network, Task
+from assets.torchrun import train_with_torchrun
+from ops.training.config import DistributedSettings, Network, Task
+from ops.training.launch import TrainingRequest
 from ops.training.run import EmptyTrainingSplit, GraphMismatch, TrainingRun, run_training
 from ops.training.settings import SETTINGS_DOC, check_settings, settings_fields, train_config_for
 
@@ -22,6 +24,25 @@ def _check(config: dg.Config) -> dg.Config:
     return config
 
 
+# The launchpad's ``distributed`` section, built from the settings model's fields.
+DistributedConfig = pydantic.create_model(
+    "DistributedConfig",
+    __base__=dg.Config,
+    __doc__=DistributedSettings.__doc__,
+    __module__=__name__,
+    **{name: (info.annotation, info) for name, info in DistributedSettings.model_fields.items()},
+)
+
+
+def _config_fields() -> dict[str, tuple[object, pydantic.fields.FieldInfo]]:
+    fields = settings_fields()
+    fields["distributed"] = (
+        DistributedConfig,
+        pydantic.Field(default_factory=DistributedConfig, description=DistributedSettings.__doc__),
+    )
+    return fields
+
+
 # Built from TrainConfig's fields, so the launchpad lists every hyper-parameter with its
 # default, and a value TrainConfig refuses fails the step before any data is read.
 TrainingConfig = pydantic.create_model(
@@ -30,7 +51,7 @@ TrainingConfig = pydantic.create_model(
     __doc__=SETTINGS_DOC,
     __module__=__name__,
     __validators__={"_check_settings": pydantic.model_validator(mode="after")(_check)},
-    **settings_fields(),
+    **_config_fields(),
 )
 
 
@@ -41,6 +62,7 @@ def _metadata(run: TrainingRun) -> dict[str, object]:
         "rows": run.rows,
         "seconds": run.seconds,
         "device": manifest["device"],
+        "world_size": run.world_size,
         "feature_placement": manifest["feature_placement"],
         "best_epoch": manifest["best_epoch"],
         f"best_val_{run.score_name}": manifest["best_val_score"],
@@ -68,16 +90,23 @@ def _train(
     storage: TwobranchStorage,
     compute: ComputeSettings,
 ) -> dg.Output[dict]:
+    train_config = train_config_for(config.model_dump(), task, network, compute.device_name)
     try:
-        run = run_training(
-            storage.root,
-            dataset,
-            inputs,
-            train_config_for(config.model_dump(), task, network, compute.device_name),
-            graph,
-            val_max_images=config.val_max_images,
-            log=context.log.info,
-        )
+        if train_config.distributed.world_size > 1:
+            request = TrainingRequest(
+                str(storage.root), dataset, inputs, train_config, graph, config.val_max_images
+            )
+            run = train_with_torchrun(context, request)
+        else:
+            run = run_training(
+                storage.root,
+                dataset,
+                inputs,
+                train_config,
+                graph,
+                val_max_images=config.val_max_images,
+                log=context.log.info,
+            )
     except (EmptyTrainingSplit, GraphMismatch) as error:
         raise dg.Failure(str(error)) from error
     return dg.Output(run.manifest, metadata=_metadata(run))

@@ -1,5 +1,6 @@
 """Two CPU processes under gloo, set up as torchrun would, against one process on the same
-global batches: same loss, same gradients, same weights (dropout off)."""
+global batches: same loss, same gradients, same weights (dropout off). (The training assets'
+launch through torchrun and Dagster Pipes is tested in test_torchrun_training.py.)"""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from ops.training import distributed as dist_utils
-from ops.training.__main__ import main as cli_main
 from ops.training.batch_plans import BatchPlan
 from ops.training.checkpoint import build_model, load_checkpoint
 from ops.training.config import TrainConfig
-from ops.training.data import DeviceFeatures, load_bundle, save_bundle
+from ops.training.data import DeviceFeatures
 from ops.training.loss_step import _loss
 from ops.training.trainer import train
 from tests.training_problems import SMALL, make_image_sentence, make_phrase_region
@@ -44,9 +44,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _first_step(config: TrainConfig, bundle: Path, context: dist_utils.DistContext) -> dict:
+def _problems() -> dict:
+    """Per case (train, validation) data, the same in every process that builds it."""
+    return {
+        "retrieval_embedding": (make_image_sentence(120, 0), make_image_sentence(20, 1)),
+        "grounding_similarity": (make_phrase_region(40, 0), make_phrase_region(10, 1)),
+    }
+
+
+def _first_step(config: TrainConfig, context: dist_utils.DistContext) -> dict:
     """Loss and gradients of the first global batch of epoch 1, from the initial weights."""
-    train_data, _ = load_bundle(bundle)
+    train_data, _ = _problems()["retrieval_embedding"]
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     core = build_model(config, train_data.image_dim, train_data.text_dim)
@@ -73,15 +81,19 @@ def _worker(rank: int, directory: str, port: int) -> None:
     root = Path(directory)
     context = dist_utils.init_distributed("cpu")
     try:
-        step = _first_step(CASES["retrieval_embedding"], root / "retrieval_embedding.npz", context)
+        step = _first_step(CASES["retrieval_embedding"], context)
         if context.is_main:
             torch.save(step, root / "first_step.pt")
-        for name in CASES:
-            cli_main([
-                "--config", str(root / f"{name}.json"), "--bundle", str(root / f"{name}.npz"),
-                "--checkpoint-dir", str(root / name), "--result", str(root / f"{name}.result.json"),
-                "--quiet",
-            ])  # fmt: skip
+        problems = _problems()
+        for name, config in CASES.items():
+            result = train(config, *problems[name], root / name)
+            if context.is_main:
+                payload = {
+                    "epochs": [record.to_dict() for record in result.epochs],
+                    "device": result.device,
+                    "world_size": context.world_size,
+                }
+                (root / f"{name}.result.json").write_text(json.dumps(payload))
     finally:
         dist_utils.shutdown_distributed()
 
@@ -89,13 +101,7 @@ def _worker(rank: int, directory: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    data = {
-        "retrieval_embedding": (make_image_sentence(120, 0), make_image_sentence(20, 1)),
-        "grounding_similarity": (make_phrase_region(40, 0), make_phrase_region(10, 1)),
-    }
-    for name, config in CASES.items():
-        save_bundle(root / f"{name}.npz", *data[name])
-        (root / f"{name}.json").write_text(config.to_json())
+    data = _problems()
     mp.spawn(_worker, args=(str(root), _free_port()), nprocs=WORLD_SIZE, join=True)
     return root, data
 
@@ -106,9 +112,7 @@ def test_first_step_loss_and_gradients_match_one_process(distributed_run):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = _first_step(
-            CASES["retrieval_embedding"], root / "retrieval_embedding.npz", dist_utils.DistContext()
-        )
+        single = _first_step(CASES["retrieval_embedding"], dist_utils.DistContext())
     finally:
         torch.set_num_threads(previous)
     assert float(distributed["loss"]) == pytest.approx(float(single["loss"]), abs=1e-6)

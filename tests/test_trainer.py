@@ -1,5 +1,5 @@
 """Training loop on small synthetic problems: both tasks, both networks, checkpoints,
-early stopping, data validation and the bundle file."""
+early stopping and data validation."""
 
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ from ops.training.data import (
     ImageSentenceData,
     PhraseBatchSampler,
     PhraseRegionData,
-    load_bundle,
     sample_phrase_pairs,
-    save_bundle,
 )
 from ops.training.trainer import train
 from ops.training.validate import validate
@@ -212,22 +210,6 @@ def test_split_data_is_validated():
         PhraseRegionData(**{**data.__dict__, "phrase_boxes": boxes})
     with pytest.raises(ValueError, match="task is image_sentence"):
         train(TrainConfig(**SMALL), data, None, Path("/nonexistent"))
-
-
-@pytest.mark.parametrize("kind", ["image_sentence", "phrase_region"])
-def test_bundle_round_trip(kind, tmp_path):
-    if kind == "image_sentence":
-        train_data, val_data = make_image_sentence(6, 0), make_image_sentence(4, 1)
-    else:
-        train_data, val_data = make_phrase_region(3, 0), make_phrase_region(2, 1)
-    path = save_bundle(tmp_path / "bundle.npz", train_data, val_data)
-    loaded_train, loaded_val = load_bundle(path)
-    for original, loaded in ((train_data, loaded_train), (val_data, loaded_val)):
-        assert type(loaded) is type(original)
-        for name, value in original.__dict__.items():
-            np.testing.assert_array_equal(getattr(loaded, name), value)
-    only_train, none = load_bundle(save_bundle(tmp_path / "train_only.npz", train_data))
-    assert none is None and type(only_train) is type(train_data)
 
 
 def test_similarity_batches_embed_each_item_once_with_the_loss_of_the_pairs() -> None:

@@ -7,7 +7,7 @@ import json
 
 import dagster as dg
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from assets import training as training_assets
 from assets.definitions import defs
@@ -38,7 +38,7 @@ def _launchpad_fields(asset: dg.AssetsDefinition) -> dict:
 
 def test_launchpad_lists_every_train_config_field_with_its_default() -> None:
     expected = {
-        name: info.default
+        name: info.default.model_dump() if isinstance(info.default, BaseModel) else info.default
         for name, info in TrainConfig.model_fields.items()
         if name not in SET_BY_CALLER
     } | {"lr": None, "hidden_dim": None, "val_max_images": 0}
@@ -50,6 +50,7 @@ def test_launchpad_lists_every_train_config_field_with_its_default() -> None:
             assert not field.is_required, name
             assert (field.default_value if field.default_provided else None) == default, name
     assert {"weight_decay", "amp", "eval_chunk", "cross_image_negatives"} <= set(expected)
+    assert expected["distributed"] == {"nproc_per_node": 1, "nnodes": 1, "backend": "auto"}
 
 
 def test_unset_lr_and_width_take_the_networks_defaults() -> None:

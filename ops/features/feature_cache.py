@@ -12,7 +12,9 @@ and the stale one is removed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +44,28 @@ def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]
     ids = read_table(path, id_columns)
     target = cache_path(path)
     if not target.exists():
-        _write_cache(parquet, path, target)
+        with _building(target):
+            if not target.exists():  # another process may have built it meanwhile
+                _write_cache(parquet, path, target)
     rows = NpyRowFile(target)
     if rows.shape[0] != len(ids):
         raise ValueError(f"{target}: {rows.shape[0]} rows but {path} has {len(ids)}")
     return ids, RowSubset(rows, finite_checked=True)
+
+
+@contextlib.contextmanager
+def _building(target: Path) -> Iterator[None]:
+    """Hold the cache folder's lock for ``target``'s feature file: steps that run at once (two
+    training steps, or the ranks of one) build a cache once, and none removes a file another is
+    writing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name.rsplit('.', 2)[0]}.lock"
+    with open(lock, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:

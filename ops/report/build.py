@@ -48,6 +48,7 @@ def runs_table(trained: Sequence[Mapping]) -> pd.DataFrame:
                 "network": run["network"],
                 "run_id": run["run_id"],
                 "device": run["device"],
+                "processes": run.get("world_size", 1),
                 "best_epoch": run["best_epoch"],
                 "best validation score": run["best_val_score"],
                 "champion": "yes" if run["champion"] else "no",

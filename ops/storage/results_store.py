@@ -57,6 +57,9 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             ("best_val_score", FLOAT),
             ("checkpoint", STRING),
             ("features", STRING),
+            # Processes that trained the run (torchrun's world size); NULL in rows stored
+            # before it was recorded, which were single-process runs.
+            ("world_size", INT),
         ]
     ),
     "epoch_metrics": pa.schema(

@@ -47,6 +47,7 @@ def write_run(
     best_val_score: float | None = None,
     checkpoint: str | None = None,
     features: Mapping | None = None,
+    world_size: int = 1,
 ) -> None:
     row = {
         "run_id": run_id,
@@ -62,8 +63,23 @@ def write_run(
         "best_val_score": best_val_score,
         "checkpoint": checkpoint,
         "features": to_json(dict(features or {})),
+        "world_size": world_size,
     }
     write_result(root, "training_runs", run_id, pd.DataFrame([row]))
+
+
+def fail_if_running(root: Path, run_id: str) -> bool:
+    """Mark ``run_id`` failed if its row still says running: the processes that trained it
+    died without recording their end (a killed rank takes rank 0 down with it). True if
+    marked."""
+    frame = read_result(root, "training_runs", run_id)
+    if not len(frame) or frame["status"].iloc[0] != "running":
+        return False
+    frame = frame.reindex(columns=[f.name for f in RESULT_SCHEMAS["training_runs"]])
+    frame.loc[:, "status"] = "failed"
+    frame.loc[:, "finished_at"] = utc_now()
+    write_result(root, "training_runs", run_id, frame)
+    return True
 
 
 def write_epochs(root: Path, run_id: str, epochs: list[Mapping]) -> None:

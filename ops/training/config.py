@@ -19,11 +19,31 @@ NegativeSide = Literal["caption", "image", "mixed"]  # PairSampler's negative_si
 NegativeSideSetting = Literal["auto", "caption", "image", "mixed"]
 
 # Fields that may change between a run and its resumption without changing what the finished
-# epochs mean: the run length, the patience, and where it runs.
-RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device"})
+# epochs mean: the run length, the patience, and where it runs (a data-parallel run trains on
+# the same global batches as one process).
+RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device", "distributed"})
 # Fields that older checkpoints carry but the config no longer has: ``positive_iou`` is the
 # neighborhood graph's setting now (the graph holds the positives).
 RETIRED_FIELDS = frozenset({"positive_iou"})
+
+
+class DistributedSettings(BaseModel):
+    """Data-parallel training under ``torchrun``: ``nproc_per_node`` processes (one per GPU, or
+    CPU processes) on each of ``nnodes`` machines. Every rank embeds a slice of the same global
+    batch, so the batch sizes above stay global. ``backend`` ``auto`` is NCCL on CUDA, gloo on
+    CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nproc_per_node: int = Field(1, ge=1, description="processes per machine (one per GPU)")
+    nnodes: int = Field(1, ge=1, description="machines; more than one needs Kubernetes")
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="collective backend; auto: nccl on CUDA, gloo on CPU"
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
 
 class TrainConfig(BaseModel):
@@ -91,6 +111,7 @@ class TrainConfig(BaseModel):
     amp: bool = True
     eval_chunk: int = Field(1024, ge=1)
     max_train_steps_per_epoch: int | None = Field(None, ge=1)
+    distributed: DistributedSettings = DistributedSettings()
 
     @model_validator(mode="before")
     @classmethod

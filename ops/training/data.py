@@ -1,11 +1,9 @@
-"""Training inputs per split, their on-device copies, the phrase batch sampler, and the
-``.npz`` bundle that carries them to a training subprocess."""
+"""Training inputs per split, their on-device copies, and the phrase batch sampler."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -13,7 +11,6 @@ import torch
 
 from ops.device import device_feature_budget, pin_memory_for
 from ops.geometry import pairwise_iou
-from ops.storage.atomic import atomic_path
 from ops.storage.row_files import RowSubset
 
 
@@ -460,48 +457,3 @@ def sample_phrase_pairs(
         [np.ones(pos_phrase.size, np.float32), -np.ones(neg_p.size, np.float32)]
     )
     return regions, phrases, labels
-
-
-# ---------------------------------------------------------------------------------------------
-# Bundle file
-
-
-def save_bundle(path: str | Path, train: SplitData, val: SplitData | None = None) -> Path:
-    """Write the splits to one ``.npz`` (atomically) for ``python -m ops.training``."""
-    if val is not None and type(val) is not type(train):
-        raise ValueError("train and val splits must be of the same kind")
-    arrays: dict[str, np.ndarray] = {"task": np.array(task_of(train))}
-    for split, data in (("train", train), ("val", val)):
-        if data is not None:
-            for f in fields(data):
-                arrays[f"{split}__{f.name}"] = np.asarray(getattr(data, f.name))
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    return path
-
-
-def load_bundle(path: str | Path) -> tuple[SplitData, SplitData | None]:
-    """Read ``(train, val)`` written by :func:`save_bundle`; ``val`` is None if absent."""
-    with np.load(Path(path), allow_pickle=False) as bundle:
-        try:
-            task = str(bundle["task"])
-        except KeyError:
-            raise ValueError(f"{path}: not a training bundle (no 'task' entry)") from None
-        kind = {"image_sentence": ImageSentenceData, "phrase_region": PhraseRegionData}.get(task)
-        if kind is None:
-            raise ValueError(f"{path}: unknown task {task!r}")
-        splits: list[SplitData | None] = []
-        for split in ("train", "val"):
-            names = [f.name for f in fields(kind)]
-            present = [f"{split}__{name}" in bundle.files for name in names]
-            if not any(present):
-                splits.append(None)
-                continue
-            if not all(present):
-                missing = [n for n, p in zip(names, present, strict=True) if not p]
-                raise ValueError(f"{path}: split {split!r} lacks {missing}")
-            splits.append(kind(**{name: bundle[f"{split}__{name}"] for name in names}))
-    if splits[0] is None:
-        raise ValueError(f"{path}: no training split")
-    return splits[0], splits[1]

@@ -68,16 +68,19 @@ def device_for(name: str, context: DistContext) -> torch.device:
     return device
 
 
-def init_distributed(device_name: str = "auto") -> DistContext:
-    """Join the process group described by torchrun's environment (NCCL on CUDA, gloo on
-    CPU). Without that environment, or when already initialized, only reports the context."""
+def init_distributed(device_name: str = "auto", backend: str = "auto") -> DistContext:
+    """Join the process group described by torchrun's environment with ``backend`` (``auto``:
+    NCCL on CUDA, gloo on CPU). Without that environment, or when already initialized, only
+    reports the context."""
     if not launched_by_torchrun() or dist.is_initialized():
         return current_context()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = resolve_device(device_name).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend)
     return current_context()
 
 

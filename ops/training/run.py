@@ -3,9 +3,10 @@ running → finished or failed), ``epoch_metrics`` rows and a champion decision 
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ops.storage.run_records import (
 from ops.training.config import TrainConfig
 from ops.training.curves import curves_png
 from ops.training.data import ImageSentenceData, PhraseRegionData
+from ops.training.distributed import current_context
 from ops.training.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
 from ops.training.inputs import first_images, image_sentence_splits, phrase_region_splits
 from ops.training.trainer import EpochRecord, train
@@ -54,6 +56,15 @@ class TrainingRun:
     stopped_early: bool
     config: dict[str, Any]
     curves_png: bytes = field(repr=False)
+    world_size: int = 1
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-ready form, for a run trained in another process (``from_payload`` reads it)."""
+        return asdict(self) | {"curves_png": base64.b64encode(self.curves_png).decode()}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> TrainingRun:
+        return cls(**{**payload, "curves_png": base64.b64decode(payload["curves_png"])})
 
 
 def load_training_splits(
@@ -110,6 +121,21 @@ def _step_logger(log: Log, every_s: float) -> Callable[[int, int, int], None]:
     return progress
 
 
+def training_run_id(
+    dataset: str, inputs: Mapping[str, str], config: TrainConfig, graph: Mapping
+) -> str:
+    """The run's id: its config (less how many processes train it, which does not change the
+    model), its input files and the graph it learns from."""
+    return make_run_id(
+        config.task,
+        config.network,
+        dataset,
+        config.model_dump(mode="json", exclude={"distributed"}),
+        {name: file_identity(path) for name, path in inputs.items()}
+        | {"neighborhood_graph": graph_identity(graph)},
+    )
+
+
 def run_training(
     root: Path,
     dataset: str,
@@ -125,31 +151,29 @@ def run_training(
     with the positives and neighborhoods of ``graph`` (the ``neighborhood_graph`` manifest:
     path, fingerprint, settings), and record the run under ``root``.
 
-    The run id hashes the config, the input files and the graph's settings and content, so
-    re-running after a crash resumes from the run's last checkpoint and a changed graph is a
-    new run. The run becomes the champion of (task, network, dataset) only if its validation
-    score beats the current champion's.
+    The run id (:func:`training_run_id`) hashes the config, the input files and the graph's
+    settings and content, so re-running after a crash resumes from the run's last checkpoint
+    and a changed graph is a new run. The run becomes the champion of (task, network,
+    dataset) only if its validation score beats the current champion's.
+
+    Under torchrun every rank calls this with the same arguments; rank 0 alone records the
+    run, and only its returned run is complete (the others' carry no champion decision).
     """
     task, network = config.task, config.network
     _check_against_graph(config, graph)
-    run_id = make_run_id(
-        task,
-        network,
-        dataset,
-        config.model_dump(mode="json"),
-        {name: file_identity(path) for name, path in inputs.items()}
-        | {"neighborhood_graph": graph_identity(graph)},
-    )
+    run_id = training_run_id(dataset, inputs, config, graph)
     splits = load_training_splits(config, inputs, graph, root, dataset)
     if "train" not in splits:
         raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
     val = splits.get("val")
     if val is not None:
         val = first_images(val, val_max_images)
+    context = current_context()
+    recording = context.is_main
     started_at = utc_now()
     graph_record = graph_identity(graph) | {"path": graph["path"]}
     # What the model may be applied to: the content of these files, not their paths.
-    fingerprints = input_fingerprints(run_input_paths(inputs, graph_record))
+    fingerprints = input_fingerprints(run_input_paths(inputs, graph_record)) if recording else {}
     record = {
         "task": task,
         "network": network,
@@ -158,12 +182,18 @@ def run_training(
         # The inputs, the graph the run learned from (queryable: features->'graph') and the
         # fingerprints of both.
         "features": dict(inputs) | {"graph": graph_record, "fingerprints": fingerprints},
+        "world_size": context.world_size,
     }
-    write_run(root, run_id, device=config.device, status="running", started_at=started_at, **record)
-    publish_catalogue(root)
+
+    def record_run(**fields: Any) -> None:
+        if recording:
+            write_run(root, run_id, started_at=started_at, **record, **fields)
+            publish_catalogue(root)
+
+    record_run(device=config.device, status="running")
     epochs: list[dict] = []
     score_name = "R-sum" if task == "image_sentence" else "accuracy"
-    log(f"training run {run_id}: {task} / {network} on {dataset}")
+    log(f"training run {run_id}: {task} / {network} on {dataset}, {context.world_size} process(es)")
 
     def on_epoch(epoch: EpochRecord) -> None:
         # Written every epoch so the UI and SQL show a run's progress while it trains.
@@ -187,38 +217,27 @@ def run_training(
             progress=_step_logger(log, progress_every_s),
         )
     except BaseException:
-        write_run(
-            root,
-            run_id,
-            device=config.device,
-            status="failed",
-            started_at=started_at,
-            finished_at=utc_now(),
-            **record,
-        )
-        publish_catalogue(root)
+        record_run(device=config.device, status="failed", finished_at=utc_now())
         raise
     seconds = time.perf_counter() - train_started
     # The result lists resumed epochs too, which this process's on_epoch never saw.
     all_epochs = [e.to_dict() for e in result.epochs]
-    write_epochs(root, run_id, all_epochs)
-    write_run(
-        root,
-        run_id,
-        device=result.device,
-        status="finished",
-        started_at=started_at,
-        finished_at=utc_now(),
-        best_epoch=result.best_epoch,
-        best_val_score=result.best_val_score,
-        checkpoint=str(result.best_checkpoint),
-        **record,
-    )
-    promoted, reason = promote_if_better(
-        root, run_id, task, network, dataset, result.best_val_score, fingerprints
-    )
-    publish_catalogue(root)
-    log(reason)
+    promoted, reason = False, f"rank {context.rank} does not record the run"
+    if recording:
+        write_epochs(root, run_id, all_epochs)
+        record_run(
+            device=result.device,
+            status="finished",
+            finished_at=utc_now(),
+            best_epoch=result.best_epoch,
+            best_val_score=result.best_val_score,
+            checkpoint=str(result.best_checkpoint),
+        )
+        promoted, reason = promote_if_better(
+            root, run_id, task, network, dataset, result.best_val_score, fingerprints
+        )
+        publish_catalogue(root)
+        log(reason)
     manifest = {
         "run_id": run_id,
         "task": task,
@@ -235,6 +254,7 @@ def run_training(
         "champion_reason": reason,
         "device": result.device,
         "feature_placement": result.feature_placement,
+        "world_size": context.world_size,
     }
     return TrainingRun(
         manifest=manifest,
@@ -246,4 +266,5 @@ def run_training(
         stopped_early=result.stopped_early,
         config=record["config"],
         curves_png=curves_png(all_epochs, score_name),
+        world_size=context.world_size,
     )

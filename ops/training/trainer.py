@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -65,24 +64,6 @@ class TrainResult:
     # Where the training split's features were: whole on the device, or gathered per batch.
     feature_placement: str = "device"
     model_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything but the weights, JSON-ready."""
-        return {
-            "config": self.config.model_dump(mode="json"),
-            "best_epoch": self.best_epoch,
-            "best_val_score": self.best_val_score,
-            "best_val_metrics": self.best_val_metrics,
-            "epochs": [record.to_dict() for record in self.epochs],
-            "last_checkpoint": str(self.last_checkpoint),
-            "best_checkpoint": str(self.best_checkpoint),
-            "device": self.device,
-            "stopped_early": self.stopped_early,
-            "resumed_from_epoch": self.resumed_from_epoch,
-            "image_dim": self.image_dim,
-            "text_dim": self.text_dim,
-            "feature_placement": self.feature_placement,
-        }
 
 
 @contextlib.contextmanager
