@@ -25,6 +25,14 @@ from assets.sharding import (
 )
 from assets.skips import skip_reason, skipped_output
 from ops.data.dataset_store import load_dataset_table
+from ops.features.backbones import family_of
+from ops.features.fast_rcnn import (
+    DEFAULT_MAX_LONGER_SIDE,
+    DEFAULT_SHORTER_SIDE,
+    RegionPath,
+    RegionPathSetting,
+    resolve_region_path,
+)
 from ops.features.proposals import (
     phrase_task_images,
     proposal_upper_bound,
@@ -32,6 +40,7 @@ from ops.features.proposals import (
     resolve_method,
 )
 from ops.features.region_features import (
+    RoiPooling,
     extract_region_features,
     proposal_image_order,
     region_variant,
@@ -186,21 +195,43 @@ def region_proposals(images: dict, phrases: dict) -> dict:
 
 
 class RegionFeatureConfig(dg.Config):
-    """Region features: RoIAlign over the backbone's last conv map, then the backbone's head;
+    """Region features: each box pooled from the backbone's conv map, then the backbone's head;
     ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area);
-    ``shards`` splits the images into that many parts, each extracted in its own step."""
+    ``shards`` splits the images into that many parts, each extracted in its own step.
+
+    ``region_path``: ``fast_rcnn`` (VGG, AlexNet: stride-16 trunk on the image resized to
+    ``shorter_side``, longer side at most ``max_longer_side``, pooled to the classifier's grid
+    for fc6 → fc7, as in the paper's lab), ``square`` (any backbone: the image squashed to
+    ``image_size`` square, pooled from the last stride-32 map), or ``auto`` (Fast R-CNN where
+    the backbone has it). ``roi_pooling``: ``align`` (RoIAlign) or ``max`` (Fast R-CNN's RoI
+    max pooling)."""
 
     backbone: str = "resnet18"
     weights: str = "none"
     image_size: int | None = None
+    region_path: RegionPathSetting = "auto"
+    shorter_side: int = Field(default=DEFAULT_SHORTER_SIDE, ge=16)
+    max_longer_side: int = Field(default=DEFAULT_MAX_LONGER_SIDE, ge=16)
+    roi_pooling: RoiPooling = "align"
     spatial_features: bool = True
     batch_size: int = 32
     shards: int = Field(default=1, ge=1)
 
 
+def _region_path(config: RegionFeatureConfig) -> RegionPath:
+    return resolve_region_path(family_of(config.backbone), config.region_path)
+
+
 def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
     variant = region_variant(
-        config.backbone, config.image_size, config.spatial_features, config.weights
+        config.backbone,
+        config.image_size,
+        config.spatial_features,
+        config.weights,
+        _region_path(config),
+        config.shorter_side,
+        config.max_longer_side,
+        config.roi_pooling,
     )
     return variant, features_path(root, dataset, "region", variant)
 
@@ -243,6 +274,10 @@ def region_features_shard(
         image_size=config.image_size,
         spatial_features=config.spatial_features,
         batch_size=config.batch_size,
+        region_path=config.region_path,
+        shorter_side=config.shorter_side,
+        max_longer_side=config.max_longer_side,
+        roi_pooling=config.roi_pooling,
         num_workers=compute.workers,
         device=compute.device_name,
         progress=progress_logger(context, f"region features {spec.key}"),
@@ -260,7 +295,19 @@ def region_features_merge(
     if reason := skip_reason(*shards):
         return skipped_output(shards[0]["dataset"], reason)
     variant, path = _region_feature_file(storage.root, shards[0]["dataset"], config)
-    return merged_features(shards, path, variant)
+    region_path = _region_path(config)
+    return merged_features(
+        shards,
+        path,
+        variant,
+        region_path=region_path,
+        roi_pooling=config.roi_pooling,
+        network_input=(
+            f"shorter side {config.shorter_side}, longer side at most {config.max_longer_side}"
+            if region_path == "fast_rcnn"
+            else f"{config.image_size or 'native'} px square"
+        ),
+    )
 
 
 @dg.config_mapping

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ops.storage.parquet_io import write_table
+
 SIZES = [(48, 32), (40, 40), (32, 56)]
 
 
@@ -36,3 +38,14 @@ def make_proposals(images: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["image_id", "region_id", "x1", "y1", "x2", "y2", "source", "rank"]
     )
+
+
+def write_region_setup(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """(images, proposals, the proposals' Parquet file) under ``tmp_path``."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = make_images(folder)
+    proposals = make_proposals(images)
+    proposals_path = tmp_path / "proposals.parquet"
+    write_table(proposals_path, proposals)
+    return images, proposals, proposals_path

@@ -70,7 +70,10 @@ def test_the_paper_profile_is_the_papers_setup() -> None:
     proposals = ops["region_proposals"]["config"]
     assert proposals["num_proposals"] == 200 and proposals["whole_image"] is False
     assert "max_side" not in proposals and proposals["edge_model_path"]  # full-size EdgeBoxes
-    assert ops["region_features"]["config"]["backbone"] == "vgg19"
+    regions = ops["region_features"]["config"]
+    assert regions["backbone"] == "vgg19" and regions["region_path"] == "fast_rcnn"
+    assert (regions["shorter_side"], regions["max_longer_side"]) == (600, 1000)
+    assert regions["roi_pooling"] == "max" and regions["spatial_features"] is False
     assert ops["word_vectors"]["config"]["source"] == "file"
     for kind in ("text_features", "phrase_features"):
         assert ops[kind]["config"] == {

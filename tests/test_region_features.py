@@ -18,18 +18,12 @@ from ops.features.region_features import (
     spatial_columns,
 )
 from ops.storage.parquet_io import read_features, write_table
-from tests.region_images import make_images, make_proposals
+from tests.region_images import write_region_setup
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    images = make_images(folder)
-    proposals = make_proposals(images)
-    proposals_path = tmp_path / "proposals.parquet"
-    write_table(proposals_path, proposals)
-    return images, proposals, proposals_path
+    return write_region_setup(tmp_path)
 
 
 def test_whole_image_box_equals_image_feature(setup, tmp_path: Path) -> None:

@@ -1,30 +1,56 @@
-"""Region features: the trunk runs once per image, RoIAlign pools each proposal from its last
-conv map, and the backbone's head turns each pooled crop into one vector (the modern form of
-Fast R-CNN fc7 features).
+"""Region features: the trunk runs once per image, each proposal is pooled from its conv map,
+and the backbone's head turns each pooled crop into one vector.
 
-Images are resized whole (no crop) to ``image_size × image_size`` so proposal boxes map to the
-input by two scale factors. On 128-px sources a ResNet's stride-32 map would be 4×4, too coarse
-to tell small boxes apart; the default size (224, the backbone's native one) upsamples them to
-a 7×7 map at about 3.5× the trunk cost. ``spatial_features`` appends the box geometry
-``x1/W, y1/H, x2/W, y2/H, area/(W·H)`` in original-image units.
+Two paths (``region_path``; ``auto`` picks Fast R-CNN where the network has it):
+
+- ``fast_rcnn`` (VGG, AlexNet; ``ops.features.fast_rcnn``): the image keeps its aspect ratio
+  (shorter side 600, longer side at most 1,000), the trunk stops before its last max-pool
+  (stride 16, VGG conv5_3), and each box is pooled to the classifier's own grid for fc6 → fc7.
+  One image at a time goes through the trunk, since sizes differ.
+- ``square`` (every backbone): images are resized whole (no crop) to ``image_size ×
+  image_size`` and pooled from the last (stride-32) map. On 128-px sources a ResNet's map
+  would be 4×4, too coarse to tell small boxes apart; the default size (224, the backbone's
+  native one) upsamples them to a 7×7 map at about 3.5× the trunk cost.
+
+``roi_pooling``: ``align`` (RoIAlign, bilinear samples) or ``max`` (Fast R-CNN's RoI max
+pooling). Boxes map to the network input by the image's two resize factors.
+``spatial_features`` appends the box geometry ``x1/W, y1/H, x2/W, y2/H, area/(W·H)`` in
+original-image units.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from torchvision.ops import roi_align
+from torchvision.ops import roi_align, roi_pool
 
 from ops.device import autocast_context, resolve_device
-from ops.features.backbones import Backbone, build_backbone, resize_transform, variant_name
+from ops.features.backbones import (
+    Backbone,
+    build_backbone,
+    family_of,
+    resize_transform,
+    variant_name,
+)
+from ops.features.fast_rcnn import (
+    DEFAULT_MAX_LONGER_SIDE,
+    DEFAULT_SHORTER_SIDE,
+    FAST_RCNN_GRIDS,
+    RegionPath,
+    RegionPathSetting,
+    fast_rcnn_backbone,
+    resolve_region_path,
+)
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
 from ops.storage.parquet_io import FeatureWriter, iter_batches
 
@@ -34,6 +60,7 @@ BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 SPATIAL_DIM = 5
 # Pooled crops held at once: bounds memory whatever the batch, backbone or proposal count.
 POOLED_ELEMENTS_PER_CHUNK = 1 << 24
+RoiPooling = Literal["align", "max"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,7 @@ class RegionFeatureStats:
     images_per_second: float
     regions_per_second: float
     variant: str
+    region_path: RegionPath
 
 
 def region_variant(
@@ -52,10 +80,25 @@ def region_variant(
     image_size: int | None = None,
     spatial_features: bool = True,
     weights: str = "none",
+    region_path: RegionPathSetting = "square",
+    shorter_side: int = DEFAULT_SHORTER_SIDE,
+    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
+    roi_pooling: RoiPooling = "align",
 ) -> str:
-    """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19_imagenet1k_v1``
-    (random-init weights add nothing; other weights add :func:`weights_tag`)."""
-    return variant_name(backbone, weights, image_size, "spatial" if spatial_features else "")
+    """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19_imagenet1k_v1``,
+    ``vgg19_imagenet1k_v1_frcnn600x1000_roimax`` (random-init weights add nothing; other
+    weights add :func:`weights_tag`; the square path with RoIAlign adds no path flag).
+    ``auto`` is resolved by the backbone's family."""
+    if region_path == "auto":
+        region_path = resolve_region_path(family_of(backbone), region_path)
+    flags = []
+    if region_path == "fast_rcnn":
+        flags.append(f"frcnn{shorter_side}x{max_longer_side}")
+    if roi_pooling == "max":
+        flags.append("roimax")
+    if spatial_features:
+        flags.append("spatial")
+    return variant_name(backbone, weights, image_size, *flags)
 
 
 def default_roi_output_size(backbone: Backbone) -> int:
@@ -64,7 +107,7 @@ def default_roi_output_size(backbone: Backbone) -> int:
     RoIAlign samples adaptively (about one point per map cell), so a 2×2 grid averaged by a
     pooling head covers the box as well as 7×7 does, at a fraction of the cost.
     """
-    return {"vgg": 7, "alexnet": 6}.get(backbone.family, 2)
+    return FAST_RCNN_GRIDS.get(backbone.family, 2)
 
 
 def proposal_image_order(proposals_path: Path) -> list[str]:
@@ -139,18 +182,23 @@ def pool_regions(
     output_size: int,
     device: torch.device,
     amp: bool = True,
+    roi_pooling: RoiPooling = "align",
 ) -> torch.Tensor:
     """Head vectors for ``rois`` ``(K, 5)`` = (batch index, x1, y1, x2, y2) in input pixels."""
+    # Box coordinates stay float32: in bf16 they would be off by pixels.
+    boxes = rois.to(device=device, dtype=torch.float32)
     with autocast_context(device, amp):
-        pooled = roi_align(
-            conv_maps,
-            # Box coordinates stay float32: in bf16 they would be off by pixels.
-            rois.to(device=device, dtype=torch.float32),
-            output_size=output_size,
-            spatial_scale=1.0 / backbone.stride,
-            sampling_ratio=-1,
-            aligned=True,
-        )
+        if roi_pooling == "max":
+            pooled = roi_pool(conv_maps, boxes, output_size, spatial_scale=1.0 / backbone.stride)
+        else:
+            pooled = roi_align(
+                conv_maps,
+                boxes,
+                output_size=output_size,
+                spatial_scale=1.0 / backbone.stride,
+                sampling_ratio=-1,
+                aligned=True,
+            )
         vectors = backbone.head(pooled)
     return vectors.float().cpu()
 
@@ -159,7 +207,7 @@ def extract_region_features(
     images: pd.DataFrame,
     proposals_path: Path,
     out_path: Path,
-    backbone: str = "resnet18",
+    backbone: str | Backbone = "resnet18",
     weights: str = "none",
     image_size: int | None = None,
     roi_output_size: int | None = None,
@@ -170,22 +218,46 @@ def extract_region_features(
     progress: Progress | None = None,
     dataset: str = "",
     image_range: tuple[int, int] | None = None,
+    region_path: RegionPathSetting = "auto",
+    shorter_side: int = DEFAULT_SHORTER_SIDE,
+    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
+    roi_pooling: RoiPooling = "align",
 ) -> RegionFeatureStats:
     """One vector per proposal row of ``proposals_path`` (plus 5 geometry values), in order.
 
+    ``backbone``: a torchvision name built with ``weights``, or an already built network.
     ``image_range``: ``(start, stop)`` restricts the work to those images, counted in the
     proposals file's image order (one shard of the extraction; see ``ops.features.shards``).
 
-    ``image_size``: side of the square network input (default: the backbone's, 224);
-    ``roi_output_size``: RoIAlign grid (default: what the head expects, see
+    ``region_path``: ``square``, ``fast_rcnn`` or ``auto`` (see the module docstring);
+    ``image_size``: side of the square path's input (default: the backbone's, 224), not
+    allowed with the Fast R-CNN path, which resizes by ``shorter_side``/``max_longer_side``
+    and reads one image at a time (``batch_size`` applies to the square path);
+    ``roi_output_size``: pooling grid (default: what the head expects, see
     :func:`default_roi_output_size`). Images without proposals are skipped.
     """
     check_columns(images, ["image_id", "path"], "images table")
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    net = build_backbone(backbone, weights, image_size)
+    net = (
+        backbone
+        if isinstance(backbone, Backbone)
+        else build_backbone(backbone, weights, image_size)
+    )
+    path = resolve_region_path(net.family, region_path)
+    if path == "fast_rcnn":
+        if image_size is not None:
+            raise ValueError(
+                f"image_size {image_size} sets the square path's input; the Fast R-CNN path "
+                "resizes by shorter_side and max_longer_side (or choose region_path square)"
+            )
+        net = fast_rcnn_backbone(net, shorter_side, max_longer_side)
+        transform, batch_size = net.transform, 1
+    else:
+        if image_size is not None:
+            net = dataclasses.replace(net, input_size=int(image_size))
+        transform = resize_transform(net.input_size, net.mean, net.std)
     net.modules_to(torch_device, channels_last=True)
-    size = net.input_size
     output_size = roi_output_size or default_roi_output_size(net)
     paths = images.assign(image_id=images["image_id"].astype(str)).set_index("image_id")["path"]
     if paths.index.has_duplicates:
@@ -205,22 +277,36 @@ def extract_region_features(
             f"e.g. {unknown[:3]}"
         )
     loader = make_loader(
-        ImageFileDataset(
-            paths.loc[order].astype(str).tolist(), resize_transform(size, net.mean, net.std)
-        ),
+        ImageFileDataset(paths.loc[order].astype(str).tolist(), transform),
         batch_size,
         num_workers,
         torch_device,
     )
     dim = net.dim + (SPATIAL_DIM if spatial_features else 0)
-    variant = region_variant(backbone, image_size, spatial_features, weights)
+    variant = region_variant(
+        net.name,
+        image_size,
+        spatial_features,
+        net.weights,
+        path,
+        shorter_side,
+        max_longer_side,
+        roi_pooling,
+    )
     metadata = {
         "kind": "region",
         "dataset": dataset,
-        "backbone": backbone,
-        "weights": weights,
+        "backbone": net.name,
+        "weights": net.weights,
         "variant": variant,
-        "image_size": str(size),
+        "region_path": path,
+        "stride": str(net.stride),
+        "image_size": (
+            f"shorter {shorter_side}, longer at most {max_longer_side}"
+            if path == "fast_rcnn"
+            else str(net.input_size)
+        ),
+        "roi_pooling": roi_pooling,
         "roi_output_size": str(output_size),
         "spatial_features": str(bool(spatial_features)),
     }
@@ -238,10 +324,11 @@ def extract_region_features(
                     conv_maps,
                     batch,
                     sizes=sizes.numpy(),
-                    input_size=size,
+                    input_shape=(int(pixels.shape[-1]), int(pixels.shape[-2])),
                     output_size=output_size,
                     spatial_features=spatial_features,
                     device=torch_device,
+                    roi_pooling=roi_pooling,
                 )
                 images_done += len(batch)
                 if progress is not None:
@@ -255,6 +342,7 @@ def extract_region_features(
         images_per_second=images_done / seconds if seconds > 0 else 0.0,
         regions_per_second=writer.rows / seconds if seconds > 0 else 0.0,
         variant=variant,
+        region_path=path,
     )
 
 
@@ -264,11 +352,14 @@ def _write_batch(
     conv_maps: torch.Tensor,
     batch: list[tuple[str, np.ndarray, np.ndarray]],
     sizes: np.ndarray,
-    input_size: int,
+    input_shape: tuple[int, int],
     output_size: int,
     spatial_features: bool,
     device: torch.device,
+    roi_pooling: RoiPooling,
 ) -> None:
+    """``input_shape``: (width, height) of the network input every image of the batch was
+    resized to; ``sizes``: each image's own (width, height)."""
     image_ids = np.concatenate([np.full(len(regions), image_id) for image_id, regions, _ in batch])
     region_ids = np.concatenate([regions for _, regions, _ in batch])
     boxes = np.concatenate([boxes for _, _, boxes in batch]).astype(np.float64)
@@ -276,13 +367,17 @@ def _write_batch(
     widths = np.repeat(sizes[:, 0].astype(np.float64), counts)
     heights = np.repeat(sizes[:, 1].astype(np.float64), counts)
     scale = np.column_stack([widths, heights, widths, heights])
-    rois = np.column_stack([np.repeat(np.arange(len(batch)), counts), boxes * input_size / scale])
+    input_width, input_height = input_shape
+    to_input = np.array([input_width, input_height, input_width, input_height], dtype=np.float64)
+    rois = np.column_stack([np.repeat(np.arange(len(batch)), counts), boxes * to_input / scale])
     rois_tensor = torch.from_numpy(rois.astype(np.float32))
     channels = conv_maps.shape[1]
     chunk = max(1, POOLED_ELEMENTS_PER_CHUNK // (channels * output_size * output_size))
     for begin in range(0, len(rois), chunk):
         end = min(begin + chunk, len(rois))
-        vectors = pool_regions(net, conv_maps, rois_tensor[begin:end], output_size, device).numpy()
+        vectors = pool_regions(
+            net, conv_maps, rois_tensor[begin:end], output_size, device, roi_pooling=roi_pooling
+        ).numpy()
         if spatial_features:
             geometry = spatial_columns(boxes[begin:end], widths[begin:end], heights[begin:end])
             vectors = np.hstack([vectors, geometry])
