@@ -37,7 +37,7 @@ from ops.features.region_features import (
     region_variant,
 )
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
-from ops.storage.parquet_io import read_table
+from ops.storage.parquet_io import FeatureDtype, read_table
 from ops.storage.paths import derived_table_file, features_path
 from ops.storage.results_store import publish_catalogue
 
@@ -188,7 +188,9 @@ def region_proposals(images: dict, phrases: dict) -> dict:
 class RegionFeatureConfig(dg.Config):
     """Region features: RoIAlign over the backbone's last conv map, then the backbone's head;
     ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area);
-    ``shards`` splits the images into that many parts, each extracted in its own step."""
+    ``shards`` splits the images into that many parts, each extracted in its own step;
+    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
+    cache; training and evaluation compute in float32 either way)."""
 
     backbone: str = "resnet18"
     weights: str = "none"
@@ -196,6 +198,7 @@ class RegionFeatureConfig(dg.Config):
     spatial_features: bool = True
     batch_size: int = 32
     shards: int = Field(default=1, ge=1)
+    feature_dtype: FeatureDtype = "float32"
 
 
 def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
@@ -260,7 +263,7 @@ def region_features_merge(
     if reason := skip_reason(*shards):
         return skipped_output(shards[0]["dataset"], reason)
     variant, path = _region_feature_file(storage.root, shards[0]["dataset"], config)
-    return merged_features(shards, path, variant)
+    return merged_features(shards, path, variant, config.feature_dtype)
 
 
 @dg.config_mapping

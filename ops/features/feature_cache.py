@@ -1,4 +1,4 @@
-"""A float32 ``.npy`` copy of a feature file's matrix, whose rows training and evaluation read.
+"""A ``.npy`` copy of a feature file's matrix, whose rows training and evaluation read.
 
 Region features at the paper's settings run to ~100 GB; reading them into memory would need
 that much RAM (and each split's copy as much again). The first use of a feature file writes
@@ -6,7 +6,8 @@ its matrix, row group by row group, to ``.cache/<file stem>.<size>-<mtime>.npy``
 (atomically); later uses read just the rows they need from that file
 (:mod:`ops.storage.row_files`), so pages stay evictable page cache rather than process
 memory. A changed feature file gets a new cache file (its size or modification time differ)
-and the stale one is removed.
+and the stale one is removed. The cache keeps the file's stored dtype (float16 features take
+half the bytes here too); rows are handed out as float32.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
-from ops.storage.parquet_io import FEATURE_COLUMN, parquet_file, read_row_group, read_table
+from ops.storage.parquet_io import (
+    FEATURE_COLUMN,
+    parquet_file,
+    read_row_group,
+    read_table,
+    stored_dtype,
+)
 from ops.storage.row_files import NpyRowFile, RowSubset
 
 CACHE_FOLDER = ".cache"
@@ -35,7 +42,8 @@ def cache_path(path: str | os.PathLike[str]) -> Path:
 def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]:
     """(id columns, every row of the feature file as a :class:`RowSubset` over its cache
     file): nothing of the matrix is read until rows are taken, and nothing stays mapped.
-    The rows are known to be finite (the cache is checked as it is written)."""
+    The rows are known to be finite (the cache is checked as it is written), and come back as
+    float32 whatever the file stores."""
     path = Path(path)
     parquet = parquet_file(path)
     id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
@@ -46,7 +54,7 @@ def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]
     rows = NpyRowFile(target)
     if rows.shape[0] != len(ids):
         raise ValueError(f"{target}: {rows.shape[0]} rows but {path} has {len(ids)}")
-    return ids, RowSubset(rows, finite_checked=True)
+    return ids, RowSubset(rows, finite_checked=True, dtype=np.float32)
 
 
 def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
@@ -56,7 +64,9 @@ def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
         with contextlib.suppress(OSError):
             stale.unlink()
     with atomic_path(target) as tmp:
-        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+        matrix = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=stored_dtype(parquet.schema_arrow), shape=(rows, dim)
+        )
         start = 0
         for group in range(parquet.num_row_groups):
             column = read_row_group(parquet, source, group, [FEATURE_COLUMN]).column(0)
