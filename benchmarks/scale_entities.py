@@ -39,6 +39,7 @@ WIDTH, HEIGHT = 500, 375
 TYPES = ["people", "clothing", "bodyparts", "animals", "vehicles", "instruments", "scene", "other"]
 DATASET = "entities"
 IMAGES_PER_BLOCK = 64
+POOL_ROWS = 16_384
 STAGES = [
     "graph",
     "split_arrays",
@@ -133,6 +134,23 @@ def _image_tables(images: pd.DataFrame, rng: np.random.Generator):
     return captions, phrases, pd.concat(proposals, ignore_index=True)
 
 
+class RowPool:
+    """Feature rows drawn once and handed out as windows at random offsets: millions of rows
+    without paying the random generator for each (what the steps cost does not depend on the
+    values)."""
+
+    def __init__(self, rng: np.random.Generator, dim: int, dtype: str, relu: bool) -> None:
+        values = rng.standard_normal((POOL_ROWS, dim), dtype=np.float32)
+        if relu:  # post-ReLU fc7-like values: half of them exactly zero
+            np.maximum(values, 0, out=values)
+        self.values = values.astype(dtype)
+        self.rng = rng
+
+    def rows(self, n: int) -> np.ndarray:
+        start = int(self.rng.integers(POOL_ROWS))
+        return np.take(self.values, (start + np.arange(n)) % POOL_ROWS, axis=0)
+
+
 def write_entities(folder: Path, fraction: float, feature_dtype: str, seed: int = 0) -> dict:
     """The dataset tables (published under ``folder/data``) and the proposal, region and phrase
     files at ``fraction`` of Flickr30K Entities, written block by block."""
@@ -144,6 +162,8 @@ def write_entities(folder: Path, fraction: float, feature_dtype: str, seed: int 
     from ops.storage.parquet_io import FeatureWriter
 
     rng = np.random.default_rng(seed)
+    region_pool = RowPool(rng, REGION_DIM, feature_dtype, relu=True)
+    phrase_pool = RowPool(rng, PHRASE_DIM, "float32", relu=False)
     sizes = entities_sizes(fraction)
     images = pd.DataFrame(
         [
@@ -182,13 +202,9 @@ def write_entities(folder: Path, fraction: float, feature_dtype: str, seed: int 
             all_phrases.append(phrases)
             table = pa.Table.from_pandas(proposals, PROPOSAL_SCHEMA, preserve_index=False)
             boxes.write_table(table)
-            # Post-ReLU fc7-like values: half of them exactly zero.
-            values = rng.standard_normal((len(proposals), REGION_DIM), dtype=np.float32)
-            regions.write(proposals, np.maximum(values, 0, out=values))
+            regions.write(proposals, region_pool.rows(len(proposals)))
             region_rows += len(proposals)
-            phrase_file.write(
-                phrases, rng.standard_normal((len(phrases), PHRASE_DIM), dtype=np.float32)
-            )
+            phrase_file.write(phrases, phrase_pool.rows(len(phrases)))
     captions, phrases = pd.concat(all_captions), pd.concat(all_phrases)
     tables = DatasetTables(DATASET, images, captions, phrases).conformed()
     publish_dataset_tables(folder / "data", tables)
