@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import (
     FEATURE_COLUMN,
     FeatureDtype,
+    feature_file_writer,
     feature_schema,
     parquet_file,
     read_row_group,
@@ -129,7 +129,7 @@ def merge_shard_files(
     out_schema = _stored_schema(schema, dtype) if cast else schema
     rows = 0
     with atomic_path(out_path) as tmp:
-        with pq.ParquetWriter(tmp, out_schema, compression="zstd") as writer:
+        with feature_file_writer(tmp, out_schema) as writer:
             for path in paths:
                 parquet = parquet_file(path)
                 if not parquet.schema_arrow.equals(schema, check_metadata=True):

