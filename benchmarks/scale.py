@@ -172,7 +172,9 @@ def measure_fraction(
         stdout=sys.stderr,
     )
     subprocess.run([twobranch, "dataset", "sync"], env=env, check=True, stdout=sys.stderr)
-    protocols = ["1k", "5fold_1k", "5k"] if kind == "coco" else ["1k"]
+    # 5-fold 1K and 5K need COCO's whole 5,000-image test split, which fractions shrink.
+    test_images = sizes.get("testall", sizes.get("test", 0))
+    protocols = ["1k", "5fold_1k", "5k"] if kind == "coco" and test_images >= 5_000 else ["1k"]
     config = folder / "run.yaml"
     config.write_text(yaml.safe_dump(_run_config(text, steps, protocols, feature_dtype)))
     costs = [
@@ -240,7 +242,8 @@ def main() -> None:
         help="how image/region features are stored (default: float32; entities: float16)",
     )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="twobranch_scale_"))
+    # Absolute: Dagster refuses a relative DAGSTER_HOME.
+    work = (args.work or Path(tempfile.mkdtemp(prefix="twobranch_scale_"))).resolve()
     if args.kind == "entities":
         from scale_entities import entities_startup
 

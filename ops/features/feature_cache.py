@@ -63,20 +63,22 @@ def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
     for stale in target.parent.glob(f"{source.stem}.*.npy"):
         with contextlib.suppress(OSError):
             stale.unlink()
-    with atomic_path(target) as tmp:
-        matrix = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=stored_dtype(parquet.schema_arrow), shape=(rows, dim)
-        )
+    dtype = stored_dtype(parquet.schema_arrow)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+    # Plain writes, not a memory map: the pages of a written map stay resident in the process
+    # (peak RSS as large as the cache file), while written file pages are the kernel's.
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": (rows, dim)})
         start = 0
         for group in range(parquet.num_row_groups):
             column = read_row_group(parquet, source, group, [FEATURE_COLUMN]).column(0)
             block = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            block = block.reshape(-1, dim)
+            block = np.ascontiguousarray(block.reshape(-1, dim), dtype=dtype)
             finite = np.isfinite(block).all(axis=1)
             if not finite.all():
                 row = start + int(np.flatnonzero(~finite)[0])
                 raise ValueError(f"{source}: feature row {row} holds NaN or Inf")
-            matrix[start : start + len(block)] = block
+            handle.write(memoryview(block).cast("B"))
             start += len(block)
-        matrix.flush()
-        del matrix
+        if start != rows:
+            raise ValueError(f"{source}: {start} feature rows read, its footer says {rows}")
