@@ -36,6 +36,7 @@ from ops.features.text.text_features import (
 )
 from ops.features.text.word_store import load_word_vectors_file, save_word_vectors
 from ops.features.text.word_vectors import load_word_vectors, oov_rate
+from ops.storage.parquet_io import FeatureDtype
 from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
@@ -50,7 +51,9 @@ class ImageFeatureConfig(dg.Config):
 
     ``weights``: ``none`` (random init, seeded), a torchvision weights name such as
     ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file. ``shards`` splits
-    the images into that many contiguous parts, each extracted in its own step."""
+    the images into that many contiguous parts, each extracted in its own step.
+    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
+    cache; training and evaluation compute in float32 either way)."""
 
     backbone: str = "resnet18"
     weights: str = "none"
@@ -58,6 +61,7 @@ class ImageFeatureConfig(dg.Config):
     ten_crop: bool = False
     batch_size: int = 64
     shards: int = Field(default=1, ge=1)
+    feature_dtype: FeatureDtype = "float32"
 
 
 def _precomp_folder(root, dataset: str) -> Path | None:
@@ -136,11 +140,14 @@ def image_features_merge(
     variant, path = _image_feature_file(storage.root, dataset, config)
     precomp = _precomp_folder(storage.root, dataset)
     if precomp is None:
-        return merged_features(shards, path, variant, feature_source=config.backbone)
+        return merged_features(
+            shards, path, variant, config.feature_dtype, feature_source=config.backbone
+        )
     return merged_features(
         shards,
         path,
         variant,
+        config.feature_dtype,
         feature_source=f"precomputed, from {precomp} (no CNN ran)",
         region_pooling=str(shards[0]["pooling"]),
     )

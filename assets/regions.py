@@ -46,7 +46,7 @@ from ops.features.region_features import (
     region_variant,
 )
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
-from ops.storage.parquet_io import read_table
+from ops.storage.parquet_io import FeatureDtype, read_table
 from ops.storage.paths import derived_table_file, features_path
 from ops.storage.results_store import publish_catalogue
 
@@ -197,7 +197,9 @@ def region_proposals(images: dict, phrases: dict) -> dict:
 class RegionFeatureConfig(dg.Config):
     """Region features: each box pooled from the backbone's conv map, then the backbone's head;
     ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area);
-    ``shards`` splits the images into that many parts, each extracted in its own step.
+    ``shards`` splits the images into that many parts, each extracted in its own step;
+    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
+    cache; training and evaluation compute in float32 either way).
 
     ``region_path``: ``fast_rcnn`` (VGG, AlexNet: stride-16 trunk on the image resized to
     ``shorter_side``, longer side at most ``max_longer_side``, pooled to the classifier's grid
@@ -216,6 +218,7 @@ class RegionFeatureConfig(dg.Config):
     spatial_features: bool = True
     batch_size: int = 32
     shards: int = Field(default=1, ge=1)
+    feature_dtype: FeatureDtype = "float32"
 
 
 def _region_path(config: RegionFeatureConfig) -> RegionPath:
@@ -300,6 +303,7 @@ def region_features_merge(
         shards,
         path,
         variant,
+        config.feature_dtype,
         region_path=region_path,
         roi_pooling=config.roi_pooling,
         network_input=(

@@ -22,6 +22,7 @@ from ops.features.shards import (
     plan_shards,
     remove_abandoned_shards,
 )
+from ops.storage.parquet_io import FeatureDtype
 
 
 def shard_outputs(total: int, count: int, **context: object) -> Iterator[dg.DynamicOutput]:
@@ -76,12 +77,17 @@ def shard_result(shard: Mapping, path: Path, rows: int, seconds: float, **extra:
 
 
 def merged_features(
-    shards: list[dict], path: Path, variant: str, **extra_metadata: object
+    shards: list[dict],
+    path: Path,
+    variant: str,
+    feature_dtype: FeatureDtype = "float32",
+    **extra_metadata: object,
 ) -> dg.Output[dict]:
-    """Join feature shards into ``path``; the manifest downstream assets read, with metadata."""
+    """Join feature shards into ``path``, stored as ``feature_dtype``; the manifest downstream
+    assets read, with metadata."""
     shards = in_shard_order(shards)
     started = time.perf_counter()
-    rows = merge_shard_files([shard["path"] for shard in shards], path)
+    rows = merge_shard_files([shard["path"] for shard in shards], path, dtype=feature_dtype)
     abandoned = remove_abandoned_shards(path)
     dim = int(shards[0]["dim"])
     extract_seconds = sum(float(shard["seconds"]) for shard in shards)
@@ -97,6 +103,8 @@ def merged_features(
         metadata={
             "rows": rows,
             "dim": dim,
+            "feature_dtype": feature_dtype,
+            "bytes_on_disk": path.stat().st_size,
             "path": dg.MetadataValue.path(str(path)),
             "shards": len(shards),
             "shard_table": shard_table(shards),

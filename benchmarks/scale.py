@@ -8,6 +8,10 @@ kernel's accounting of that process, ``wait4``). Per stage and size it prints se
 per item, peak RSS and the bytes the stage added to the data root.
 
     python benchmarks/scale.py --kind flickr30k --fractions 0.125 0.25 0.5 --json scale.json
+    python benchmarks/scale.py --kind entities --fractions 0.0625 0.125 0.25 --json phrase.json
+
+``--kind entities`` measures the phrase task instead (``benchmarks/scale_entities.py``): region
+tables at fractions of Flickr30K Entities' 6.4 million rows, stored as ``--feature-dtype``.
 
 ``--text paper`` computes the paper's text features (word2vec trained on the training
 captions, ICA, Fisher vectors with 30 components, PCA to 6,000-d); the default ``mean`` uses
@@ -98,7 +102,7 @@ def write_precomp(folder: Path, kind: str, fraction: float, seed: int = 0) -> di
     return sizes
 
 
-def _run_config(text: str, steps: int, protocols: list[str]) -> dict:
+def _run_config(text: str, steps: int, protocols: list[str], feature_dtype: str) -> dict:
     text_config = {"method": "mean"}
     words = {"source": "word2vec_train", "word2vec_dim": 300}
     if text == "paper":
@@ -113,6 +117,7 @@ def _run_config(text: str, steps: int, protocols: list[str]) -> dict:
     return {
         "execution": {"config": {"in_process": {}}},
         "ops": {
+            "image_features": {"config": {"feature_dtype": feature_dtype}},
             "word_vectors": {"config": words},
             "text_features": {"config": text_config},
             "image_sentence_embedding_net": {"config": training},
@@ -122,7 +127,7 @@ def _run_config(text: str, steps: int, protocols: list[str]) -> dict:
     }
 
 
-def _measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process; its output goes to stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr)
@@ -133,7 +138,7 @@ def _measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     return seconds, int(usage.ru_maxrss) * 1024
 
 
-def _disk_bytes(folder: Path) -> int:
+def disk_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
@@ -151,7 +156,7 @@ def _stage_items(stage: str, sizes: dict[str, int], steps: int, batch: int) -> i
 
 
 def measure_fraction(
-    kind: str, fraction: float, work: Path, text: str, steps: int
+    kind: str, fraction: float, work: Path, text: str, steps: int, feature_dtype: str = "float32"
 ) -> list[StageCost]:
     folder = work / f"{kind}_{fraction:g}"
     sizes = write_precomp(folder / "precomp", kind, fraction)
@@ -167,16 +172,18 @@ def measure_fraction(
         stdout=sys.stderr,
     )
     subprocess.run([twobranch, "dataset", "sync"], env=env, check=True, stdout=sys.stderr)
-    protocols = ["1k", "5fold_1k", "5k"] if kind == "coco" else ["1k"]
+    # 5-fold 1K and 5K need COCO's whole 5,000-image test split, which fractions shrink.
+    test_images = sizes.get("testall", sizes.get("test", 0))
+    protocols = ["1k", "5fold_1k", "5k"] if kind == "coco" and test_images >= 5_000 else ["1k"]
     config = folder / "run.yaml"
-    config.write_text(yaml.safe_dump(_run_config(text, steps, protocols)))
+    config.write_text(yaml.safe_dump(_run_config(text, steps, protocols, feature_dtype)))
     costs = [
         StageCost(
-            "precomp_folder", fraction, sum(sizes.values()), 0.0, 0, _disk_bytes(folder / "precomp")
+            "precomp_folder", fraction, sum(sizes.values()), 0.0, 0, disk_bytes(folder / "precomp")
         )
     ]
     for stage, assets in STAGES:
-        before = _disk_bytes(root) if root.exists() else 0
+        before = disk_bytes(root) if root.exists() else 0
         command = [
             str(BIN / "dagster"),
             "asset",
@@ -190,8 +197,8 @@ def measure_fraction(
             "-c",
             str(config),
         ]
-        seconds, peak = _measured(command, env)
-        disk = (_disk_bytes(root) if root.exists() else 0) - before
+        seconds, peak = measured(command, env)
+        disk = (disk_bytes(root) if root.exists() else 0) - before
         items = _stage_items(stage, sizes, steps, 128)
         costs.append(StageCost(stage, fraction, items, seconds, peak, disk))
         print(f"  {stage:18} {seconds:8.1f} s  {peak / 2**30:6.2f} GiB", file=sys.stderr)
@@ -205,7 +212,7 @@ def startup_cost(work: Path) -> StageCost:
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DAGSTER_HOME": str(home), "TWOBRANCH_DATA": str(work / "empty")}
     command = [str(BIN / "dagster"), "asset", "list", "-m", "assets.definitions"]
-    seconds, peak = _measured(command, env)
+    seconds, peak = measured(command, env)
     return StageCost("startup", 0.0, 0, seconds, peak, 0)
 
 
@@ -222,18 +229,37 @@ def print_table(costs: list[StageCost]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=sorted(PAPER_SIZES), default="flickr30k")
+    parser.add_argument("--kind", choices=[*sorted(PAPER_SIZES), "entities"], default="flickr30k")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5])
     parser.add_argument("--text", choices=["mean", "paper"], default="mean")
     parser.add_argument("--steps", type=int, default=50, help="training steps per network")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument(
+        "--feature-dtype",
+        choices=["float32", "float16"],
+        default=None,
+        help="how image/region features are stored (default: float32; entities: float16)",
+    )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="twobranch_scale_"))
-    costs = [startup_cost(work)]
+    # Absolute: Dagster refuses a relative DAGSTER_HOME.
+    work = (args.work or Path(tempfile.mkdtemp(prefix="twobranch_scale_"))).resolve()
+    if args.kind == "entities":
+        from scale_entities import entities_startup
+
+        costs = [entities_startup(work)]
+    else:
+        costs = [startup_cost(work)]
     for fraction in args.fractions:
         print(f"{args.kind} at {fraction:g}", file=sys.stderr)
-        costs += measure_fraction(args.kind, fraction, work, args.text, args.steps)
+        if args.kind == "entities":
+            from scale_entities import measure_entities
+
+            dtype = args.feature_dtype or "float16"
+            costs += measure_entities(fraction, work, args.steps, dtype)
+        else:
+            dtype = args.feature_dtype or "float32"
+            costs += measure_fraction(args.kind, fraction, work, args.text, args.steps, dtype)
     print_table(costs)
     if args.json:
         args.json.write_text(json.dumps([asdict(cost) for cost in costs], indent=2) + "\n")

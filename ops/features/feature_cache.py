@@ -1,4 +1,4 @@
-"""A float32 ``.npy`` copy of a feature file's matrix, whose rows training and evaluation read.
+"""A ``.npy`` copy of a feature file's matrix, whose rows training and evaluation read.
 
 Region features at the paper's settings run to ~100 GB; reading them into memory would need
 that much RAM (and each split's copy as much again). The first use of a feature file writes
@@ -6,7 +6,8 @@ its matrix, row group by row group, to ``.cache/<file stem>.<size>-<mtime>.npy``
 (atomically); later uses read just the rows they need from that file
 (:mod:`ops.storage.row_files`), so pages stay evictable page cache rather than process
 memory. A changed feature file gets a new cache file (its size or modification time differ)
-and the stale one is removed.
+and the stale one is removed. The cache keeps the file's stored dtype (float16 features take
+half the bytes here too); rows are handed out as float32.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ops.storage.atomic import atomic_path
-from ops.storage.parquet_io import FEATURE_COLUMN, parquet_file, read_row_group, read_table
+from ops.storage.parquet_io import (
+    FEATURE_COLUMN,
+    parquet_file,
+    read_row_group,
+    read_table,
+    stored_dtype,
+)
 from ops.storage.row_files import NpyRowFile, RowSubset
 
 CACHE_FOLDER = ".cache"
@@ -37,7 +44,8 @@ def cache_path(path: str | os.PathLike[str]) -> Path:
 def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]:
     """(id columns, every row of the feature file as a :class:`RowSubset` over its cache
     file): nothing of the matrix is read until rows are taken, and nothing stays mapped.
-    The rows are known to be finite (the cache is checked as it is written)."""
+    The rows are known to be finite (the cache is checked as it is written), and come back as
+    float32 whatever the file stores."""
     path = Path(path)
     parquet = parquet_file(path)
     id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
@@ -50,7 +58,7 @@ def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]
     rows = NpyRowFile(target)
     if rows.shape[0] != len(ids):
         raise ValueError(f"{target}: {rows.shape[0]} rows but {path} has {len(ids)}")
-    return ids, RowSubset(rows, finite_checked=True)
+    return ids, RowSubset(rows, finite_checked=True, dtype=np.float32)
 
 
 @contextlib.contextmanager
@@ -74,18 +82,22 @@ def _write_cache(parquet: pq.ParquetFile, source: Path, target: Path) -> None:
     for stale in target.parent.glob(f"{source.stem}.*.npy"):
         with contextlib.suppress(OSError):
             stale.unlink()
-    with atomic_path(target) as tmp:
-        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+    dtype = stored_dtype(parquet.schema_arrow)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+    # Plain writes, not a memory map: the pages of a written map stay resident in the process
+    # (peak RSS as large as the cache file), while written file pages are the kernel's.
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": (rows, dim)})
         start = 0
         for group in range(parquet.num_row_groups):
             column = read_row_group(parquet, source, group, [FEATURE_COLUMN]).column(0)
             block = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            block = block.reshape(-1, dim)
+            block = np.ascontiguousarray(block.reshape(-1, dim), dtype=dtype)
             finite = np.isfinite(block).all(axis=1)
             if not finite.all():
                 row = start + int(np.flatnonzero(~finite)[0])
                 raise ValueError(f"{source}: feature row {row} holds NaN or Inf")
-            matrix[start : start + len(block)] = block
+            handle.write(memoryview(block).cast("B"))
             start += len(block)
-        matrix.flush()
-        del matrix
+        if start != rows:
+            raise ValueError(f"{source}: {start} feature rows read, its footer says {rows}")

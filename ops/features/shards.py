@@ -5,7 +5,8 @@ Each shard writes its own Parquet file under ``.shards/`` next to the final file
 streams the shard files, in shard order, into the final file (row group by row group, so
 memory does not grow with the dataset) and renames it into place atomically. Because shards
 are contiguous and merged in order, the merged file has the same rows in the same order as
-an unsharded extraction.
+an unsharded extraction. The merge also stores the features in the asset's ``feature_dtype``
+(shards are written in float32; float16 halves the final file and its cache).
 
 Shard files live in a folder named after the run that made them (``tag``), so a re-executed
 run that reuses a finished shard merges exactly the file that shard wrote, and two runs never
@@ -23,10 +24,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from ops.storage.atomic import atomic_path
-from ops.storage.parquet_io import parquet_file, read_row_group, read_schema
+from ops.storage.parquet_io import (
+    FEATURE_COLUMN,
+    FeatureDtype,
+    feature_file_writer,
+    feature_schema,
+    parquet_file,
+    read_row_group,
+    read_schema,
+    stored_dtype,
+    stored_matrix,
+)
 
 SHARD_FOLDER = ".shards"
 ABANDONED_AFTER_S = 24 * 3600
@@ -91,12 +102,14 @@ def merge_shard_files(
     shard_paths: Sequence[str | os.PathLike[str]],
     out_path: str | os.PathLike[str],
     remove_shards: bool = True,
+    dtype: FeatureDtype | None = None,
 ) -> int:
     """Concatenate ``shard_paths`` in the given order into ``out_path``; returns the row count.
 
     Every shard must have the first shard's schema (columns, types and file metadata); a
-    mismatch names the shard and leaves ``out_path`` untouched. With ``remove_shards`` the
-    shard files (and their folder, once empty) are deleted after the merged file is in place.
+    mismatch names the shard and leaves ``out_path`` untouched. ``dtype`` stores the feature
+    column in that dtype (None: as the shards hold it). With ``remove_shards`` the shard files
+    (and their folder, once empty) are deleted after the merged file is in place.
     """
     paths = [Path(p) for p in shard_paths]
     if not paths:
@@ -104,17 +117,19 @@ def merge_shard_files(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"shard files missing (was a shard step skipped?): {missing}")
-    if len(paths) == 1 and remove_shards:
+    schema = read_schema(paths[0])
+    cast = dtype is not None and stored_dtype(schema) != dtype
+    if len(paths) == 1 and remove_shards and not cast:
         # One shard is already the whole file: move it into place instead of copying it.
         rows = parquet_file(paths[0]).metadata.num_rows
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         os.replace(paths[0], out_path)
         remove_shard_files(paths)
         return rows
-    schema = read_schema(paths[0])
+    out_schema = _stored_schema(schema, dtype) if cast else schema
     rows = 0
     with atomic_path(out_path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with feature_file_writer(tmp, out_schema) as writer:
             for path in paths:
                 parquet = parquet_file(path)
                 if not parquet.schema_arrow.equals(schema, check_metadata=True):
@@ -125,11 +140,29 @@ def merge_shard_files(
                     )
                 for group in range(parquet.num_row_groups):
                     table = read_row_group(parquet, path, group)
+                    if cast:
+                        table = _cast_features(table, out_schema, str(out_path), rows)
                     writer.write_table(table)
                     rows += table.num_rows
     if remove_shards:
         remove_shard_files(paths)
     return rows
+
+
+def _stored_schema(schema: pa.Schema, dtype: FeatureDtype) -> pa.Schema:
+    ids = {field.name: field.type for field in schema if field.name != FEATURE_COLUMN}
+    dim = schema.field(FEATURE_COLUMN).type.list_size
+    return feature_schema(ids, dim, dtype).with_metadata(schema.metadata)
+
+
+def _cast_features(table: pa.Table, schema: pa.Schema, name: str, first_row: int) -> pa.Table:
+    feature = schema.field(FEATURE_COLUMN).type
+    dtype = str(stored_dtype(schema))
+    values = table.column(FEATURE_COLUMN).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    matrix = values.reshape(-1, feature.list_size)
+    column = stored_matrix(matrix, feature.list_size, dtype, name, first_row)  # type: ignore[arg-type]
+    index = table.schema.get_field_index(FEATURE_COLUMN)
+    return table.set_column(index, schema.field(FEATURE_COLUMN), column)
 
 
 def remove_shard_files(paths: Sequence[Path]) -> None:

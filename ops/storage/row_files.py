@@ -6,7 +6,9 @@ memory map would keep every page a pass touched in the process (file-backed RSS,
 under pressure); ``pread`` copies just the rows asked for into the caller's buffer, and the
 file's pages stay in the kernel's page cache, shared and evictable. A :class:`RowSubset` is a
 list of row numbers over such a file (or over an array in memory): slicing and indexing it
-compose the row lists, and only :meth:`RowSubset.take` reads feature values.
+compose the row lists, and only :meth:`RowSubset.take` reads feature values. A subset may hand
+its rows back in a wider dtype than the file stores (float16 on disk, float32 to compute): the
+cast is per batch, so the file's savings hold in memory too.
 """
 
 from __future__ import annotations
@@ -73,18 +75,22 @@ class NpyRowFile:
 
 class RowSubset:
     """Rows ``rows`` of ``source`` (an :class:`NpyRowFile` or an in-memory 2-D array), read
-    only when :meth:`take` (or ``numpy.asarray``) asks. ``finite_checked`` records that every
-    row of the source is known to be finite, so checks need not read it again."""
+    only when :meth:`take` (or ``numpy.asarray``) asks, as ``dtype`` (the source's when None).
+    ``finite_checked`` records that every row of the source is known to be finite, so checks
+    need not read it again."""
 
     def __init__(
         self,
         source: NpyRowFile | np.ndarray,
         rows: np.ndarray | None = None,
         finite_checked: bool = False,
+        dtype: np.dtype | type | str | None = None,
     ) -> None:
         if isinstance(source, np.ndarray) and source.ndim != 2:
             raise ValueError(f"a row subset needs a 2-D matrix, got shape {source.shape}")
         self.source = source
+        # The dtype rows come back in (the source's own when None).
+        self._dtype = np.dtype(source.dtype if dtype is None else dtype)
         total = int(source.shape[0])
         self.rows = (
             np.arange(total, dtype=np.int64)
@@ -103,7 +109,7 @@ class RowSubset:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.source.dtype)
+        return self._dtype
 
     @property
     def nbytes(self) -> int:
@@ -119,14 +125,14 @@ class RowSubset:
             return self.take(np.array([index]))[0]
         if isinstance(index, tuple):
             raise TypeError("a row subset is indexed by rows only")
-        return RowSubset(self.source, self.rows[index], self.finite_checked)
+        return RowSubset(self.source, self.rows[index], self.finite_checked, self._dtype)
 
     def take(self, positions: np.ndarray | None = None) -> np.ndarray:
         """The values of the subset's rows at ``positions`` (all of them when None)."""
         rows = self.rows if positions is None else self.rows[np.asarray(positions)]
-        if isinstance(self.source, NpyRowFile):
-            return self.source.take(rows)
-        return self.source[rows]
+        source = self.source
+        values = source.take(rows) if isinstance(source, NpyRowFile) else source[rows]
+        return values.astype(self._dtype, copy=False)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         values = self.take()
