@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
     embed_dim: int = Field(512, ge=1)
     fusion_dim: int = Field(1024, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
+    # PyTorch's convention, running = (1 − p)·running + p·batch. The authors' TensorFlow code
+    # passes momentum=0.1 to tf.layers.batch_normalization, whose rule is
+    # running = 0.1·running + 0.9·batch: PyTorch's 0.9. The default keeps PyTorch's 0.1.
+    batch_norm_momentum: float = Field(0.1, gt=0, le=1)
 
     # Ranking loss (embedding network).
     margin: float = Field(_LOSS.margin, ge=0)
@@ -66,6 +70,7 @@ class TrainConfig(BaseModel):
     lambda_image: float = _LOSS.lambda_image
     lambda_neighbor: float = _LOSS.lambda_neighbor
     lambda_region_neighbor: float = _LOSS.lambda_region_neighbor
+    lambda_phrase_neighbor: float = Field(_LOSS.lambda_phrase_neighbor, ge=0)
     loss_kind: LossKind = _LOSS.kind
 
     # Similarity network: positives per batch, sampled negatives per positive, and which side
@@ -109,6 +114,7 @@ class TrainConfig(BaseModel):
             lambda_image=self.lambda_image,
             lambda_neighbor=self.lambda_neighbor,
             lambda_region_neighbor=self.lambda_region_neighbor,
+            lambda_phrase_neighbor=self.lambda_phrase_neighbor,
             kind=self.loss_kind,
         )
 
