@@ -150,7 +150,7 @@ def embedding_loss(
       (text, neighbor text) pairs, e.g. nearest sentences by feature), those neighbors, which
       then are not among its negatives u either.
 
-    Returns ``(λ1·sentence + λ2·image + λ3·neighbor, terms)``.
+    Returns ``(λ1·sentence + lambda_image·image + λ3·neighbor, terms)``.
     """
     config = config or EmbeddingLossConfig()
     image_emb, text_emb = _as_float(image_emb), _as_float(text_emb)
@@ -219,8 +219,10 @@ def region_phrase_embedding_loss(
     negatives is the caller's choice, made in ``negative``. Every positive pair (p, r) is an
     anchor of each term:
 
-    - ``phrase``: ``[m + d(p, r) − d(p, n)]₊`` over regions n negative for p (weight λ1);
-    - ``region``: ``[m + d(r, p) − d(r, q)]₊`` over phrases q for which r is negative (λ2);
+    - ``phrase``: ``[m + d(p, r) − d(p, n)]₊`` over regions n negative for p
+      (``lambda_sentence``);
+    - ``region``: ``[m + d(r, p) − d(r, q)]₊`` over phrases q for which r is negative
+      (``lambda_image``);
     - ``region_neighbor``: regions positive for the same phrase are neighbors; when p has
       another positive region, ``[m + max_{r' ∈ pos(p), r' ≠ r} d(r, r') − d(r, n)]₊`` over
       regions n negative for p (``lambda_region_neighbor``);
