@@ -122,7 +122,7 @@ def phrase_region_splits(
                 ].to_numpy(),
                 phrase_boxes=phrase_info[GT_COLUMNS].to_numpy(np.float64)[phrase_rows],
                 region_is_gt=is_gt[region_rows],
-                phrase_chain=phrase_chain[phrase_rows],
+                phrase_chain=phrase_chain[phrase_rows] if phrase_chain.size else phrase_chain,
             ),
             image_ids=images_with_regions,
             region_ids=region_ids["region_id"].to_numpy()[region_rows],
@@ -134,7 +134,9 @@ def phrase_region_splits(
 
 def _chain_numbers(phrases: pd.DataFrame, phrase_ids: pd.DataFrame) -> np.ndarray:
     """Each feature row's entity chain as a number, one per (image, chain_id): a chain id
-    names an entity within its image only."""
+    names an entity within its image only. Empty when the table has no chains."""
+    if "chain_id" not in phrases.columns:
+        return np.zeros(0, dtype=np.int64)
     chain_of = phrases.set_index("phrase_id")["chain_id"].astype(str)
     chains = chain_of.loc[phrase_ids["phrase_id"].to_numpy()].to_numpy()
     keys = pd.MultiIndex.from_arrays([phrase_ids["image_id"].astype(str).to_numpy(), chains])
