@@ -51,7 +51,22 @@ def _sync(root: Path) -> str:
 
 def _run_add(args: argparse.Namespace) -> int:
     root = data_root(args.data_root)
-    entry = add_dataset(root, args.name, args.source, args.path, args.karpathy_split)
+    checksums = {}
+    for item in args.split_sha256 or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise DatasetRegistryError(f"--split-sha256 {item!r}: expected FILE=HEX")
+        checksums[name] = value
+    entry = add_dataset(
+        root,
+        args.name,
+        args.source,
+        args.path,
+        args.karpathy_split,
+        split=args.split,
+        split_lists=args.split_lists,
+        split_lists_sha256=checksums or None,
+    )
     print(f"registered {entry.name} ({entry.source}{', ' + entry.path if entry.path else ''})")
     print(_sync(root).strip() or "Dagster partitions up to date")
     print(
@@ -64,6 +79,7 @@ def _run_add(args: argparse.Namespace) -> int:
 def _run_list(args: argparse.Namespace) -> int:
     for entry in load_registry(data_root(args.data_root)).values():
         extra = f"  karpathy_split={entry.karpathy_split}" if entry.karpathy_split else ""
+        extra += f"  split=paper ({entry.split_lists})" if entry.split == "paper" else ""
         print(f"{entry.name:24} {entry.source:20} {entry.path or '-'}{extra}")
     return 0
 
@@ -143,6 +159,23 @@ def add_dataset_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add.add_argument(
         "--karpathy-split", help="coco_official: a Karpathy dataset_coco.json for the splits"
+    )
+    add.add_argument(
+        "--split",
+        choices=("karpathy", "paper"),
+        default="karpathy",
+        help="coco: Karpathy's split (default) or the authors' (paper: 113,287 / 9,000 / 1,000)",
+    )
+    add.add_argument(
+        "--split-lists",
+        help="--split paper: a folder with the authors' train.txt, val.txt and test.txt, or "
+        "their base URL",
+    )
+    add.add_argument(
+        "--split-sha256",
+        action="append",
+        metavar="FILE=HEX",
+        help="--split-lists URL: the SHA-256 of each list, e.g. test.txt=<64 hex digits>",
     )
     add.set_defaults(handler=_guarded(_run_add))
     listing = commands.add_parser("list", help="the registered datasets")

@@ -7,6 +7,10 @@
 2. Retrieval with the similarity network: each network alone, and two-stage (embedding top-k
    rescored by embedding + w × similarity, w chosen on validation) against the former rerank
    by the similarity score alone (a very large w).
+3. With ``--phrase-neighbor``, instead: the phrase–region embedding network without and with
+   the phrase–phrase neighborhood term (phrases of the same entity chain are neighbors,
+   ``lambda_phrase_neighbor``), by phrase localization accuracy on the test split. It needs
+   the region and phrase features, proposals and neighborhood graph of a ``make run``.
 
 Every variant is trained from the neighborhood graph the way the training assets do (a
 graph built from the stored features, training split only) and reported on the validation
@@ -18,6 +22,8 @@ and test splits.
         --prepare 2000,400,400 --epochs 10
     # or on the features of the last `make run`
     .venv/bin/python benchmarks/ablation_synthetic.py --epochs 15
+    # the phrase–phrase term, on the features, proposals and graph of the last `make run`
+    .venv/bin/python benchmarks/ablation_synthetic.py --phrase-neighbor --epochs 6
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.retrieval import sentence_retrieval_rows
-from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.trained import evaluate_localization, evaluate_retrieval_single
 from ops.evaluation.two_stage import (
     DEFAULT_WEIGHTS,
     choose_weight,
@@ -41,11 +48,11 @@ from ops.evaluation.two_stage import (
 )
 from ops.graph.build import GraphSettings, graph_edges
 from ops.graph.store import write_graph
-from ops.storage.parquet_io import read_features
+from ops.storage.parquet_io import read_features, read_table
 from ops.storage.paths import data_root
 from ops.training.config import TrainConfig
-from ops.training.graph_inputs import image_sentence_from_graph
-from ops.training.inputs import image_sentence_splits
+from ops.training.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
+from ops.training.inputs import first_images, image_sentence_splits, phrase_region_splits
 from ops.training.trainer import train
 
 DEMO = {
@@ -63,6 +70,11 @@ VARIANTS = {
     "no neighborhood term": {"lambda_neighbor": 0.0},
     "triplet sampling + neighborhood term": {"sampler": "triplet"},
 }
+PHRASE_VARIANTS = {
+    "phrase task, no phrase–phrase term (default)": {},
+    "+ phrase–phrase term over entity chains, λ = 0.1": {"lambda_phrase_neighbor": 0.1},
+}
+PHRASE_VAL_IMAGES = 250  # as the demo's phrase training validates
 RERANK_K = 20
 PURE_RERANK_WEIGHT = 1e4  # the similarity score decides the top-k order alone
 
@@ -122,6 +134,46 @@ def _row(name: str, val: dict, test: dict, seconds: float | str, *extra: str) ->
     return f"| {name} | {val['rsum']:.1f} | {cell(test)} |{extra_cells} {seconds} |"
 
 
+def phrase_neighbor_ablation(root: Path, dataset: str, epochs: int) -> None:
+    """Localization accuracy of the phrase–region embedding network per PHRASE_VARIANTS."""
+    features = root / "features" / dataset
+    region_path = next(features.glob("region_*.parquet"))
+    phrase_path = next(features.glob("phrase_*.parquet"))
+    proposals = read_table(root / "proposals" / dataset / "region_proposals.parquet")
+    phrases = load_dataset_table(root, dataset, "phrases")
+    splits = phrase_region_splits(region_path, proposals, phrase_path, phrases)
+    train_split = phrase_region_from_graph(
+        splits["train"], root / "graph" / dataset / "neighbors.parquet"
+    )
+    val = first_images(splits["val"], PHRASE_VAL_IMAGES)
+    chains = train_split.data.phrase_chain
+    shared = int((pd.Series(chains).value_counts() > 1).sum())
+    print(
+        f"features: {region_path.name}, {phrase_path.name}; train phrases {chains.size}, "
+        f"chains {len(set(chains.tolist()))} ({shared} with two or more phrases); test "
+        f"phrases {len(splits['test'].phrase_ids)}"
+    )
+    print("| variant | best val score (epoch) | test accuracy | upper bound | s |")
+    print("|---|---|---|---|---|", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="ablation-phrase-"))
+    for index, (name, change) in enumerate(PHRASE_VARIANTS.items()):
+        config = TrainConfig(
+            task="phrase_region", device="cpu", **(DEMO | {"epochs": epochs} | change)
+        )
+        started = time.perf_counter()
+        result = train(config, train_split.data, val.data, work / f"phrase-{index}")
+        seconds = time.perf_counter() - started
+        summary = evaluate_localization(
+            result.best_checkpoint, splits["test"], phrases, proposals, "cpu"
+        ).summary
+        print(
+            f"| {name} | {result.best_val_score or float('nan'):.2f} ({result.best_epoch}) | "
+            f"{summary['accuracy']:.2f} | {summary['upper_bound']:.2f} | {seconds:.0f} |",
+            flush=True,
+        )
+    print(json.dumps({"epochs": epochs, "profile": DEMO, "val_images": PHRASE_VAL_IMAGES}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", type=Path, default=None)
@@ -131,11 +183,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--knn-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--phrase-neighbor", action="store_true", help="run the phrase–phrase ablation only"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = data_root(args.data_root)
     if args.prepare:
         prepare(root, args.prepare, args.seed)
+    if args.phrase_neighbor:
+        phrase_neighbor_ablation(root, args.dataset, args.epochs)
+        return
     features = root / "features" / args.dataset
     image_path = next(features.glob("image_*.parquet"))
     text_path = next(features.glob("text_*.parquet"))

@@ -14,6 +14,7 @@ class Branch(nn.Module):
     """``Linear → BatchNorm1d → ReLU → Dropout → Linear → L2-normalize``.
 
     Linear weights use Xavier (Glorot) uniform init and zero bias, as in the authors' code.
+    ``batch_norm_momentum`` is PyTorch's: ``running = (1 − p)·running + p·batch``.
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class Branch(nn.Module):
         out_dim: int = 512,
         dropout: float = 0.5,
         normalize: bool = True,
+        batch_norm_momentum: float = 0.1,
     ) -> None:
         super().__init__()
         if min(in_dim, hidden_dim, out_dim) <= 0:
@@ -35,7 +37,7 @@ class Branch(nn.Module):
         self.out_dim = out_dim
         self.normalize = normalize
         self.fc1 = nn.Linear(in_dim, hidden_dim)
-        self.bn = nn.BatchNorm1d(hidden_dim)
+        self.bn = nn.BatchNorm1d(hidden_dim, momentum=batch_norm_momentum)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden_dim, out_dim)
         for linear in (self.fc1, self.fc2):

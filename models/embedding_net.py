@@ -18,10 +18,16 @@ class EmbeddingNet(nn.Module):
         hidden_dim: int = 2048,
         embed_dim: int = 512,
         dropout: float = 0.5,
+        batch_norm_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        self.image_branch = Branch(image_dim, hidden_dim, embed_dim, dropout)
-        self.text_branch = Branch(text_dim, hidden_dim, embed_dim, dropout)
+        momentum = batch_norm_momentum
+        self.image_branch = Branch(
+            image_dim, hidden_dim, embed_dim, dropout, batch_norm_momentum=momentum
+        )
+        self.text_branch = Branch(
+            text_dim, hidden_dim, embed_dim, dropout, batch_norm_momentum=momentum
+        )
 
     def embed_image(self, image_features: torch.Tensor) -> torch.Tensor:
         return self.image_branch(image_features)

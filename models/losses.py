@@ -37,10 +37,14 @@ class EmbeddingLossConfig:
     """Weights and shape of the bidirectional ranking loss.
 
     ``lambda_sentence`` weights the sentence-anchored term (ranks images; λ1 = 1.5),
-    ``lambda_image`` the image-anchored term (ranks sentences; λ2 = 1.0), ``lambda_neighbor``
-    the sentence–sentence neighborhood term (λ3 = 0.05). For the phrase task the phrase plays
-    the sentence and the region the image, and ``lambda_region_neighbor`` weights the
-    region–region neighborhood term; its default mirrors λ3 (the paper gives no other value).
+    ``lambda_image`` the image-anchored term (ranks sentences; 1.0, the authors' code leaves
+    it unweighted: the paper's own λ2 weights the image–image neighborhood term, a different
+    term), ``lambda_neighbor`` the sentence–sentence neighborhood term (λ3 = 0.05). For the
+    phrase task the phrase plays the sentence and the region the image;
+    ``lambda_region_neighbor`` weights the region–region neighborhood term (the paper's
+    image–image term; no value was published for it, so the default reuses λ3, a project
+    choice) and ``lambda_phrase_neighbor`` the phrase–phrase term over phrases of the same
+    entity chain (off at 0).
     """
 
     margin: float = 0.05
@@ -49,6 +53,7 @@ class EmbeddingLossConfig:
     lambda_image: float = 1.0
     lambda_neighbor: float = 0.05
     lambda_region_neighbor: float = 0.05
+    lambda_phrase_neighbor: float = 0.0
     kind: LossKind = "topk_hinge"
 
     def __post_init__(self) -> None:
@@ -145,7 +150,7 @@ def embedding_loss(
       (text, neighbor text) pairs, e.g. nearest sentences by feature), those neighbors, which
       then are not among its negatives u either.
 
-    Returns ``(λ1·sentence + λ2·image + λ3·neighbor, terms)``.
+    Returns ``(λ1·sentence + lambda_image·image + λ3·neighbor, terms)``.
     """
     config = config or EmbeddingLossConfig()
     image_emb, text_emb = _as_float(image_emb), _as_float(text_emb)
@@ -169,18 +174,11 @@ def embedding_loss(
     image_nearest = _nearest_negatives(negative_dist, None, k, dim=0)
     image_term = _hinge_mean(positive, image_nearest[text_image], margin)
 
-    text_dist = pairwise_distance(text_emb, text_emb)
     # Row s: the texts of its image and its extra neighbors (directed pairs).
     neighborhood = text_group[:, None] == text_group[None, :]
     if extra_neighbors is not None:
         neighborhood[extra_neighbors[0], extra_neighbors[1]] = True
-    neighbors = neighborhood.clone()
-    neighbors.fill_diagonal_(False)
-    # -inf for a text without neighbors: not an anchor (see _hinge_mean).
-    farthest_neighbor = text_dist.masked_fill(~neighbors, float("-inf")).amax(1)
-    neighbor_term = _hinge_mean(
-        farthest_neighbor, _nearest_negatives(text_dist, ~neighborhood, k), margin
-    )
+    neighbor_term = _neighborhood_term(text_emb, neighborhood, k, margin)
 
     terms = {"sentence": sentence_term, "image": image_term, "neighbor": neighbor_term}
     total = (
@@ -191,12 +189,27 @@ def embedding_loss(
     return total, terms
 
 
+def _neighborhood_term(
+    emb: torch.Tensor, neighborhood: torch.Tensor, k: int, margin: float
+) -> torch.Tensor:
+    """``[m + max_{t ∈ N(s)} d(s, t) − d(s, u)]₊`` over the K nearest u outside N(s), for
+    every row s with a neighbor; ``neighborhood (n, n)`` is N(s) with s itself included."""
+    dist = pairwise_distance(emb, emb)
+    neighbors = neighborhood.clone()
+    neighbors.fill_diagonal_(False)
+    # -inf for a row without neighbors: not an anchor (see _hinge_mean).
+    farthest_neighbor = dist.masked_fill(~neighbors, float("-inf")).amax(1)
+    return _hinge_mean(farthest_neighbor, _nearest_negatives(dist, ~neighborhood, k), margin)
+
+
 def region_phrase_embedding_loss(
     region_emb: torch.Tensor,
     phrase_emb: torch.Tensor,
     positive: torch.Tensor,
     negative: torch.Tensor,
     config: EmbeddingLossConfig | None = None,
+    *,
+    phrase_chain: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Ranking loss for phrase localization with the region–region neighborhood term.
 
@@ -206,11 +219,18 @@ def region_phrase_embedding_loss(
     negatives is the caller's choice, made in ``negative``. Every positive pair (p, r) is an
     anchor of each term:
 
-    - ``phrase``: ``[m + d(p, r) − d(p, n)]₊`` over regions n negative for p (weight λ1);
-    - ``region``: ``[m + d(r, p) − d(r, q)]₊`` over phrases q for which r is negative (λ2);
+    - ``phrase``: ``[m + d(p, r) − d(p, n)]₊`` over regions n negative for p
+      (``lambda_sentence``);
+    - ``region``: ``[m + d(r, p) − d(r, q)]₊`` over phrases q for which r is negative
+      (``lambda_image``);
     - ``region_neighbor``: regions positive for the same phrase are neighbors; when p has
       another positive region, ``[m + max_{r' ∈ pos(p), r' ≠ r} d(r, r') − d(r, n)]₊`` over
-      regions n negative for p (``lambda_region_neighbor``).
+      regions n negative for p (``lambda_region_neighbor``);
+    - ``phrase_neighbor``, only when ``lambda_phrase_neighbor`` > 0: ``phrase_chain (P,)``
+      names each phrase's entity chain (the same chain is the same entity of the same
+      image), and the phrases of one chain are neighbors; anchor = each phrase with another
+      phrase of its chain, ``[m + max_{q ∈ N(p)} d(p, q) − d(p, u)]₊`` over phrases u of
+      other chains (the sentence neighborhood term, with chains in place of images).
     """
     config = config or EmbeddingLossConfig()
     region_emb, phrase_emb = _as_float(region_emb), _as_float(phrase_emb)
@@ -223,12 +243,27 @@ def region_phrase_embedding_loss(
             )
     if bool((positive & negative).any()):
         raise ValueError("a (phrase, region) pair is marked both positive and negative")
+    with_phrase_neighbor = config.lambda_phrase_neighbor > 0
+    if with_phrase_neighbor and (
+        phrase_chain is None or tuple(phrase_chain.shape) != (phrase_emb.shape[0],)
+    ):
+        raise ValueError(
+            f"lambda_phrase_neighbor > 0 needs phrase_chain of shape ({phrase_emb.shape[0]},)"
+        )
     k, margin = config.negatives_per_anchor, config.margin
+    phrase_neighbor_terms: dict[str, torch.Tensor] = {}
+    if with_phrase_neighbor:
+        assert phrase_chain is not None
+        same_chain = phrase_chain[:, None] == phrase_chain[None, :]
+        phrase_neighbor_terms["phrase_neighbor"] = _neighborhood_term(
+            phrase_emb, same_chain, k, margin
+        )
 
     anchor_phrase, anchor_region = positive.nonzero(as_tuple=True)
     if anchor_phrase.numel() == 0:
         zero = (region_emb.sum() + phrase_emb.sum()) * 0.0
-        return zero, {"phrase": zero, "region": zero, "region_neighbor": zero}
+        terms = {"phrase": zero, "region": zero, "region_neighbor": zero}
+        return _with_phrase_neighbor(zero, terms, phrase_neighbor_terms, config)
     phrase_region_dist = pairwise_distance(phrase_emb, region_emb)  # (P, R)
     anchor_positive = phrase_region_dist[anchor_phrase, anchor_region]
 
@@ -248,7 +283,19 @@ def region_phrase_embedding_loss(
         + config.lambda_image * region_term
         + config.lambda_region_neighbor * region_neighbor_term
     )
-    return total, terms
+    return _with_phrase_neighbor(total, terms, phrase_neighbor_terms, config)
+
+
+def _with_phrase_neighbor(
+    total: torch.Tensor,
+    terms: dict[str, torch.Tensor],
+    phrase_neighbor_terms: dict[str, torch.Tensor],
+    config: EmbeddingLossConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    # Added last, and only when on, so the loss without it is the same computation as before.
+    for term in phrase_neighbor_terms.values():
+        total = total + config.lambda_phrase_neighbor * term
+    return total, terms | phrase_neighbor_terms
 
 
 def _region_neighbor_term(

@@ -31,12 +31,18 @@ class SimilarityNet(nn.Module):
         embed_dim: int = 512,
         fusion_dim: int = 1024,
         dropout: float = 0.5,
+        batch_norm_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        self.image_branch = Branch(image_dim, hidden_dim, embed_dim, dropout)
-        self.text_branch = Branch(text_dim, hidden_dim, embed_dim, dropout)
+        momentum = batch_norm_momentum
+        self.image_branch = Branch(
+            image_dim, hidden_dim, embed_dim, dropout, batch_norm_momentum=momentum
+        )
+        self.text_branch = Branch(
+            text_dim, hidden_dim, embed_dim, dropout, batch_norm_momentum=momentum
+        )
         self.fusion_fc = nn.Linear(embed_dim, fusion_dim)
-        self.fusion_bn = nn.BatchNorm1d(fusion_dim)
+        self.fusion_bn = nn.BatchNorm1d(fusion_dim, momentum=momentum)
         self.score_fc = nn.Linear(fusion_dim, 1)
         for linear in (self.fusion_fc, self.score_fc):
             nn.init.xavier_uniform_(linear.weight)

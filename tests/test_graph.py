@@ -198,6 +198,13 @@ def test_localization_scores_exactly_n_candidates_and_bounds_over_those(built) -
         phrases,
         ("test",),
     )["test"]
+    # Chain numbers: equal exactly when the phrases name the same entity of the same image.
+    keys = phrases.set_index("phrase_id").loc[test.phrase_ids, ["image_id", "chain_id"]]
+    entity = [tuple(pair) for pair in keys.to_numpy()]
+    chain = test.data.phrase_chain
+    assert chain.size == len(entity)
+    same = chain[:, None] == chain[None, :]
+    assert same.tolist() == [[a == b for b in entity] for a in entity]
     # What localization scores: the 30 candidates of each test image, no ground-truth box.
     test_candidates = candidates[candidates["image_id"].isin(set(test.image_ids))]
     assert sorted(test.region_ids) == sorted(test_candidates["region_id"])

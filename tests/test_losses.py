@@ -324,3 +324,54 @@ def test_region_phrase_loss_without_positive_pairs_is_zero():
     assert total.item() == 0.0 and set(terms) == {"phrase", "region", "region_neighbor"}
     total.backward()
     assert torch.all(region.grad == 0)
+
+
+def reference_phrase_neighbor_term(phrase, chain, k, margin):
+    """Loop form: phrases of one chain are neighbors, the other chains' phrases negatives."""
+    rows = []
+    for p in range(phrase.shape[0]):
+        neighbors = [q for q in range(phrase.shape[0]) if q != p and chain[q] == chain[p]]
+        if not neighbors:
+            continue
+        farthest = max(
+            (_distance(phrase[p], phrase[q]) for q in neighbors), key=lambda d: float(d.detach())
+        )
+        others = [
+            _distance(phrase[p], phrase[u]) for u in range(len(chain)) if chain[u] != chain[p]
+        ]
+        rows.append((farthest, others))
+    return _ranked_term(rows, k, margin)
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_phrase_neighbor_term_adds_its_weighted_loop_value(top_k):
+    positive, negative, generator = _region_case(6, 10, 3)
+    region, phrase = _unit(10, 5, generator), _unit(6, 5, generator)
+    # Chains {0, 2, 5}, {1, 3}, {4}: phrase 4 has no neighbor and is no anchor.
+    chain = torch.tensor([7, 9, 7, 9, 11, 7])
+    off = EmbeddingLossConfig(margin=0.8, top_k=top_k)
+    on = EmbeddingLossConfig(margin=0.8, top_k=top_k, lambda_phrase_neighbor=0.4)
+    before, before_terms = region_phrase_embedding_loss(region, phrase, positive, negative, off)
+    # Weight 0: the loss and its terms are those without chains.
+    same, same_terms = region_phrase_embedding_loss(
+        region, phrase, positive, negative, off, phrase_chain=chain
+    )
+    assert same.item() == before.item() and set(same_terms) == set(before_terms)
+    total, terms = region_phrase_embedding_loss(
+        region, phrase, positive, negative, on, phrase_chain=chain
+    )
+    expected = reference_phrase_neighbor_term(phrase, chain.tolist(), top_k, 0.8)
+    assert expected.item() > 0
+    assert terms["phrase_neighbor"].item() == pytest.approx(expected.item(), abs=TOL)
+    assert total.item() == pytest.approx(before.item() + 0.4 * expected.item(), abs=TOL)
+    for name in before_terms:
+        assert terms[name].item() == before_terms[name].item()
+
+
+def test_phrase_neighbor_term_needs_chains():
+    positive, negative, generator = _region_case(3, 6, 0)
+    config = EmbeddingLossConfig(lambda_phrase_neighbor=0.1)
+    with pytest.raises(ValueError, match="phrase_chain"):
+        region_phrase_embedding_loss(
+            _unit(6, 4, generator), _unit(3, 4, generator), positive, negative, config
+        )

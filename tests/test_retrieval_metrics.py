@@ -222,12 +222,16 @@ def test_five_fold_protocol_equals_separate_fold_evaluations() -> None:
     assert set(fold_two_t2i["top1_id"].astype(int)) <= set(range(12, 18))
 
 
+def _two_caption_scores(seed: int, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random image × caption scores with two captions per image, and each caption's image."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((n_images, 4)).astype(np.float32)
+    texts = rng.standard_normal((2 * n_images, 4)).astype(np.float32)
+    return images @ texts.T, np.repeat(np.arange(n_images), 2)
+
+
 def test_protocols_on_stored_scores_agree_with_embeddings() -> None:
-    rng = np.random.default_rng(9)
-    images = rng.standard_normal((12, 4)).astype(np.float32)
-    texts = rng.standard_normal((24, 4)).astype(np.float32)
-    mapping = np.repeat(np.arange(12), 2)
-    scores = images @ texts.T
+    scores, mapping = _two_caption_scores(9, 12)
     for protocol in ("1k", "5k", "all"):
         from_scores = evaluate_protocol_scores(scores, mapping, protocol, fold_size=2)
         expected_images = {"1k": 2, "5k": 10, "all": 12}[protocol]
@@ -290,3 +294,18 @@ def test_eval_retrieval_command_prints_json(tmp_path, capsys) -> None:
     args = parser.parse_args([str(path), "--captions-per-image", "3"])
     assert eval_cli.run_eval_retrieval(args) == 2
     assert "8 caption columns" in capsys.readouterr().err
+
+
+def test_paper_1k_is_the_whole_test_list_of_the_authors_split() -> None:
+    scores, mapping = _two_caption_scores(4, 3)
+    paper = evaluate_protocol_scores(scores, mapping, "paper_1k", fold_size=3)
+    whole = evaluate_protocol_scores(scores, mapping, "all", fold_size=3)
+    assert [row["protocol"] for row in paper.metrics] == ["paper_1k", "paper_1k"]
+    expected = retrieval_metrics(
+        reference_i2t(scores, mapping)[0], reference_t2i(scores, mapping)[0]
+    )
+    assert paper.metrics[0]["rsum"] == pytest.approx(expected["rsum"])
+    assert paper.metrics[0]["rsum"] == whole.metrics[0]["rsum"]
+    # A Karpathy-sized test split is not the authors' list: a clear error, no rows.
+    with pytest.raises(ValueError, match="register the dataset with --split paper"):
+        evaluate_protocol_scores(scores, mapping, "paper_1k", fold_size=2)

@@ -85,6 +85,20 @@ def test_phrase_region_training_beats_random_proposals(network, tmp_path):
     assert result.epochs[-1].loss < result.epochs[0].loss
 
 
+def test_phrase_neighbor_term_trains_on_the_datas_entity_chains(tmp_path):
+    data = make_phrase_region(12, 0)
+    config = TrainConfig(task="phrase_region", epochs=1, lambda_phrase_neighbor=0.5, **SMALL)
+    for batch in batch_plans.BatchPlan(config, data):
+        np.testing.assert_array_equal(batch.text_chain, data.phrase_chain[batch.text_rows])
+    result = train(config, data, None, tmp_path / "on")
+    assert result.epochs[0].loss_terms["phrase_neighbor"] > 0
+    off = train(config.model_copy(update={"lambda_phrase_neighbor": 0.0}), data, None, tmp_path)
+    assert "phrase_neighbor" not in off.epochs[0].loss_terms
+    without_chains = PhraseRegionData(**{**data.__dict__, "phrase_chain": np.zeros(0, np.int64)})
+    with pytest.raises(ValueError, match="chain_id"):
+        batch_plans.BatchPlan(config, without_chains)
+
+
 def test_phrase_batches_cover_whole_images_with_iou_masks():
     data = make_phrase_region(10, 3)
     sampler = PhraseBatchSampler(data, phrases_per_batch=16, seed=5)

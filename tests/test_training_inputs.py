@@ -21,6 +21,7 @@ def _phrase_split(n_images: int, regions_per_image: int, phrases_per_image: int)
         phrase_image=phrase_image,
         phrase_boxes=np.tile([0.0, 0.0, 5.0, 5.0], (phrase_image.size, 1)),
         region_is_gt=np.zeros(region_image.size, dtype=bool),
+        phrase_chain=np.arange(phrase_image.size) // 2,
     )
     return PhraseRegionSplit(
         data=data,
@@ -39,6 +40,7 @@ def test_first_images_of_a_phrase_split_keep_their_regions_and_phrases_only() ->
     assert subset.phrase_ids.tolist() == ["p0", "p1", "p2", "p3"]
     np.testing.assert_array_equal(subset.data.region_features, split.data.region_features[:6])
     assert subset.data.n_images == 2
+    assert subset.data.phrase_chain.tolist() == [0, 0, 1, 1]
     assert first_images(split, 0) is split and first_images(split, 9) is split
 
 

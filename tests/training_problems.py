@@ -45,7 +45,8 @@ def make_phrase_region(
     noise: float = 0.3,
     positive_iou: float = 0.6,
 ) -> PhraseRegionData:
-    """Three objects of distinct classes per image, two phrases per object. Candidates: the
+    """Three objects of distinct classes per image, two phrases per object (one entity
+    chain per object). Candidates: the
     three ground-truth boxes, two jittered copies of each, ten random boxes; a region's
     feature mixes the class vectors of the objects it overlaps (weighted by IoU). Positive
     pairs are the graph's rule: the same image, IoU ≥ ``positive_iou``."""
@@ -90,4 +91,5 @@ def make_phrase_region(
         region_is_gt=np.concatenate(regions["gt"]),
         positive_phrase=np.concatenate([p for p, _ in pairs]),
         positive_region=np.concatenate([r for _, r in pairs]),
+        phrase_chain=np.repeat(np.arange(3 * n_images), 2),
     )

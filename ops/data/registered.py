@@ -49,4 +49,12 @@ def acquire_dataset(
         return acquire_coco_official(Path(str(entry.path)), root, entry.name, split)
     from ops.data.remote import acquire_public
 
-    return acquire_public(entry.source, root, entry.path, log=log, dataset=entry.name)
+    raw = acquire_public(entry.source, root, entry.path, log=log, dataset=entry.name)
+    if entry.split == "paper" and entry.split_lists:
+        from ops.data.coco_paper_split import with_paper_split
+        from ops.storage.paths import raw_dir
+
+        raw = with_paper_split(
+            raw, raw_dir(root, entry.name), entry.split_lists, entry.split_lists_sha256
+        )
+    return raw

@@ -38,6 +38,7 @@ Source = Literal[
     "synthetic", "flickr30k", "coco", "coco_official", "flickr30k_entities", "custom", "precomp"
 ]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
+CocoSplit = Literal["karpathy", "paper"]
 DEFAULT_DATASET = "synthetic"
 REGISTRY_FILE = "datasets.json"
 # Sources that read a folder the user already has; the others download into raw/<name>/ and
@@ -54,7 +55,9 @@ class DatasetRegistryError(ValueError):
 
 
 class DatasetEntry(BaseModel):
-    """One registered dataset: its source and where its files are."""
+    """One registered dataset: its source and where its files are. ``split`` (source
+    ``coco``): ``karpathy`` or ``paper``, the authors' lists from ``split_lists`` (a folder,
+    or a base URL with ``split_lists_sha256``, file name → SHA-256)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +65,9 @@ class DatasetEntry(BaseModel):
     source: Source
     path: str | None = None
     karpathy_split: str | None = None
+    split: CocoSplit = "karpathy"
+    split_lists: str | None = None
+    split_lists_sha256: dict[str, str] | None = None
 
 
 def registry_path(root: Path) -> Path:
@@ -139,6 +145,9 @@ def add_dataset(
     source: str,
     path: str | Path | None = None,
     karpathy_split: str | Path | None = None,
+    split: str = "karpathy",
+    split_lists: str | Path | None = None,
+    split_lists_sha256: dict[str, str] | None = None,
 ) -> DatasetEntry:
     """Register ``name``; the registry is unchanged when anything about the request is wrong."""
     check_name(name)
@@ -162,6 +171,7 @@ def add_dataset(
         if not split_path.is_file():
             raise DatasetRegistryError(f"Karpathy split file {split_path} does not exist")
         split_file = str(split_path)
+    lists, checksums = _paper_split_lists(source, split, split_lists, split_lists_sha256)
     try:
         dataset_folders(root, name)  # each resolves inside its data-root folder
     except UnsafePathError as error:
@@ -171,10 +181,48 @@ def add_dataset(
         source=source,  # type: ignore[arg-type]
         path=_existing_folder(path, f"dataset folder for {name!r}:") if path else None,
         karpathy_split=split_file,
+        split=split,  # type: ignore[arg-type]
+        split_lists=lists,
+        split_lists_sha256=checksums,
     )
     entries[name] = entry
     _save(root, entries)
     return entry
+
+
+def _paper_split_lists(
+    source: str,
+    split: str,
+    split_lists: str | Path | None,
+    sha256: dict[str, str] | None,
+) -> tuple[str | None, dict[str, str] | None]:
+    """The checked ``split_lists`` location and checksums of a ``coco`` entry."""
+    from ops.data.coco_paper_split import PAPER_LISTS, check_list_checksums, is_url
+
+    if split not in ("karpathy", "paper"):
+        raise DatasetRegistryError(f"unknown split {split!r}; expected karpathy or paper")
+    if split == "karpathy":
+        if split_lists is not None or sha256:
+            raise DatasetRegistryError("--split-lists applies to --split paper only")
+        return None, None
+    if source != "coco":
+        raise DatasetRegistryError("--split paper applies to source 'coco' only")
+    if split_lists is None:
+        raise DatasetRegistryError(
+            "--split paper needs --split-lists: a folder with train.txt, val.txt and test.txt, "
+            "or a base URL of the three with --split-sha256 for each"
+        )
+    location = str(split_lists)
+    if is_url(location):
+        try:
+            return location, check_list_checksums(sha256)
+        except ValueError as error:
+            raise DatasetRegistryError(str(error)) from None
+    folder = Path(location).expanduser().resolve()
+    missing = [name for name in PAPER_LISTS.values() if not (folder / name).is_file()]
+    if missing:
+        raise DatasetRegistryError(f"split lists folder {folder} lacks {', '.join(missing)}")
+    return str(folder), None
 
 
 def dataset_folders(root: Path, name: str) -> list[Path]:

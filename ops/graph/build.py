@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ops.features.proposals import GROUND_TRUTH_COLUMNS, boxed_phrases
 from ops.geometry import pairwise_iou
+from ops.setting_sources import source
 
 IMAGE_SENTENCE = "image_sentence"
 SENTENCE_SENTENCE = "sentence_sentence"
@@ -41,7 +42,8 @@ TRAIN = "train"
 
 
 class GraphSettings(BaseModel):
-    """How the graph is built; the defaults are the paper's (no kNN neighborhoods)."""
+    """How the graph is built: the paper's graph (no kNN neighborhoods), with positive
+    regions at the lab's IoU."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,18 +52,21 @@ class GraphSettings(BaseModel):
         gt=0,
         le=1,
         description="a region is a phrase's positive at this IoU with the phrase's box (lab: 0.6)",
+        json_schema_extra=source("lab"),
     )
     knn_k: int = Field(
         0,
         ge=0,
         description="> 0: also link each training image and sentence to its k nearest "
         "neighbors by feature (cosine); 0 = the paper's graph",
+        json_schema_extra=source("paper", "0: no kNN neighborhoods"),
     )
     knn_faiss_min_items: int = Field(
         20_000,
         ge=1,
         description="kNN over this many items or more searches with faiss; fewer, with exact "
         "chunked matrix products (same neighbors either way)",
+        json_schema_extra=source("project"),
     )
 
 

@@ -81,11 +81,20 @@ class ProtocolResult:
 
 def protocol_folds(protocol: str, n_images: int, fold_size: int = 1000) -> list[tuple[int, int]]:
     """Image index ranges evaluated by ``protocol``: ``all`` every image; ``1k`` the first
-    ``fold_size``; ``5k`` the first ``5·fold_size``; ``5fold_1k`` five consecutive folds of
-    ``fold_size`` (numbered 0..4) of the first ``5·fold_size``."""
+    ``fold_size`` (on COCO's Karpathy split, the first 1K of its 5K test images); ``5k`` the
+    first ``5·fold_size``; ``5fold_1k`` five consecutive folds of ``fold_size`` (numbered
+    0..4) of the first ``5·fold_size``; ``paper_1k`` the authors' own COCO test list: the
+    whole test split of a dataset on their split, which holds exactly ``fold_size`` images."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     if protocol == "all":
+        return [(0, n_images)]
+    if protocol == "paper_1k":
+        if n_images != fold_size:
+            raise ValueError(
+                f"protocol paper_1k is the authors' {fold_size}-image COCO test list, the test "
+                f"set has {n_images} images: register the dataset with --split paper"
+            )
         return [(0, n_images)]
     needed = fold_size if protocol == "1k" else 5 * fold_size
     if n_images < needed:

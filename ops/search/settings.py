@@ -8,7 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
+from ops.setting_sources import source
+
 IndexType = Literal["flat", "ivf", "hnsw"]
+# Engineering settings of the search service, none from the paper.
+_PROJECT = source("project")
 
 
 class IndexSettings(BaseModel):
@@ -18,16 +22,32 @@ class IndexSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    index_type: IndexType = Field("flat", description="flat (exact), ivf or hnsw (approximate)")
-    ivf_lists: int = Field(
-        0, ge=0, description="ivf: k-means cells; 0 picks about sqrt(items), at most items/64"
+    index_type: IndexType = Field(
+        "flat", description="flat (exact), ivf or hnsw (approximate)", json_schema_extra=_PROJECT
     )
-    ivf_probe: int = Field(16, ge=1, description="ivf: cells visited per query (nprobe)")
-    hnsw_neighbors: int = Field(32, ge=2, description="hnsw: links per node (M)")
-    hnsw_ef_construction: int = Field(80, ge=1, description="hnsw: candidates while building")
-    hnsw_ef_search: int = Field(128, ge=1, description="hnsw: candidates while searching")
+    ivf_lists: int = Field(
+        0,
+        ge=0,
+        description="ivf: k-means cells; 0 picks about sqrt(items), at most items/64",
+        json_schema_extra=_PROJECT,
+    )
+    ivf_probe: int = Field(
+        16, ge=1, description="ivf: cells visited per query (nprobe)", json_schema_extra=_PROJECT
+    )
+    hnsw_neighbors: int = Field(
+        32, ge=2, description="hnsw: links per node (M)", json_schema_extra=_PROJECT
+    )
+    hnsw_ef_construction: int = Field(
+        80, ge=1, description="hnsw: candidates while building", json_schema_extra=_PROJECT
+    )
+    hnsw_ef_search: int = Field(
+        128, ge=1, description="hnsw: candidates while searching", json_schema_extra=_PROJECT
+    )
     chunk_rows: int = Field(
-        8192, ge=1, description="rows embedded and added per step (bounds the build's memory)"
+        8192,
+        ge=1,
+        description="rows embedded and added per step (bounds the build's memory)",
+        json_schema_extra=_PROJECT,
     )
 
     def search_parameters(self) -> dict[str, int]:

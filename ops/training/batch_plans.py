@@ -37,6 +37,7 @@ class StepBatch:
     labels: np.ndarray | None = None
     positive: np.ndarray | None = None
     negative: np.ndarray | None = None
+    text_chain: np.ndarray | None = None
 
 
 class BatchPlan:
@@ -66,6 +67,11 @@ class BatchPlan:
             else:
                 self.sampler = TripletSampler(data.caption_image, config.batch_images, seed)
         else:
+            if config.lambda_phrase_neighbor > 0 and not data.phrase_chain.size:
+                raise ValueError(
+                    "lambda_phrase_neighbor > 0 needs each phrase's entity chain "
+                    "(chain_id of the phrase table)"
+                )
             if not data.positive_phrase.size:
                 raise ValueError(
                     "the phrase training data has no positive (phrase, region) pair: the "
@@ -111,6 +117,7 @@ class BatchPlan:
                     False,
                     positive=batch.positive,
                     negative=batch.negative,
+                    text_chain=batch.phrase_chain,
                 )
             else:
                 regions, phrases, labels = sample_phrase_pairs(

@@ -58,10 +58,21 @@ def build_model(config: TrainConfig, image_dim: int, text_dim: int) -> nn.Module
     """The network named by ``config`` (for the phrase task the image side takes regions)."""
     if config.network == "embedding":
         return EmbeddingNet(
-            image_dim, text_dim, config.hidden_dim, config.embed_dim, config.dropout
+            image_dim,
+            text_dim,
+            config.hidden_dim,
+            config.embed_dim,
+            config.dropout,
+            batch_norm_momentum=config.batch_norm_momentum,
         )
     return SimilarityNet(
-        image_dim, text_dim, config.hidden_dim, config.embed_dim, config.fusion_dim, config.dropout
+        image_dim,
+        text_dim,
+        config.hidden_dim,
+        config.embed_dim,
+        config.fusion_dim,
+        config.dropout,
+        batch_norm_momentum=config.batch_norm_momentum,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.losses import EmbeddingLossConfig, LossKind
+from ops.setting_sources import source
 
 # The loss's defaults live with the loss (models/ cannot import ops/); read here, not retyped.
 _LOSS = EmbeddingLossConfig()
@@ -47,7 +48,9 @@ class DistributedSettings(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Hyper-parameters of one training run; defaults are the paper's (see METHOD.md).
+    """Hyper-parameters of one training run. Each field records where its default comes from
+    (paper, authors' code, lab code or project choice; README's table of settings lists
+    them, see METHOD.md).
 
     ``lr`` and ``hidden_dim`` default to the embedding network's 1e-4 and 2048; the lab's
     similarity network used 5e-5 and 1024, which callers set explicitly. ``apply_lr_decay``
@@ -56,62 +59,116 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: Task = "image_sentence"
-    network: Network = "embedding"
-    epochs: int = Field(20, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    lr_decay: float = Field(0.794, gt=0, le=1)
-    apply_lr_decay: bool = True
-    weight_decay: float = Field(0.0, ge=0)
+    task: Task = Field("image_sentence", json_schema_extra=source("project", "set per asset"))
+    network: Network = Field("embedding", json_schema_extra=source("project", "set per asset"))
+    epochs: int = Field(20, ge=1, json_schema_extra=source("authors"))
+    lr: float = Field(
+        1e-4, gt=0, json_schema_extra=source("authors", "embedding; similarity 5e-5 (lab)")
+    )
+    lr_decay: float = Field(
+        0.794, gt=0, le=1, json_schema_extra=source("authors", "per epoch; built, never applied")
+    )
+    apply_lr_decay: bool = Field(True, json_schema_extra=source("lab", "the lab's forks apply it"))
+    weight_decay: float = Field(0.0, ge=0, json_schema_extra=source("authors"))
 
     # Embedding network, image–sentence: neighborhood (or triplet) batches. With
     # ``knn_sentence_neighbors`` a sentence's neighborhood also holds its nearest sentences by
     # feature (the graph's kNN edges; each anchor brings one into its batch); the paper's is
     # the other sentences of its image only.
-    batch_images: int = Field(500, ge=2)
-    sentences_per_image: int = Field(2, ge=1)
-    sampler: Literal["neighborhood", "triplet"] = "neighborhood"
-    knn_sentence_neighbors: bool = False
+    batch_images: int = Field(500, ge=2, json_schema_extra=source("authors"))
+    sentences_per_image: int = Field(2, ge=1, json_schema_extra=source("authors", "sample size"))
+    sampler: Literal["neighborhood", "triplet"] = Field(
+        "neighborhood", json_schema_extra=source("authors")
+    )
+    knn_sentence_neighbors: bool = Field(
+        False, json_schema_extra=source("paper", "off: the paper's same-image neighborhoods")
+    )
 
     # Network widths.
-    hidden_dim: int = Field(2048, ge=1)
-    embed_dim: int = Field(512, ge=1)
-    fusion_dim: int = Field(1024, ge=1)
-    dropout: float = Field(0.5, ge=0, lt=1)
+    hidden_dim: int = Field(
+        2048, ge=1, json_schema_extra=source("authors", "embedding; similarity 1024 (lab)")
+    )
+    embed_dim: int = Field(512, ge=1, json_schema_extra=source("authors"))
+    fusion_dim: int = Field(1024, ge=1, json_schema_extra=source("lab"))
+    dropout: float = Field(0.5, ge=0, lt=1, json_schema_extra=source("authors"))
+    # PyTorch's convention, running = (1 − p)·running + p·batch. The authors' TensorFlow code
+    # passes momentum=0.1 to tf.layers.batch_normalization, whose rule is
+    # running = 0.1·running + 0.9·batch: PyTorch's 0.9. The default keeps PyTorch's 0.1.
+    batch_norm_momentum: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        json_schema_extra=source(
+            "project", "PyTorch's default; the authors' TF momentum 0.1 is PyTorch's 0.9"
+        ),
+    )
 
     # Ranking loss (embedding network).
-    margin: float = Field(_LOSS.margin, ge=0)
-    top_k: int = Field(_LOSS.top_k, ge=1)
-    lambda_sentence: float = _LOSS.lambda_sentence
-    lambda_image: float = _LOSS.lambda_image
-    lambda_neighbor: float = _LOSS.lambda_neighbor
-    lambda_region_neighbor: float = _LOSS.lambda_region_neighbor
-    loss_kind: LossKind = _LOSS.kind
+    margin: float = Field(_LOSS.margin, ge=0, json_schema_extra=source("authors"))
+    top_k: int = Field(_LOSS.top_k, ge=1, json_schema_extra=source("authors"))
+    lambda_sentence: float = Field(
+        _LOSS.lambda_sentence, json_schema_extra=source("authors", "sentence-anchored term, λ1")
+    )
+    lambda_image: float = Field(
+        _LOSS.lambda_image,
+        json_schema_extra=source(
+            "authors", "image-anchored term, weight 1 there (not the paper's λ2)"
+        ),
+    )
+    lambda_neighbor: float = Field(
+        _LOSS.lambda_neighbor,
+        json_schema_extra=source("authors", "sentence–sentence term, λ3; lab forks 0.1"),
+    )
+    lambda_region_neighbor: float = Field(
+        _LOSS.lambda_region_neighbor,
+        json_schema_extra=source("project", "region–region term; no published value, λ3 reused"),
+    )
+    lambda_phrase_neighbor: float = Field(
+        _LOSS.lambda_phrase_neighbor,
+        ge=0,
+        json_schema_extra=source("project", "phrase–phrase term over entity chains; 0 = off"),
+    )
+    loss_kind: LossKind = Field(
+        _LOSS.kind, json_schema_extra=source("authors", "top-K hinge over negatives")
+    )
 
     # Similarity network: positives per batch, sampled negatives per positive, and which side
     # of a positive pair a negative replaces: "caption" keeps the image (region) and takes
     # another sentence (phrase), "image" keeps the text and takes another image (region),
     # "mixed" picks per negative; "auto" is the task's usual side — caption for
     # image–sentence, image for phrase–region (another region of the phrase's image, the lab's).
-    similarity_batch: int = Field(200, ge=1)
-    negatives_per_positive: int = Field(2, ge=0)
-    negative_side: NegativeSideSetting = "auto"
+    similarity_batch: int = Field(200, ge=1, json_schema_extra=source("lab"))
+    negatives_per_positive: int = Field(2, ge=0, json_schema_extra=source("lab"))
+    negative_side: NegativeSideSetting = Field(
+        "auto",
+        json_schema_extra=source(
+            "lab", "phrases: other regions of the image (lab); sentences: other captions (project)"
+        ),
+    )
 
     # Phrase–region task: phrases per batch (whole images are added until reached), the IoU
     # below which a region is a phrase's negative (positives are the graph's), and whether
     # regions of the other images in a batch also count as negatives.
-    phrases_per_batch: int = Field(200, ge=1)
-    negative_iou: float = Field(0.3, ge=0, le=1)
-    cross_image_negatives: bool = False
-    localization_iou: float = Field(0.5, gt=0, le=1)
+    phrases_per_batch: int = Field(200, ge=1, json_schema_extra=source("project"))
+    negative_iou: float = Field(0.3, ge=0, le=1, json_schema_extra=source("lab"))
+    cross_image_negatives: bool = Field(False, json_schema_extra=source("project"))
+    localization_iou: float = Field(
+        0.5, gt=0, le=1, json_schema_extra=source("paper", "accuracy at IoU ≥ 0.5")
+    )
 
-    early_stopping_patience: int | None = Field(5, ge=1)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    eval_chunk: int = Field(1024, ge=1)
-    max_train_steps_per_epoch: int | None = Field(None, ge=1)
-    distributed: DistributedSettings = DistributedSettings()
+    early_stopping_patience: int | None = Field(5, ge=1, json_schema_extra=source("lab"))
+    seed: int = Field(0, json_schema_extra=source("project"))
+    device: str = Field("auto", json_schema_extra=source("project", "set per run"))
+    amp: bool = Field(
+        True, json_schema_extra=source("project", "bf16 autocast on CUDA; the paper is fp32")
+    )
+    eval_chunk: int = Field(1024, ge=1, json_schema_extra=source("project"))
+    max_train_steps_per_epoch: int | None = Field(
+        None, ge=1, json_schema_extra=source("project", "no cap")
+    )
+    distributed: DistributedSettings = Field(
+        DistributedSettings(), json_schema_extra=source("project", "one process")
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +187,7 @@ class TrainConfig(BaseModel):
             lambda_image=self.lambda_image,
             lambda_neighbor=self.lambda_neighbor,
             lambda_region_neighbor=self.lambda_region_neighbor,
+            lambda_phrase_neighbor=self.lambda_phrase_neighbor,
             kind=self.loss_kind,
         )
 

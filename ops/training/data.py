@@ -135,7 +135,9 @@ class PhraseRegionData:
     ``region_is_gt``, ground-truth boxes (used for training only); boxes are 0-based
     ``x1, y1, x2, y2`` with exclusive x2, y2; a phrase's box is the union of its boxes.
     ``(positive_phrase[i], positive_region[i])`` are the positive pairs (phrase row, region
-    row): the graph's ``phrase_region`` edges, given for the training split."""
+    row): the graph's ``phrase_region`` edges, given for the training split.
+    ``phrase_chain``, when given, numbers each phrase's entity chain (equal numbers: the same
+    entity of the same image); empty when unknown."""
 
     region_features: np.ndarray | RowSubset
     region_image: np.ndarray
@@ -146,6 +148,7 @@ class PhraseRegionData:
     region_is_gt: np.ndarray
     positive_phrase: np.ndarray = field(default_factory=_no_rows)
     positive_region: np.ndarray = field(default_factory=_no_rows)
+    phrase_chain: np.ndarray = field(default_factory=_no_rows)
 
     def __post_init__(self) -> None:
         regions = _matrix("region_features", self.region_features)
@@ -166,6 +169,8 @@ class PhraseRegionData:
         pairs = np.asarray(self.positive_phrase).size
         checked["positive_phrase"] = _indices("positive_phrase", self.positive_phrase, pairs, n_ph)
         checked["positive_region"] = _indices("positive_region", self.positive_region, pairs, n_reg)
+        if np.asarray(self.phrase_chain).size:
+            checked["phrase_chain"] = _indices("phrase_chain", self.phrase_chain, n_ph)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -190,9 +195,18 @@ def task_of(data: SplitData) -> str:
     return "image_sentence" if isinstance(data, ImageSentenceData) else "phrase_region"
 
 
+# Labels of rows already counted (a phrase's chain): checkpoints written before such a field
+# existed must still resume.
+_UNSIGNED_FIELDS = frozenset({"phrase_chain"})
+
+
 def data_signature(data: SplitData) -> dict[str, int]:
     """Shapes that a resumed run must see again (a cheap guard against swapped inputs)."""
-    return {f.name: int(np.prod(np.shape(getattr(data, f.name)))) for f in fields(data)}
+    return {
+        f.name: int(np.prod(np.shape(getattr(data, f.name))))
+        for f in fields(data)
+        if f.name not in _UNSIGNED_FIELDS
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +321,14 @@ class DeviceFeatures:
 @dataclass(frozen=True)
 class PhraseBatch:
     """Phrases of whole images and all their regions; ``positive``/``negative`` are
-    ``(n_phrase, n_region)`` masks over the rows ``phrase_idx`` × ``region_idx``."""
+    ``(n_phrase, n_region)`` masks over the rows ``phrase_idx`` × ``region_idx``;
+    ``phrase_chain`` the phrases' entity chains, when the data has them."""
 
     phrase_idx: np.ndarray
     region_idx: np.ndarray
     positive: np.ndarray
     negative: np.ndarray
+    phrase_chain: np.ndarray | None = None
 
 
 class PhraseBatchSampler:
@@ -389,7 +405,8 @@ class PhraseBatchSampler:
         negative = same_image & (iou < self.negative_iou)
         if self.cross_image_negatives:
             negative |= ~same_image
-        return PhraseBatch(phrase_idx, region_idx, positive, negative & ~positive)
+        chain = data.phrase_chain[phrase_idx] if data.phrase_chain.size else None
+        return PhraseBatch(phrase_idx, region_idx, positive, negative & ~positive, chain)
 
     def _positive_mask(self, phrase_idx: np.ndarray, region_idx: np.ndarray) -> np.ndarray:
         pairs = self._positives.rows_of(phrase_idx)

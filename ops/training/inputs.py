@@ -89,6 +89,7 @@ def phrase_region_splits(
     region_info = boxes.loc[region_ids["region_id"].to_numpy()]
     phrase_info = phrases.set_index("phrase_id")[["split", "phrase_type", *GT_COLUMNS]]
     phrase_info = phrase_info.loc[phrase_ids["phrase_id"].to_numpy()]
+    phrase_chain = _chain_numbers(phrases, phrase_ids)
     visual = (phrase_info["phrase_type"] != "notvisual").to_numpy() & phrase_info[
         GT_COLUMNS
     ].notna().all(axis=1).to_numpy()
@@ -121,6 +122,7 @@ def phrase_region_splits(
                 ].to_numpy(),
                 phrase_boxes=phrase_info[GT_COLUMNS].to_numpy(np.float64)[phrase_rows],
                 region_is_gt=is_gt[region_rows],
+                phrase_chain=phrase_chain[phrase_rows] if phrase_chain.size else phrase_chain,
             ),
             image_ids=images_with_regions,
             region_ids=region_ids["region_id"].to_numpy()[region_rows],
@@ -128,6 +130,17 @@ def phrase_region_splits(
             phrase_types=phrase_info["phrase_type"].to_numpy()[phrase_rows],
         )
     return result
+
+
+def _chain_numbers(phrases: pd.DataFrame, phrase_ids: pd.DataFrame) -> np.ndarray:
+    """Each feature row's entity chain as a number, one per (image, chain_id): a chain id
+    names an entity within its image only. Empty when the table has no chains."""
+    if "chain_id" not in phrases.columns:
+        return np.zeros(0, dtype=np.int64)
+    chain_of = phrases.set_index("phrase_id")["chain_id"].astype(str)
+    chains = chain_of.loc[phrase_ids["phrase_id"].to_numpy()].to_numpy()
+    keys = pd.MultiIndex.from_arrays([phrase_ids["image_id"].astype(str).to_numpy(), chains])
+    return pd.factorize(keys)[0].astype(np.int64)
 
 
 def first_images(
@@ -164,6 +177,9 @@ def _first_phrase_images(split: PhraseRegionSplit, n_images: int) -> PhraseRegio
             phrase_image=data.phrase_image[phrases],
             phrase_boxes=data.phrase_boxes[phrases],
             region_is_gt=data.region_is_gt[regions],
+            phrase_chain=data.phrase_chain[phrases]
+            if data.phrase_chain.size
+            else data.phrase_chain,
         ),
         image_ids=split.image_ids[:n_images],
         region_ids=split.region_ids[regions],

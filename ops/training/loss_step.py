@@ -133,10 +133,12 @@ def _loss(
             image_emb, text_emb, text_image, config.loss_config(), extra_neighbors=extra
         )
     assert batch.positive is not None and batch.negative is not None
+    chain = None if batch.text_chain is None else torch.from_numpy(batch.text_chain).to(device)
     return region_phrase_embedding_loss(
         image_emb,
         text_emb,
         torch.from_numpy(batch.positive).to(device),
         torch.from_numpy(batch.negative).to(device),
         config.loss_config(),
+        phrase_chain=chain,
     )

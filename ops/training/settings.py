@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
+from ops.setting_sources import source
 from ops.training.config import Network, Task, TrainConfig
 
 SET_BY_CALLER = frozenset({"task", "network", "device"})
@@ -29,11 +30,16 @@ DATA_SETTINGS: dict[str, tuple[Any, FieldInfo]] = {
     # The similarity network scores every pair, so its per-epoch validation is costly.
     "val_max_images": (
         int,
-        Field(0, description="> 0: validate on the first N validation images only"),
+        Field(
+            0,
+            description="> 0: validate on the first N validation images only",
+            json_schema_extra=source("project", "0 = the whole validation split"),
+        ),
     ),
 }
 SETTINGS_DOC = (
-    "Hyper-parameters; the paper's values are the defaults (see METHOD.md). ``lr`` and "
+    "Hyper-parameters; README's table of settings gives each default's source (paper, "
+    "authors' code, lab code or project choice). ``lr`` and "
     "``hidden_dim`` left unset take the network's default (embedding 1e-4 / 2048, similarity "
     "5e-5 / 1024). ``val_max_images`` > 0 validates on the first N validation images only."
 )
