@@ -265,3 +265,83 @@ def test_io_manager_follows_the_shared_folder(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("TWOBRANCH_IO_DIR", str(tmp_path))
     manager = io_manager_from_env()["io_manager"]
     assert isinstance(manager, dg.FilesystemIOManager) and manager.base_dir == str(tmp_path)
+
+
+def _training_pod(nproc_per_node: int, nnodes: int, monkeypatch: pytest.MonkeyPatch):
+    """The pod, and for several machines the Job and Service, a data-parallel training step
+    submits, rendered as the Pipes client renders its pod and validated by the client's models."""
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+    from dagster_k8s.pipes import build_pod_body
+    from kubernetes import client as k8s
+
+    from assets.deployment import training_pod_settings
+    from ops.training.config import DistributedSettings
+    from ops.training.k8s_specs import (
+        first_node_meta,
+        rank_pod_spec,
+        rendezvous_endpoint,
+        rendezvous_service,
+        worker_job,
+    )
+    from ops.training.launch import torchrun_command
+
+    monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "registry.example.com/twobranch:0.1.0")
+    settings = DistributedSettings(nproc_per_node=nproc_per_node, nnodes=nnodes)
+    endpoint = rendezvous_endpoint("twobranch-rdzv-abc", "dagster") if nnodes > 1 else None
+    command = torchrun_command(
+        "/data/checkpoints/run/request.json", settings, "/data/checkpoints/run/logs",
+        python="python", rendezvous_endpoint=endpoint, rendezvous_id="abc",
+    )  # fmt: skip
+    spec = rank_pod_spec(training_pod_settings(nproc_per_node), command)
+    pod = build_pod_body(
+        "twobranch-train-abc", None, None, {"DAGSTER_PIPES_CONTEXT": "x"},
+        first_node_meta("twobranch-train-abc", "abc"), spec,
+    )  # fmt: skip
+    job = k8s_model_from_dict(
+        k8s.V1Job, k8s_snake_case_dict(k8s.V1Job, worker_job("others", "abc", nnodes, spec))
+    )
+    service = k8s_model_from_dict(
+        k8s.V1Service, k8s_snake_case_dict(k8s.V1Service, rendezvous_service("rdzv", "abc"))
+    )
+    return pod, job, service, command
+
+
+@pytest.mark.parametrize(("nproc_per_node", "nnodes"), [(4, 1), (8, 3)])
+def test_a_distributed_training_pod_requests_one_gpu_per_process(
+    monkeypatch: pytest.MonkeyPatch, nproc_per_node: int, nnodes: int
+) -> None:
+    pod, job, service, command = _training_pod(nproc_per_node, nnodes, monkeypatch)
+    (container,) = pod.spec.containers
+    assert container.resources.limits == {"nvidia.com/gpu": str(nproc_per_node)}
+    assert container.image == "registry.example.com/twobranch:0.1.0"
+    assert container.command == command
+    assert f"--nproc-per-node={nproc_per_node}" in command and f"--nnodes={nnodes}" in command
+    assert command[-4:-2] == ["-m", "assets.torchrun_rank"]
+    mounts = {mount.mount_path: mount.name for mount in container.volume_mounts}
+    assert mounts["/data"] == "twobranch-data" and "/dev/shm" in mounts
+    claims = [
+        v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim
+    ]
+    assert claims == ["twobranch-data"]
+    assert pod.spec.restart_policy == "Never"
+    # The Service selects the first machine's pod by its labels.
+    assert service.spec.selector.items() <= pod.metadata.labels.items()
+    assert service.spec.cluster_ip == "None"
+    if nnodes == 1:
+        assert "--standalone" in command
+    else:
+        assert "--rdzv-endpoint=twobranch-rdzv-abc.dagster.svc.cluster.local:29400" in command
+        assert job.spec.completion_mode == "Indexed"
+        assert job.spec.completions == job.spec.parallelism == nnodes - 1
+        (worker,) = job.spec.template.spec.containers
+        assert worker.resources.limits == {"nvidia.com/gpu": str(nproc_per_node)}
+        assert worker.command == command
+
+
+def test_a_training_pod_needs_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assets.deployment import training_pod_settings
+
+    monkeypatch.delenv("DAGSTER_CURRENT_IMAGE", raising=False)
+    monkeypatch.delenv("TWOBRANCH_TRAINING_IMAGE", raising=False)
+    with pytest.raises(ValueError, match="TWOBRANCH_TRAINING_IMAGE"):
+        training_pod_settings(1)

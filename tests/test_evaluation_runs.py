@@ -148,6 +148,7 @@ def test_runs_table_one_row_per_run(trained) -> None:
         "network",
         "run_id",
         "device",
+        "processes",
         "best_epoch",
         "best validation score",
         "champion",

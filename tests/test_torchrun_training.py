@@ -92,7 +92,9 @@ KILL_RANK_ONE = """
 import glob, os, signal, threading, time
 
 def _kill_after_first_checkpoint(pattern):
-    while not glob.glob(pattern):
+    # Other runs' checkpoints may match already: wait for this run's first.
+    before = set(glob.glob(pattern))
+    while not set(glob.glob(pattern)) - before:
         time.sleep(0.005)
     os.kill(os.getpid(), signal.SIGKILL)
 

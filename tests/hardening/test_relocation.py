@@ -35,6 +35,7 @@ def _run_row(run_id: str) -> pd.DataFrame:
                 "best_val_score": 42.0,
                 "checkpoint": "",
                 "features": "{}",
+                "world_size": 1,
             }
         ]
     )

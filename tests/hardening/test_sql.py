@@ -31,6 +31,7 @@ def _run_row(run_id: str, rsum: float) -> pd.DataFrame:
                 "best_val_score": rsum,
                 "checkpoint": f"/x/{run_id}/best.pt",
                 "features": "{}",
+                "world_size": 1,
             }
         ]
     )
