@@ -286,6 +286,7 @@ def _training_pod(nproc_per_node: int, nnodes: int, monkeypatch: pytest.MonkeyPa
     from ops.training.launch import torchrun_command
 
     monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "registry.example.com/twobranch:0.1.0")
+    monkeypatch.setenv("TWOBRANCH_DATA", "/data")  # as the cluster's values.yaml sets it
     settings = DistributedSettings(nproc_per_node=nproc_per_node, nnodes=nnodes)
     endpoint = rendezvous_endpoint("twobranch-rdzv-abc", "dagster") if nnodes > 1 else None
     command = torchrun_command(
