@@ -1,9 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.decomposition import PCA, IncrementalPCA
 
 from ops.data.tokenize import tokenize
-from ops.features.text.fisher import FisherVectorEncoder, fit_pca, power_l2_normalize
+from ops.features.text import pca as text_pca
+from ops.features.text.fisher import FisherVectorEncoder, power_l2_normalize
+from ops.features.text.pca import fit_pca
 from ops.features.text.text_features import (
     build_text_features,
     dataset_vocabulary,
@@ -189,6 +192,39 @@ def test_pca_in_memory_and_streamed_find_the_same_subspace():
         fit_pca(data[:2], 3)
     with pytest.raises(ValueError, match="2 rows"):
         fit_pca(iter([data[:2]]), 3)
+
+
+def test_streamed_pca_is_the_exact_pca_of_all_rows():
+    rng = np.random.default_rng(1)
+    scales = np.geomspace(20.0, 0.05, 40)
+    rotation = np.linalg.qr(rng.standard_normal((40, 40)))[0]
+    # A large offset from zero: the streamed covariance must not cancel it away.
+    data = (rng.standard_normal((900, 40)) * scales @ rotation + 50.0).astype(np.float32)
+    exact = PCA(12, svd_solver="full").fit(data)
+    streamed = fit_pca((data[i : i + 128] for i in range(0, 900, 128)), 12)
+    assert isinstance(streamed, PCA)
+    np.testing.assert_allclose(streamed.mean_, exact.mean_, rtol=1e-5)
+    np.testing.assert_allclose(streamed.explained_variance_, exact.explained_variance_, rtol=1e-3)
+    np.testing.assert_allclose(
+        np.abs(streamed.components_ @ exact.components_.T), np.eye(12), atol=2e-3
+    )
+    # The same sign rule as scikit-learn: the same projection, not only the same subspace.
+    np.testing.assert_allclose(streamed.transform(data[:50]), exact.transform(data[:50]), atol=2e-2)
+    assert streamed.components_.dtype == np.float32
+    np.testing.assert_allclose(
+        streamed.explained_variance_ratio_.sum(), exact.explained_variance_ratio_.sum(), rtol=1e-4
+    )
+
+
+def test_streamed_pca_wider_than_the_covariance_limit_is_incremental(monkeypatch):
+    monkeypatch.setattr(text_pca, "STREAMED_COVARIANCE_MAX_DIM", 30)
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((400, 40)) * np.r_[[10.0, 8.0, 6.0, 4.0], np.full(36, 0.1)]
+    streamed = fit_pca((data[i : i + 50] for i in range(0, 400, 50)), 4, batch_rows=60)
+    assert isinstance(streamed, IncrementalPCA)
+    np.testing.assert_allclose(np.abs(np.diag(streamed.components_[:, :4])), 1.0, atol=0.05)
+    with pytest.raises(ValueError, match="no rows"):
+        fit_pca(iter([]), 3)
 
 
 # --- no leakage from val/test into anything fitted ------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fisher vectors of sentences over word vectors, and PCA fitted on training features.
+"""Fisher vectors of sentences over word vectors.
 
 The paper encodes a sentence with a Fisher vector over a Hybrid Gaussian-Laplacian Mixture
 Model (HGLMM) fitted on ICA-transformed word2vec vectors. We implement the standard
@@ -21,7 +21,7 @@ Everything learned (transform, mixture, PCA) is fitted on the training split onl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,13 +29,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA, FastICA, IncrementalPCA
+from sklearn.decomposition import PCA, FastICA
 
 from ops.features.text.word_vectors import WordVectors
 
 WordTransform = Literal["pca", "ica"]
-# Largest input dimension for which PCA goes through the dense covariance matrix.
-COVARIANCE_EIGH_MAX_DIM = 8192
 TokenLists = Sequence[Sequence[str]] | Sequence[np.ndarray] | Sequence[Sequence[int]]
 
 
@@ -74,7 +72,7 @@ def power_l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def _update_hash(digest: hashlib._Hash, *arrays: np.ndarray | None) -> None:
+def hash_arrays(digest: hashlib._Hash, *arrays: np.ndarray | None) -> None:
     for array in arrays:
         if array is None:
             digest.update(b"none")
@@ -244,8 +242,8 @@ class FisherVectorEncoder:
         digest = hashlib.sha256(self.label.encode())
         reducer = self.transform_
         if reducer is not None:
-            _update_hash(digest, reducer.mean_, reducer.components_)
-        _update_hash(digest, self.weights_, self.means_, self.variances_)
+            hash_arrays(digest, reducer.mean_, reducer.components_)
+        hash_arrays(digest, self.weights_, self.means_, self.variances_)
         return digest.hexdigest()
 
 
@@ -334,63 +332,3 @@ def fit_diagonal_gmm(
             converged = True
             break
     return DiagonalMixture(weights, means, variances, n_iter, converged)
-
-
-def fit_pca(
-    features: np.ndarray | Iterable[np.ndarray],
-    out_dim: int,
-    seed: int = 0,
-    batch_rows: int = 4096,
-) -> PCA | IncrementalPCA:
-    """PCA to ``out_dim`` fitted on training features only.
-
-    An array is fitted at once (randomized SVD when ``out_dim`` is small); an iterable of
-    chunks is streamed through IncrementalPCA, so memory does not grow with the data.
-    """
-    if isinstance(features, np.ndarray):
-        if features.ndim != 2 or out_dim > min(features.shape):
-            raise ValueError(f"cannot reduce features of shape {features.shape} to {out_dim}")
-        rows, dims = features.shape
-        # With many more rows than dimensions, the eigendecomposition of the d x d covariance
-        # is far cheaper than any SVD of the data (30000 x 3000 -> 1000: seconds, not a minute).
-        if rows >= dims and dims <= COVARIANCE_EIGH_MAX_DIM:
-            solver = "covariance_eigh"
-        elif out_dim < 0.8 * min(rows, dims):
-            solver = "randomized"
-        else:
-            solver = "full"
-        return PCA(out_dim, svd_solver=solver, random_state=seed).fit(features)
-    return _fit_incremental_pca(iter(features), out_dim, batch_rows)
-
-
-def _fit_incremental_pca(
-    chunks: Iterator[np.ndarray], out_dim: int, batch_rows: int
-) -> IncrementalPCA:
-    pca = IncrementalPCA(out_dim)
-    batch = max(batch_rows, out_dim)
-    pending: list[np.ndarray] = []
-    pending_rows = 0
-    fitted_rows = 0
-    for chunk in chunks:
-        pending.append(np.asarray(chunk))
-        pending_rows += len(chunk)
-        # Keep at least out_dim rows back so that the final partial_fit is never too small.
-        while pending_rows >= batch + out_dim:
-            stacked = np.concatenate(pending)
-            pca.partial_fit(stacked[:batch])
-            fitted_rows += batch
-            pending = [stacked[batch:]]
-            pending_rows = len(pending[0])
-    if pending_rows:
-        if pending_rows < out_dim:
-            raise ValueError(f"cannot fit PCA to {out_dim} dims on {pending_rows} rows")
-        pca.partial_fit(np.concatenate(pending))
-    elif not fitted_rows:
-        raise ValueError("cannot fit PCA on no rows")
-    return pca
-
-
-def pca_fingerprint(pca: PCA | IncrementalPCA) -> str:
-    digest = hashlib.sha256()
-    _update_hash(digest, pca.mean_, pca.components_, pca.explained_variance_)
-    return digest.hexdigest()

@@ -20,14 +20,15 @@ import pyarrow as pa
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from ops.data.tokenize import tokenize
-from ops.features.text.fisher import FisherVectorEncoder, fit_pca, pca_fingerprint, sentence_matrix
+from ops.features.text.fisher import FisherVectorEncoder, sentence_matrix
+from ops.features.text.pca import fit_pca, pca_fingerprint
 from ops.features.text.word_vectors import WordVectors
 from ops.storage.parquet_io import FeatureWriter
 
 TextMethod = Literal["mean", "fisher"]
 Progress = Callable[[int, int], None]
 
-# Above this many bytes of training features, PCA is streamed (IncrementalPCA).
+# Above this many bytes of training features, PCA is fitted from a stream of chunks.
 PCA_IN_MEMORY_BYTES = 1 << 30
 
 
