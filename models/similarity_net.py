@@ -88,17 +88,6 @@ class SimilarityNet(nn.Module):
             text_emb = text_emb[text_index]
         return self.score_embeddings(image_emb, text_emb)
 
-    def score_matrix(
-        self,
-        image_features: torch.Tensor,
-        text_features: torch.Tensor,
-        chunk: int | None = None,
-    ) -> torch.Tensor:
-        """Logits ``(n_image, n_text)`` for every pair; ``chunk`` image rows per head call."""
-        return self.score_embedding_matrix(
-            self.embed_image(image_features), self.embed_text(text_features), chunk
-        )
-
     def score_embedding_matrix(
         self, image_emb: torch.Tensor, text_emb: torch.Tensor, chunk: int | None = None
     ) -> torch.Tensor:

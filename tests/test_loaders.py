@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 from ops.data.acquire import acquire_custom, parse_raw_dataset
-from ops.data.coco import load_coco_captions
-from ops.data.custom import load_custom
+from ops.data.coco import read_coco_captions
 from ops.data.flickr30k_entities import (
-    load_entities_image_sizes,
     load_entities_phrases,
     parse_annotation_file,
     parse_sentence_file,
@@ -169,8 +167,12 @@ def test_load_entities_phrases_from_samples() -> None:
 
 @needs_entities
 def test_entities_image_sizes() -> None:
-    sizes = load_entities_image_sizes(ENTITIES, ENTITY_IMAGES)
-    assert sizes.values.tolist() == [
+    sizes = [
+        [image_id, annotation.width, annotation.height]
+        for image_id in ENTITY_IMAGES
+        for annotation in [parse_annotation_file(ENTITIES / "Annotations" / f"{image_id}.xml")]
+    ]
+    assert sizes == [
         ["100197432", 500, 332],
         ["100759042", 355, 500],
         ["5812770731", 500, 333],
@@ -402,52 +404,17 @@ def test_karpathy_structural_errors_name_the_record(
 
 
 @needs_coco
-def test_coco_sample_keeps_file_order_and_annotation_order(tmp_path: Path) -> None:
-    tables = load_coco_captions(COCO_SAMPLE, tmp_path, "train", "coco")
-    images = tables.images
-    assert images["image_id"].tolist() == ["493652", "535506", "159269"]
-    assert images["width"].tolist() == [640, 480, 427]
-    assert images["height"].tolist() == [399, 640, 640]
-    assert images["path"].iloc[0] == str(tmp_path / "000000493652.jpg")
-    assert set(images["split"]) == {"train"}
-
-    captions = tables.captions
-    assert len(captions) == 15 and tables.rejects.empty
-    first = captions[captions["image_id"] == "493652"]
-    assert first["caption_id"].tolist() == ["130438", "134989", "136474", "137611", "139303"]
-    assert first["caption_index"].tolist() == [0, 1, 2, 3, 4]
-    # Trailing spaces are stripped; inner spacing is the annotator's.
-    assert captions.set_index("caption_id").loc["576694", "text"] == (
-        "A woman in a kitchen at the sink holding a knife."
-    )
+def test_coco_sample_keeps_file_order_and_annotation_order() -> None:
+    images = read_coco_captions(COCO_SAMPLE)
+    assert [image.image_id for image in images] == [493652, 535506, 159269]
+    assert [(image.width, image.height) for image in images] == [(640, 399), (480, 640), (427, 640)]
+    assert str(images[0].file_name) == "000000493652.jpg"
+    assert sum(len(image.captions) for image in images) == 15
+    first = [annotation_id for annotation_id, _ in images[0].captions]
+    assert first == [130438, 134989, 136474, 137611, 139303]
 
 
-@needs_coco
-def test_coco_sample_min_and_max_captions(tmp_path: Path) -> None:
-    trimmed = load_coco_captions(
-        COCO_SAMPLE, tmp_path, "val", "coco", max_captions_per_image=2, min_captions_per_image=2
-    )
-    assert trimmed.captions["caption_id"].tolist() == [
-        "130438",
-        "134989",
-        "565099",
-        "576694",
-        "757286",
-        "757811",
-    ]
-    # Every caption past the limit is counted, under the same reason as the Karpathy loader's.
-    assert len(trimmed.rejects) == 9
-    assert set(trimmed.rejects["reason"]) == {"beyond the first 2 captions of its image"}
-    assert trimmed.rejects["item_id"].tolist()[:3] == ["136474", "137611", "139303"]
-    strict = load_coco_captions(
-        COCO_SAMPLE, tmp_path, "val", "coco", max_captions_per_image=None, min_captions_per_image=6
-    )
-    assert strict.images.empty and strict.captions.empty
-    assert strict.rejects["item_id"].tolist() == ["493652", "535506", "159269"]
-    assert set(strict.rejects["reason"]) == {"image has 5 captions, fewer than 6"}
-
-
-def test_coco_empty_captions_and_errors(tmp_path: Path) -> None:
+def test_coco_caption_file_errors_name_the_record(tmp_path: Path) -> None:
     document = {
         "info": {},
         "licenses": [],
@@ -459,19 +426,18 @@ def test_coco_empty_captions_and_errors(tmp_path: Path) -> None:
         ],
     }
     path = _write_json(tmp_path / "captions.json", document)
-    tables = load_coco_captions(path, tmp_path, "test", "c", min_captions_per_image=2)
-    assert tables.captions["text"].tolist() == ["a", "b"]
-    assert tables.rejects[["item_id", "reason"]].values.tolist() == [["1", "empty caption"]]
+    # Sorted by annotation id, blank captions kept: the Karpathy loader rejects them.
+    assert read_coco_captions(path)[0].captions == [(1, "  "), (2, "a"), (3, "b")]
 
     document["annotations"].append({"id": 2, "image_id": 9, "caption": "c"})
     with pytest.raises(DatasetFormatError, match=r"annotations\[3\]: duplicate annotation id 2"):
-        load_coco_captions(_write_json(path, document), tmp_path, "test", "c")
+        read_coco_captions(_write_json(path, document))
     document["annotations"][3] = {"id": 4, "image_id": 10, "caption": "c"}
     with pytest.raises(DatasetFormatError, match="unknown image_id 10"):
-        load_coco_captions(_write_json(path, document), tmp_path, "test", "c")
+        read_coco_captions(_write_json(path, document))
     del document["images"][0]["width"]
     with pytest.raises(DatasetFormatError, match=r"images\[0\]: missing key 'width'"):
-        load_coco_captions(_write_json(path, document), tmp_path, "test", "c")
+        read_coco_captions(_write_json(path, document))
 
 
 # --- Custom folders -----------------------------------------------------------------------------
@@ -481,21 +447,22 @@ def test_custom_folder_delegates_to_karpathy(tmp_path: Path) -> None:
     record = _flickr_record("cat.jpg", "val", ["A cat ."], 0)
     record["filepath"] = "pictures"
     _write_json(tmp_path / "mine.json", {"images": [record]})
-    tables = load_custom(tmp_path)
+    raw = acquire_custom(tmp_path)
+    assert raw.karpathy_json == str(tmp_path.resolve() / "mine.json") and raw.entities_root is None
+    tables = load_karpathy(Path(raw.karpathy_json), Path(raw.image_root), raw.dataset)
     assert tables.dataset == "custom"
-    assert tables.images["path"].tolist() == [str(tmp_path / "pictures" / "cat.jpg")]
+    assert tables.images["path"].tolist() == [str(tmp_path.resolve() / "pictures" / "cat.jpg")]
     assert tables.captions["caption_id"].tolist() == ["cat#0"]
 
 
-@pytest.mark.parametrize("read", [load_custom, acquire_custom])
-def test_custom_folder_needs_exactly_one_json(tmp_path: Path, read) -> None:
+def test_custom_folder_needs_exactly_one_json(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match="found none") as caught:
-        read(tmp_path)
+        acquire_custom(tmp_path)
     assert caught.value.path == str(tmp_path)
     _write_json(tmp_path / "a.json", {"images": []})
     _write_json(tmp_path / "b.json", {"images": []})
     with pytest.raises(DatasetFormatError, match="found a.json, b.json"):
-        read(tmp_path)
+        acquire_custom(tmp_path)
 
 
 # --- Split sizes after image validation ---------------------------------------------------------

@@ -91,11 +91,11 @@ def test_similarity_net_forward_shape_and_head_layers():
 
 
 @pytest.mark.parametrize("chunk", [1, 3, None])
-def test_score_matrix_equals_per_pair_forward(chunk):
+def test_score_embedding_matrix_equals_per_pair_forward(chunk):
     net = _similarity_net()
     images, texts = torch.randn(7, 10), torch.randn(5, 6)
     with torch.no_grad():
-        matrix = net.score_matrix(images, texts, chunk=chunk)
+        matrix = net.score_embedding_matrix(net.embed_image(images), net.embed_text(texts), chunk)
         rows = torch.arange(7).repeat_interleave(5)
         cols = torch.arange(5).repeat(7)
         expected = net(images[rows], texts[cols]).view(7, 5)
@@ -115,14 +115,15 @@ def test_score_candidates_equals_forward_on_listed_pairs():
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
 
 
-def test_score_matrix_backpropagates():
+def test_score_embedding_matrix_backpropagates():
     net = _similarity_net()
     images = torch.randn(3, 10, requires_grad=True)
-    net.score_matrix(images, torch.randn(4, 6), chunk=2).sum().backward()
+    texts = net.embed_text(torch.randn(4, 6))
+    net.score_embedding_matrix(net.embed_image(images), texts, chunk=2).sum().backward()
     assert images.grad is not None and images.grad.abs().sum().item() > 0
 
 
-def test_score_matrix_rejects_bad_chunk():
+def test_score_embedding_matrix_rejects_bad_chunk():
     net = _similarity_net()
     with pytest.raises(ValueError, match="chunk"):
-        net.score_matrix(torch.randn(2, 10), torch.randn(2, 6), chunk=0)
+        net.score_embedding_matrix(torch.randn(2, 8), torch.randn(2, 8), chunk=0)

@@ -11,8 +11,6 @@ import torch
 
 from ops.metrics import eval_cli
 from ops.metrics.ranking import (
-    first_positive_ranks_i2t,
-    first_positive_ranks_t2i,
     rank_embeddings,
     rank_scores,
 )
@@ -70,15 +68,16 @@ def test_matrix_ranks_match_argsort_reference(tied: bool, shuffle: bool, chunk: 
     np.testing.assert_array_equal(ranks.t2i_top1, expected_t2i_top1)
     np.testing.assert_array_equal(ranks.i2t, expected_i2t)
     np.testing.assert_array_equal(ranks.i2t_top1, expected_i2t_top1)
-    # Single directions, from a torch matrix and from a block function, agree as well.
-    t2i, t2i_top1 = first_positive_ranks_t2i(torch.from_numpy(scores), mapping, chunk)
-    np.testing.assert_array_equal(t2i, expected_t2i)
-    np.testing.assert_array_equal(t2i_top1, expected_t2i_top1)
-    i2t, i2t_top1 = first_positive_ranks_i2t(
-        lambda start, stop: scores[:, start:stop], mapping, chunk, n_images=shape[0]
-    )
-    np.testing.assert_array_equal(i2t, expected_i2t)
-    np.testing.assert_array_equal(i2t_top1, expected_i2t_top1)
+    # A torch matrix and a block function (swept twice: positives, then counts) agree as well.
+    for source, n_images in [
+        (torch.from_numpy(scores), None),
+        (lambda start, stop: scores[:, start:stop], shape[0]),
+    ]:
+        ranks = rank_scores(source, mapping, chunk, n_images=n_images)
+        np.testing.assert_array_equal(ranks.t2i, expected_t2i)
+        np.testing.assert_array_equal(ranks.t2i_top1, expected_t2i_top1)
+        np.testing.assert_array_equal(ranks.i2t, expected_i2t)
+        np.testing.assert_array_equal(ranks.i2t_top1, expected_i2t_top1)
 
 
 def test_counts_over_more_than_255_rows_and_columns() -> None:

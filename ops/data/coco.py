@@ -1,8 +1,7 @@
 """COCO's official caption files (``captions_train2017.json`` and friends).
 
-:func:`read_coco_captions` is the one parser of the official schema; :func:`load_coco_captions`
-turns one file into tables and :mod:`ops.data.coco_official` converts a train/val pair
-into a Karpathy-style file.
+:func:`read_coco_captions` is the one parser of the official schema;
+:mod:`ops.data.coco_official` converts a train/val pair into a Karpathy-style file.
 """
 
 from __future__ import annotations
@@ -12,19 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pandas as pd
-
-from ops.data.karpathy import KARPATHY_SPLITS, read_json_document, relative_image_path
-from ops.data.tables import (
-    CAPTION_COLUMNS,
-    CAPTIONS_PER_IMAGE,
-    IMAGE_COLUMNS,
-    REJECT_COLUMNS,
-    DatasetFormatError,
-    DatasetTables,
-    beyond_caption_limit,
-    conform,
-)
+from ops.data.karpathy import read_json_document, relative_image_path
+from ops.data.tables import DatasetFormatError
 
 
 @dataclass(frozen=True)
@@ -94,78 +82,3 @@ def read_coco_captions(json_path: Path) -> list[CocoImage]:
         CocoImage(image_id, file_name, width, height, sorted(by_image.get(image_id, [])))
         for image_id, (file_name, width, height) in headers.items()
     ]
-
-
-def load_coco_captions(
-    json_path: Path,
-    image_root: Path,
-    split: str,
-    dataset: str,
-    max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
-    min_captions_per_image: int = 5,
-) -> DatasetTables:
-    """Images and captions of one COCO caption file, all assigned to ``split``.
-
-    Captions are taken in annotation-id order and trimmed to ``max_captions_per_image``
-    (None keeps all); every caption trimmed away is listed in ``rejects``. Images with fewer
-    than ``min_captions_per_image`` non-empty captions are skipped and listed in ``rejects``,
-    as are empty captions.
-    """
-    if split not in KARPATHY_SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {KARPATHY_SPLITS}")
-    if max_captions_per_image is not None and max_captions_per_image < min_captions_per_image:
-        raise ValueError("max_captions_per_image is below min_captions_per_image")
-    json_path = Path(json_path)
-    image_root = Path(image_root).absolute()
-    coco_images = read_coco_captions(json_path)
-
-    rejects: dict[str, list[Any]] = {name: [] for name in REJECT_COLUMNS}
-
-    def reject(item_id: object, reason: str) -> None:
-        for name, value in zip(
-            REJECT_COLUMNS, (dataset, "captions", str(item_id), str(json_path), reason), strict=True
-        ):
-            rejects[name].append(value)
-
-    images: dict[str, list[Any]] = {name: [] for name in IMAGE_COLUMNS}
-    captions: dict[str, list[Any]] = {name: [] for name in CAPTION_COLUMNS}
-    for image in coco_images:
-        image_id = str(image.image_id)
-        non_empty = []
-        for annotation_id, caption in image.captions:
-            text = caption.strip()
-            if text:
-                non_empty.append((annotation_id, text))
-            else:
-                reject(annotation_id, "empty caption")
-        if len(non_empty) < min_captions_per_image:
-            reject(
-                image_id,
-                f"image has {len(non_empty)} captions, fewer than {min_captions_per_image}",
-            )
-            continue
-        if max_captions_per_image is not None:
-            for annotation_id, _ in non_empty[max_captions_per_image:]:
-                reject(annotation_id, beyond_caption_limit(max_captions_per_image))
-            non_empty = non_empty[:max_captions_per_image]
-        path = str(image_root / image.file_name)
-        for name, value in zip(
-            IMAGE_COLUMNS,
-            (dataset, image_id, split, path, image.width, image.height),
-            strict=True,
-        ):
-            images[name].append(value)
-        for index, (annotation_id, text) in enumerate(non_empty):
-            for name, value in zip(
-                CAPTION_COLUMNS,
-                (dataset, str(annotation_id), image_id, split, index, text),
-                strict=True,
-            ):
-                captions[name].append(value)
-
-    return DatasetTables(
-        dataset=dataset,
-        images=conform(pd.DataFrame(images), IMAGE_COLUMNS),
-        captions=conform(pd.DataFrame(captions), CAPTION_COLUMNS),
-        rejects=conform(pd.DataFrame(rejects), REJECT_COLUMNS),
-    )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ops.data.karpathy import load_karpathy
-from ops.data.tables import DatasetFormatError, DatasetTables
+from ops.data.tables import DatasetFormatError
 
 
 def custom_dataset_json(folder: Path) -> Path:
@@ -22,8 +21,3 @@ def custom_dataset_json(folder: Path) -> Path:
             f"it and the images it names, relative to the folder; found {found}",
         )
     return candidates[0]
-
-
-def load_custom(folder: Path, dataset: str = "custom") -> DatasetTables:
-    """Load ``folder/<one>.json``; image paths in it are relative to ``folder``."""
-    return load_karpathy(custom_dataset_json(folder), Path(folder), dataset)

@@ -21,7 +21,6 @@ import pandas as pd
 
 from ops.data.tables import PHRASE_COLUMNS, DatasetFormatError, conform
 
-NOTVISUAL_CHAIN = "0"
 _PHRASE_OPENING = re.compile(r"\[/EN#(\d+)((?:/[^/\s\[\]]+)+)")
 
 Box = tuple[int, int, int, int]
@@ -268,13 +267,3 @@ def load_entities_phrases(
                 for name, value in zip(PHRASE_COLUMNS, row, strict=True):
                     columns[name].append(value)
     return conform(pd.DataFrame(columns), PHRASE_COLUMNS)
-
-
-def load_entities_image_sizes(entities_root: Path, image_ids: list[str]) -> pd.DataFrame:
-    """``image_id, width, height`` as recorded in each image's annotation file."""
-    rows = []
-    for image_id in image_ids:
-        annotation = parse_annotation_file(Path(entities_root) / "Annotations" / f"{image_id}.xml")
-        rows.append((str(image_id), annotation.width, annotation.height))
-    frame = pd.DataFrame(rows, columns=["image_id", "width", "height"])
-    return frame.astype({"image_id": "string", "width": "Int64", "height": "Int64"})

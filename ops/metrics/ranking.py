@@ -217,8 +217,6 @@ def rank_source(
     source: ScoreSource,
     caption_image: Sequence[int] | np.ndarray,
     chunk: int | None,
-    want_t2i: bool = True,
-    want_i2t: bool = True,
 ) -> Ranks:
     """Ranks from any score source: what the public rankers and the protocols' folds share."""
     mapping = check_caption_image(caption_image, source.n_images)
@@ -229,48 +227,43 @@ def rank_source(
         )
     if source.n_images == 0 or source.n_captions == 0:
         raise ValueError("nothing to rank: no images or no captions")
-    if want_i2t:
-        captions_per_image = np.bincount(mapping, minlength=source.n_images)
-        empty = np.flatnonzero(captions_per_image == 0)
-        if len(empty):
-            raise ValueError(
-                f"{len(empty)} image(s) have no caption, e.g. image index {empty[0]}; "
-                "image→text ranks need at least one positive per image"
-            )
+    captions_per_image = np.bincount(mapping, minlength=source.n_images)
+    empty = np.flatnonzero(captions_per_image == 0)
+    if len(empty):
+        raise ValueError(
+            f"{len(empty)} image(s) have no caption, e.g. image index {empty[0]}; "
+            "image→text ranks need at least one positive per image"
+        )
     device = source.device
     chunk = chunk or default_chunk(source.n_images, device)
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     caption_image_t = torch.from_numpy(mapping).to(device)
 
-    band = None
     first_pass: _Pass | None = None
-    if want_i2t:
-        estimate = source.positive_estimate(caption_image_t)
-        if estimate is None:
-            # No cheap estimate: take the exact positives from a first sweep.
-            first_pass = _column_pass(source, caption_image_t, chunk, want_t2i, None)
-            assert first_pass.positives is not None
-            estimate = (first_pass.positives, 0.0)
-        values, tolerance = estimate
-        best_estimate, _ = _best_positive(values, caption_image_t, source.n_images)
-        if tolerance == 0.0:
-            band = (best_estimate, best_estimate)
-        else:
-            band = (best_estimate - tolerance, best_estimate + tolerance)
-    counting_pass = _column_pass(
-        source, caption_image_t, chunk, want_t2i and first_pass is None, band
-    )
+    estimate = source.positive_estimate(caption_image_t)
+    if estimate is None:
+        # No cheap estimate: take the exact positives from a first sweep.
+        first_pass = _column_pass(source, caption_image_t, chunk, True, None)
+        assert first_pass.positives is not None
+        estimate = (first_pass.positives, 0.0)
+    values, tolerance = estimate
+    best_estimate, _ = _best_positive(values, caption_image_t, source.n_images)
+    if tolerance == 0.0:
+        band = (best_estimate, best_estimate)
+    else:
+        band = (best_estimate - tolerance, best_estimate + tolerance)
+    counting_pass = _column_pass(source, caption_image_t, chunk, first_pass is None, band)
     t2i_pass = first_pass or counting_pass
-    ranks = Ranks(None, None, None, None)
-    if want_t2i:
-        assert t2i_pass.t2i_ranks is not None and t2i_pass.t2i_top1 is not None
-        ranks.t2i = t2i_pass.t2i_ranks.cpu().numpy().astype(np.int64)
-        ranks.t2i_top1 = t2i_pass.t2i_top1.cpu().numpy().astype(np.int64)
-    if want_i2t:
-        assert band is not None and counting_pass.positives is not None
-        ranks.i2t, ranks.i2t_top1 = _settle_i2t(source, caption_image_t, counting_pass, band, chunk)
-    return ranks
+    assert t2i_pass.t2i_ranks is not None and t2i_pass.t2i_top1 is not None
+    assert counting_pass.positives is not None
+    i2t, i2t_top1 = _settle_i2t(source, caption_image_t, counting_pass, band, chunk)
+    return Ranks(
+        t2i=t2i_pass.t2i_ranks.cpu().numpy().astype(np.int64),
+        t2i_top1=t2i_pass.t2i_top1.cpu().numpy().astype(np.int64),
+        i2t=i2t,
+        i2t_top1=i2t_top1,
+    )
 
 
 def _settle_i2t(
@@ -300,45 +293,6 @@ def _settle_i2t(
         count[unsettled] = _recount_rows(source, unsettled, best, best_caption, chunk)
     top1 = sweep.i2t_top1.cpu().numpy().astype(np.int64)
     return (1 + count).cpu().numpy().astype(np.int64), top1
-
-
-def first_positive_ranks_t2i(
-    scores: np.ndarray | torch.Tensor | BlockFunction,
-    caption_image: Sequence[int] | np.ndarray,
-    chunk: int | None = None,
-    *,
-    n_images: int | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Text→image: for each caption, the 1-based rank of its image and the top-1 image index.
-
-    ``scores`` is an ``(n_images, n_captions)`` matrix (numpy, memory-mapped, or torch), or a
-    function ``f(start, stop)`` returning ``scores[:, start:stop]`` (then give ``n_images``).
-    ``chunk`` is the number of caption columns per block (default: about 2^20 elements).
-    """
-    mapping = np.asarray(caption_image)
-    source = score_source(scores, len(mapping), device, n_images)
-    ranks = rank_source(source, mapping, chunk, want_t2i=True, want_i2t=False)
-    assert ranks.t2i is not None and ranks.t2i_top1 is not None
-    return ranks.t2i, ranks.t2i_top1
-
-
-def first_positive_ranks_i2t(
-    scores: np.ndarray | torch.Tensor | BlockFunction,
-    caption_image: Sequence[int] | np.ndarray,
-    chunk: int | None = None,
-    *,
-    n_images: int | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Image→text: for each image, the 1-based rank of its best-ranked caption and the top-1
-    caption index. Inputs as in :func:`first_positive_ranks_t2i`; a score function is swept
-    twice (once for the positives, once to count)."""
-    mapping = np.asarray(caption_image)
-    source = score_source(scores, len(mapping), device, n_images)
-    ranks = rank_source(source, mapping, chunk, want_t2i=False, want_i2t=True)
-    assert ranks.i2t is not None and ranks.i2t_top1 is not None
-    return ranks.i2t, ranks.i2t_top1
 
 
 def rank_scores(

@@ -114,10 +114,6 @@ class SearchIndex:
     _model: Any = field(default=None, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def splits(self) -> list[str]:
-        return list(self.manifest["images"]["splits"])
-
     def captions_of(self, image_id: str) -> list[str]:
         if self._captions_of is None:
             grouped = self.captions.groupby("image_id", sort=False)["text"].agg(list)

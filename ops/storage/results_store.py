@@ -279,12 +279,6 @@ def write_table_file(path: Path, schema: pa.Schema, name: str, frame: pd.DataFra
     return path
 
 
-def write_derived_table(root: Path, dataset: str, table: str, frame: pd.DataFrame) -> Path:
-    path = derived_table_file(root, dataset, table)
-    _write_parquet(path, _to_arrow(frame, DERIVED_SCHEMAS[table], table))
-    return path
-
-
 def read_result(root: Path, table: str, run_id: str | None = None) -> pd.DataFrame:
     """Rows of a result table: one run's, or every run's."""
     if run_id is not None:

@@ -30,6 +30,8 @@ from pathlib import Path
 import duckdb
 import pandas  # noqa: F401 - loaded before the cap: fetchdf needs it, its import maps libraries
 
+from ops.storage import snapshots
+
 # Beyond DuckDB's own limit: room for the connection's threads and for the result as a
 # DataFrame and its pickle. Measured: 16 threads add about 70 MiB while a query runs.
 HEADROOM_BYTES = 96 * 2**20
@@ -117,8 +119,7 @@ def answer(request: QueryRequest) -> tuple:
         return ("error", type(error).__name__, message)
     finally:
         con.close()
-        if lease is not None:
-            os.close(lease)
+        snapshots.release(lease)
 
 
 def _child(request_fd: int, reply_fd: int) -> None:

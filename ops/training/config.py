@@ -15,7 +15,6 @@ _LOSS = EmbeddingLossConfig()
 
 Task = Literal["image_sentence", "phrase_region"]
 Network = Literal["embedding", "similarity"]
-NegativeSide = Literal["caption", "image", "mixed"]  # PairSampler's negative_side
 # "auto" is the task's usual side, resolved when the config is built.
 NegativeSideSetting = Literal["auto", "caption", "image", "mixed"]
 

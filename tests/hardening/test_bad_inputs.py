@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ops.data.coco import load_coco_captions
+from ops.data.coco import read_coco_captions
 from ops.data.dataset_store import load_dataset_table
 from ops.data.tables import DatasetFormatError
 from ops.storage.parquet_io import read_features
@@ -204,7 +204,7 @@ def test_malformed_coco_json_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "captions_val2014.json"
     path.write_text('{\n"images": [\n{"id": 1,,}\n]\n}\n')
     with pytest.raises(DatasetFormatError, match=r"captions_val2014.json:3"):
-        load_coco_captions(path, tmp_path, "val", "coco")
+        read_coco_captions(path)
 
 
 def test_coco_caption_of_unknown_image_is_an_error(tmp_path: Path) -> None:
@@ -218,4 +218,4 @@ def test_coco_caption_of_unknown_image_is_an_error(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(DatasetFormatError, match="captions.json"):
-        load_coco_captions(path, tmp_path, "val", "coco", min_captions_per_image=1)
+        read_coco_captions(path)

@@ -15,8 +15,10 @@ import pytest
 
 import ops.storage.atomic
 from ops.data.dataset_store import publish_dataset_tables
+from ops.graph.build import GraphSettings
+from ops.graph.store import write_graph
 from ops.storage.paths import result_file, staging_dir, tables_dir
-from ops.storage.results_store import publish_catalogue, write_derived_table, write_result
+from ops.storage.results_store import publish_catalogue, write_result
 from ops.storage.sql import run_query
 from tests.hardening.dataset_versions import (
     DATASET,
@@ -148,7 +150,7 @@ def test_hidden_files_next_to_results_and_derived_tables_are_not_read(tmp_path: 
     neighbors = pd.DataFrame(
         {"dataset": [DATASET], "relation": ["image"], "source_id": ["a"], "target_id": ["b"]}
     ).assign(weight=1.0)
-    graph = write_derived_table(root, DATASET, "neighbors", neighbors)
+    graph = write_graph(root, DATASET, GraphSettings(), [neighbors]).path
     publish_catalogue(root)
     shutil.copy(ranks, result_file(root, "retrieval_ranks", ".run-a.partial"))
     shutil.copytree(graph.parent, graph.parent.with_name(f".{DATASET}.partial"))

@@ -17,7 +17,6 @@ SHAPE_TYPE = "shapes"
 GROUP_TYPE = "other"
 SCENE_TYPE = "scene"
 NOTVISUAL_TYPE = "notvisual"
-SYNTHETIC_ENTITY_TYPES: tuple[str, ...] = (SHAPE_TYPE, GROUP_TYPE, SCENE_TYPE, NOTVISUAL_TYPE)
 
 # Background colours with more than one spelling; the others are named as they are.
 BACKGROUND_COLOUR_WORDS: dict[str, tuple[str, ...]] = {"gray": ("gray", "grey")}

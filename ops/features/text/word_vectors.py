@@ -18,7 +18,6 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -30,7 +29,6 @@ from ops.features.text.vector_files import (
     read_text_vectors,
 )
 
-WordVectorSource = Literal["glove_6b_50d", "file", "word2vec_train"]
 WORD_VECTOR_SOURCES: tuple[str, ...] = ("glove_6b_50d", "file", "word2vec_train")
 
 GLOVE_PACKAGE_EMBEDDINGS = "glove_6B_50d_emb.npy"
