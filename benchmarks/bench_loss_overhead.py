@@ -27,9 +27,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import EmbeddingLossConfig, EmbeddingNet, NeighborhoodSampler, embedding_loss
+from ops.data.tables import CAPTIONS_PER_IMAGE
 
 IMAGE_DIM, TEXT_DIM, HIDDEN_DIM, EMBED_DIM = 4096, 6000, 2048, 512
-BATCH_IMAGES, SENTENCES_PER_IMAGE, CAPTIONS_PER_IMAGE = 500, 2, 5
+BATCH_IMAGES, SENTENCES_PER_IMAGE = 500, 2
 
 
 def _sync(device: torch.device) -> None:

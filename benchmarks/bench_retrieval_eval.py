@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from peak_rss import PeakRss
 
+from ops.data.tables import CAPTIONS_PER_IMAGE
 from ops.device import resolve_device
 from ops.metrics.ranking import rank_embeddings
 from ops.metrics.score_sources import default_chunk
@@ -75,7 +76,7 @@ def field_style_t2i(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--captions-per-image", type=int, default=5)
+    parser.add_argument("--captions-per-image", type=int, default=CAPTIONS_PER_IMAGE)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--reference-queries", type=int, default=500)

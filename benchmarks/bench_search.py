@@ -33,6 +33,7 @@ import torch
 from peak_rss import PeakRss
 
 from models.embedding_net import EmbeddingNet
+from ops.data.tables import CAPTIONS_PER_IMAGE
 from ops.features.text.text_features import TextEncoders
 from ops.features.text.word_vectors import load_word_vectors
 from ops.search.engine import SearchIndex, search_text
@@ -177,12 +178,13 @@ def main() -> None:
             "path": [f"/data/images/img{i:07d}.jpg" for i in range(args.images)],
         }
     )
+    per = CAPTIONS_PER_IMAGE
     captions = pd.DataFrame(
         {
-            "caption_id": [f"img{i // 5:07d}#{i % 5}" for i in range(5 * args.images)],
-            "image_id": np.repeat(images["image_id"].to_numpy(), 5),
-            "split": np.repeat(splits, 5),
-            "text": [f"caption {i % 5} of image {i // 5}" for i in range(5 * args.images)],
+            "caption_id": [f"img{i // per:07d}#{i % per}" for i in range(per * args.images)],
+            "image_id": np.repeat(images["image_id"].to_numpy(), per),
+            "split": np.repeat(splits, per),
+            "text": [f"caption {i % per} of image {i // per}" for i in range(per * args.images)],
         }
     )
     queries = [caption() for _ in range(args.queries)]

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from ops.data.tables import CAPTIONS_PER_IMAGE
 from ops.device import resolve_device
 from ops.training.config import TrainConfig
 from ops.training.data import ImageSentenceData
@@ -27,7 +28,7 @@ from ops.training.trainer import train
 def _random_data(n_images: int, image_dim: int, text_dim: int, seed: int) -> ImageSentenceData:
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((n_images, image_dim), dtype=np.float32)
-    caption_image = np.repeat(np.arange(n_images), 5)
+    caption_image = np.repeat(np.arange(n_images), CAPTIONS_PER_IMAGE)
     texts = rng.standard_normal((caption_image.size, text_dim), dtype=np.float32)
     return ImageSentenceData(images, texts, caption_image)
 
@@ -48,7 +49,7 @@ def main() -> None:
     total = args.steps + args.warmup
     # One epoch holds every step: captions = batch × steps (the sampler drops the tail).
     per_step = args.batch_images if args.network == "embedding" else 200
-    n_images = (per_step * total) // 5 + 1
+    n_images = (per_step * total) // CAPTIONS_PER_IMAGE + 1
     data = _random_data(n_images, args.image_dim, args.text_dim, seed=0)
     config = TrainConfig(
         network=args.network,

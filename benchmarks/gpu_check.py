@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from models.losses import embedding_loss, logistic_loss, region_phrase_embedding_loss
+from ops.data.tables import CAPTIONS_PER_IMAGE
 from ops.device import resolve_device
 from ops.features.backbones import build_backbone
 from ops.features.image_features import embed_batch
@@ -97,7 +98,7 @@ def _random_split(sizes: Sizes, n_images: int, seed: int) -> ImageSentenceData:
     latent = rng.standard_normal((n_images, 32), dtype=np.float32)
     to_image = rng.standard_normal((32, sizes.image_dim), dtype=np.float32)
     to_text = rng.standard_normal((32, sizes.text_dim), dtype=np.float32)
-    caption_image = np.repeat(np.arange(n_images), 5)
+    caption_image = np.repeat(np.arange(n_images), CAPTIONS_PER_IMAGE)
     noise = 0.5 * rng.standard_normal((caption_image.size, 32), dtype=np.float32)
     images = latent @ to_image
     texts = (latent[caption_image] + noise) @ to_text
@@ -179,7 +180,7 @@ def check_losses(sizes: Sizes, device: torch.device) -> list[Row]:
 def _eval_embeddings(n_images: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     generator = torch.Generator().manual_seed(0)
     images = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=generator), dim=1)
-    caption_image = np.repeat(np.arange(n_images), 5)
+    caption_image = np.repeat(np.arange(n_images), CAPTIONS_PER_IMAGE)
     noise = 0.9 * torch.randn(caption_image.size, dim, generator=generator)
     texts = torch.nn.functional.normalize(images[torch.from_numpy(caption_image)] + noise, dim=1)
     return images, texts, caption_image

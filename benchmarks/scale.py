@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ops.data.tables import CAPTIONS_PER_IMAGE
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -95,7 +97,7 @@ def write_precomp(folder: Path, kind: str, fraction: float, seed: int = 0) -> di
             matrix[start : start + len(block)] = block
         matrix.flush()
         del matrix
-        lengths = rng.poisson(WORDS_PER_CAPTION[kind], size=5 * n).clip(3, 40)
+        lengths = rng.poisson(WORDS_PER_CAPTION[kind], size=CAPTIONS_PER_IMAGE * n).clip(3, 40)
         with open(folder / f"{prefix}_caps.txt", "w", encoding="utf-8") as handle:
             for length in lengths:
                 handle.write(" ".join(rng.choice(words, size=length, p=frequency)) + "\n")
@@ -147,11 +149,11 @@ def _stage_items(stage: str, sizes: dict[str, int], steps: int, batch: int) -> i
     if stage in ("tables", "image_features", "phrase_assets_skipped"):
         return images
     if stage in ("text_features", "graph"):
-        return 5 * images
+        return CAPTIONS_PER_IMAGE * images
     if stage.startswith("train"):
         return steps * batch
     if stage == "evaluation":
-        return 5 * (images - sizes["train"])
+        return CAPTIONS_PER_IMAGE * (images - sizes["train"])
     return images  # index: every image and caption is embedded; counted per image
 
 

@@ -25,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 from scale import StageCost, disk_bytes, measured
 
+from ops.data.tables import CAPTIONS_PER_IMAGE
+
 # Flickr30K Entities: 31,783 images (Karpathy splits), 200 proposals each plus the training
 # entities' boxes: about 6.4 million region rows.
 ENTITIES_SIZES = {"train": 29_783, "val": 1_000, "test": 1_000}
@@ -32,7 +34,6 @@ PROPOSALS_PER_IMAGE = 200
 ENTITIES_PER_IMAGE = 8
 # 513,644 phrases for 158,915 captions: about 3 a caption, 15 an image.
 PHRASES_PER_IMAGE = 15
-CAPTIONS_PER_IMAGE = 5
 REGION_DIM = 4_096
 PHRASE_DIM = 6_000
 WIDTH, HEIGHT = 500, 375

@@ -38,7 +38,7 @@ class RawDataset:
     image_root: str
     entities_root: str | None = None
     declared_images: dict[str, int] | None = None
-    min_captions_per_image: int = 5
+    min_captions_per_image: int = CAPTIONS_PER_IMAGE
     seconds: float = 0.0
     # A precomputed-feature folder (VSE++ / SCAN layout) instead of a JSON and images.
     precomp_root: str | None = None

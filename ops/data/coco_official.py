@@ -32,7 +32,7 @@ from typing import Any
 from ops.data.acquire import RawDataset
 from ops.data.coco import CocoImage, read_coco_captions
 from ops.data.karpathy import KARPATHY_SPLITS, read_json_document
-from ops.data.tables import DatasetFormatError
+from ops.data.tables import CAPTIONS_PER_IMAGE, DatasetFormatError
 from ops.storage.atomic import write_text_atomic
 from ops.storage.paths import raw_dir
 
@@ -199,6 +199,6 @@ def acquire_coco_official(
         dataset=dataset,
         karpathy_json=str(out_json),
         image_root=str(folder),
-        min_captions_per_image=5,
+        min_captions_per_image=CAPTIONS_PER_IMAGE,
         seconds=time.perf_counter() - started,
     )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ops.data.tables import DatasetFormatError
+from ops.data.tables import CAPTIONS_PER_IMAGE, DatasetFormatError
 from ops.metrics.protocol_names import PROTOCOLS
 
 PREDICTIONS_HELP = """\
@@ -77,8 +77,11 @@ def add_eval_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
     mapping.add_argument(
         "--captions-per-image",
         type=int,
-        default=5,
-        help="captions are grouped by image: caption c belongs to image c // K (default 5)",
+        default=CAPTIONS_PER_IMAGE,
+        help=(
+            "captions are grouped by image: caption c belongs to image c // K "
+            f"(default {CAPTIONS_PER_IMAGE})"
+        ),
     )
     mapping.add_argument(
         "--caption-image-ids",

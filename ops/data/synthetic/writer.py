@@ -17,6 +17,7 @@ from PIL import Image
 from ops.data.synthetic.annotations import annotation_xml
 from ops.data.synthetic.captions import Phrase, caption_texts, describe_scene
 from ops.data.synthetic.scenes import render_scene, sample_scene
+from ops.data.tables import CAPTIONS_PER_IMAGE
 from ops.data.tokenize import tokenize
 
 FORMAT_VERSION = 1
@@ -135,7 +136,7 @@ def generate_synthetic(
     n_val: int = 1000,
     n_test: int = 1000,
     image_size: int = 128,
-    captions_per_image: int = 5,
+    captions_per_image: int = CAPTIONS_PER_IMAGE,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticSummary:
     """Write the synthetic dataset to ``out_dir``; reuse it when already complete and equal.
