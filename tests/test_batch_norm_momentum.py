@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from ops.training.checkpoint import build_model
 from ops.training.config import TrainConfig
 from ops.training.distributed import GlobalBatchNorm1d, convert_batch_norm
+from ops.training.trained_model import build_model
 
 
 def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

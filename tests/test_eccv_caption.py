@@ -18,11 +18,12 @@ from ops.data.karpathy import sentence_ids
 from ops.data.registry import add_dataset
 from ops.evaluation import eccv_caption
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
-from ops.evaluation.trained import load_trained, split_embeddings
+from ops.evaluation.trained import split_embeddings
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig
 from ops.training.inputs import image_sentence_splits
 from ops.training.run import run_training
+from ops.training.trained_model import load_two_branch
 from tests.feature_files import write_graph_for, write_image_sentence_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -150,8 +151,8 @@ def test_the_package_scores_the_embedding_rankings(coco_like, fake_metrics) -> N
     split = image_sentence_splits(
         embedding["features"]["image_features"], embedding["features"]["text_features"], ("test",)
     )["test"]
-    model, config = load_trained(embedding["checkpoint"], torch.device("cpu"))
-    image_emb, text_emb = split_embeddings(model, split, torch.device("cpu"), config.amp)
+    trained = load_two_branch(embedding["checkpoint"], "cpu")
+    image_emb, text_emb = split_embeddings(trained, split)
     image_ids = [int(i) for i in split.image_ids]
     caption_ids = [sentid(int(c.split("#")[0]), int(c.split("#")[1])) for c in split.caption_ids]
     expected = {

@@ -219,7 +219,8 @@ def test_text_queries_run_the_exported_text_branch_without_torch(indexed, tmp_pa
     [result] = search_text(index, ["a red circle"], k=3)
     assert index._model is None  # a text query did not load the network
     with torch.no_grad():
-        expected = index.model.embed_text(torch.from_numpy(features.astype(np.float32))).numpy()
+        rows = torch.from_numpy(features.astype(np.float32))
+        expected = index.model.network.embed_text(rows).numpy()
     np.testing.assert_allclose(index.embed_texts(features), expected, atol=1e-5, rtol=0)
     probe, out = run_probed(
         ["--data-root", str(root), "search", "a red circle", "--k", "3", "--format", "json"],

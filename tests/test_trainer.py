@@ -15,7 +15,7 @@ from ops.training import batch_plans, loss_step
 from ops.training import distributed as dist_utils
 from ops.training import trainer as trainer_module
 from ops.training import validate as validate_module
-from ops.training.checkpoint import build_model, load_checkpoint, load_model
+from ops.training.checkpoint import load_checkpoint
 from ops.training.config import TrainConfig
 from ops.training.data import (
     DeviceFeatures,
@@ -24,6 +24,7 @@ from ops.training.data import (
     PhraseRegionData,
     sample_phrase_pairs,
 )
+from ops.training.trained_model import build_model, load_two_branch
 from ops.training.trainer import train
 from ops.training.validate import validate
 from tests.training_problems import SMALL, make_image_sentence, make_phrase_region
@@ -163,7 +164,8 @@ def test_checkpoints_hold_full_state_and_load_with_weights_only(tmp_path):
     assert best["epoch"] == result.best_epoch
     assert best["best_val_score"] == result.best_val_score
 
-    model, stored_config = load_model(tmp_path / "best.pt")
+    trained = load_two_branch(tmp_path / "best.pt", "cpu")
+    model, stored_config = trained.network, trained.config
     assert stored_config == config and not model.training
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, result.model_state[name])

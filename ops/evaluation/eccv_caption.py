@@ -30,11 +30,11 @@ import torch
 from ops.data.custom import custom_dataset_json
 from ops.data.karpathy import sentence_ids
 from ops.data.registry import load_registry
-from ops.device import resolve_device
 from ops.evaluation.retrieval import RetrievalEvalResult
-from ops.evaluation.trained import load_trained, split_embeddings
+from ops.evaluation.trained import split_embeddings
 from ops.storage.paths import raw_dir
 from ops.training.inputs import image_sentence_splits
+from ops.training.trained_model import load_two_branch
 
 PROTOCOL = "eccv_caption"
 TARGETS = ("eccv_r1", "eccv_map_at_r", "eccv_rprecision")
@@ -184,9 +184,9 @@ def eccv_caption_evaluation(
         return EccvOutcome(
             [], f"not computed: the {split_name} split of {dataset!r} is not the Karpathy 5K test"
         )
-    torch_device = resolve_device(device)
-    model, config = load_trained(embedding_run["checkpoint"], torch_device)
-    image_emb, text_emb = split_embeddings(model, split, torch_device, config.amp)
+    image_emb, text_emb = split_embeddings(
+        load_two_branch(embedding_run["checkpoint"], device), split
+    )
     rows = eccv_rows(ids[0], ids[1], image_emb, text_emb, metrics)
     queries = f"{len(metrics.eccv_gts['i2t'])} image and {len(metrics.eccv_gts['t2i'])} caption"
     return EccvOutcome(rows, f"computed for {queries} queries")

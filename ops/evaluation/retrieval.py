@@ -14,11 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ops.device import resolve_device
 from ops.evaluation.trained import (
     RetrievalEvaluation,
     evaluate_retrieval_single,
-    load_trained,
     protocols_for,
     split_embeddings,
 )
@@ -35,6 +33,7 @@ from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
 from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import ImageSentenceSplit, image_sentence_splits
+from ops.training.trained_model import load_two_branch
 
 SUMMARY_COLUMNS = [
     "network",
@@ -144,9 +143,7 @@ def sentence_retrieval_rows(
     checkpoint: str | Path, split: ImageSentenceSplit, protocols: Sequence[str], device: str
 ) -> list[dict]:
     """The embedding network's sentence-to-sentence (``t2t``) rows under each protocol."""
-    torch_device = resolve_device(device)
-    model, config = load_trained(checkpoint, torch_device)
-    _, text_emb = split_embeddings(model, split, torch_device, config.amp)
+    _, text_emb = split_embeddings(load_two_branch(checkpoint, device), split)
     return [
         row
         for protocol in protocols

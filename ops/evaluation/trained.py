@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ops.device import autocast_context, resolve_device
+from ops.device import autocast_context
 from ops.geometry import pairwise_iou
 from ops.metrics.grounding import evaluate_grounding
 from ops.metrics.retrieval_protocols import (
@@ -21,10 +21,9 @@ from ops.metrics.retrieval_protocols import (
     evaluate_protocol_source,
 )
 from ops.metrics.score_sources import MatrixSource, ScoreSource
-from ops.training.checkpoint import load_model
-from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures
 from ops.training.inputs import ImageSentenceSplit, PhraseRegionSplit
+from ops.training.trained_model import EMBED_CHUNK, TrainedTwoBranch, load_two_branch
 from ops.training.validate import embed_rows, predict_phrase_regions
 
 
@@ -46,37 +45,15 @@ def protocols_for(n_images: int) -> list[str]:
     return ["all"]
 
 
-def load_trained(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, TrainConfig]:
-    model, config = load_model(checkpoint, map_location=device)
-    return model.to(device).eval(), config
-
-
-def input_dims(model: nn.Module) -> tuple[int, int]:
-    """(image, text) feature dimensions a two-branch network was trained on."""
-    first = [m for m in model.image_branch.modules() if isinstance(m, nn.Linear)][0]
-    first_text = [m for m in model.text_branch.modules() if isinstance(m, nn.Linear)][0]
-    return first.in_features, first_text.in_features
-
-
-def check_feature_dims(
-    model: nn.Module, checkpoint: str | Path, image_dim: int, text_dim: int
-) -> None:
-    expected = input_dims(model)
-    if expected != (image_dim, text_dim):
-        raise ValueError(
-            f"{checkpoint}: the network takes image/text features of dimension "
-            f"{expected[0]}/{expected[1]}, but the features given have {image_dim}/{text_dim}; "
-            "evaluate with the feature files it was trained on"
-        )
-
-
 @torch.no_grad()
 def split_embeddings(
-    model: nn.Module, split: ImageSentenceSplit, device: torch.device, amp: bool = True
+    trained: TrainedTwoBranch, split: ImageSentenceSplit
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    features = DeviceFeatures.of(split.data, device)
-    image_emb = embed_rows(model.embed_image, features.image_features, 1024, amp)
-    text_emb = embed_rows(model.embed_text, features.text_features, 1024, amp)
+    """Image and caption embeddings of ``split`` on the network's device."""
+    model, amp = trained.network, trained.config.amp
+    features = DeviceFeatures.of(split.data, trained.device)
+    image_emb = embed_rows(model.embed_image, features.image_features, EMBED_CHUNK, amp)
+    text_emb = embed_rows(model.embed_text, features.text_features, EMBED_CHUNK, amp)
     return image_emb, text_emb
 
 
@@ -144,11 +121,11 @@ def split_ids(split: ImageSentenceSplit) -> dict[str, np.ndarray]:
 def evaluate_retrieval_single(
     checkpoint: str | Path, split: ImageSentenceSplit, protocol: str, device_name: str = "auto"
 ) -> RetrievalEvaluation:
-    device = resolve_device(device_name)
-    model, config = load_trained(checkpoint, device)
-    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
+    trained = load_two_branch(checkpoint, device_name)
+    trained.check_feature_dims(split.data.image_dim, split.data.text_dim)
+    model, config, device = trained.network, trained.config, trained.device
     started = time.perf_counter()
-    image_emb, text_emb = split_embeddings(model, split, device, config.amp)
+    image_emb, text_emb = split_embeddings(trained, split)
     caption_image = split.data.caption_image
     if config.network == "embedding":
         result = evaluate_protocol(
@@ -203,12 +180,16 @@ def evaluate_localization(
     device_name: str = "auto",
 ) -> LocalizationEvaluation:
     """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
-    device = resolve_device(device_name)
-    model, config = load_trained(checkpoint, device)
-    check_feature_dims(model, checkpoint, split.data.image_dim, split.data.text_dim)
+    trained = load_two_branch(checkpoint, device_name)
+    trained.check_feature_dims(split.data.image_dim, split.data.text_dim)
+    config = trained.config
     started = time.perf_counter()
     predictions = predict_phrase_regions(
-        model, split.data, DeviceFeatures.of(split.data, device), config.network, amp=config.amp
+        trained.network,
+        split.data,
+        DeviceFeatures.of(split.data, trained.device),
+        config.network,
+        amp=config.amp,
     )
     chosen = pd.Series(
         np.where(

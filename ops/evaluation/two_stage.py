@@ -20,8 +20,6 @@ import torch
 from ops.device import autocast_context, resolve_device
 from ops.evaluation.trained import (
     RetrievalEvaluation,
-    check_feature_dims,
-    load_trained,
     merge_directions,
     split_embeddings,
     split_ids,
@@ -33,6 +31,7 @@ from ops.metrics.retrieval_protocols import (
 )
 from ops.metrics.score_sources import ScoreSource, default_chunk
 from ops.training.inputs import ImageSentenceSplit
+from ops.training.trained_model import load_two_branch
 
 # Weights of the similarity score tried on the validation split (logits are ~10× wider than
 # the embedding's cosine scores, hence the small end of the grid).
@@ -219,21 +218,21 @@ def two_stage_candidates(
     """Embed ``split`` with both networks; candidates are found per protocol fold when a
     protocol is evaluated."""
     device = resolve_device(device_name)
-    embed_model, embed_config = load_trained(embedding_checkpoint, device)
-    sim_model, sim_config = load_trained(similarity_checkpoint, device)
-    for model, path in ((embed_model, embedding_checkpoint), (sim_model, similarity_checkpoint)):
-        check_feature_dims(model, path, split.data.image_dim, split.data.text_dim)
-    image_emb, text_emb = split_embeddings(embed_model, split, device, embed_config.amp)
+    embedding = load_two_branch(embedding_checkpoint, device)
+    similarity = load_two_branch(similarity_checkpoint, device)
+    for trained in (embedding, similarity):
+        trained.check_feature_dims(split.data.image_dim, split.data.text_dim)
+    image_emb, text_emb = split_embeddings(embedding, split)
     started = time.perf_counter()
-    sim_image, sim_text = split_embeddings(sim_model, split, device, sim_config.amp)
+    sim_image, sim_text = split_embeddings(similarity, split)
     return TwoStageCandidates(
         image_emb=image_emb,
         text_emb=text_emb,
-        sim_model=sim_model,
+        sim_model=similarity.network,
         sim_image=sim_image,
         sim_text=sim_text,
         k=k,
-        amp=sim_config.amp,
+        amp=similarity.config.amp,
         seconds=time.perf_counter() - started,
     )
 

@@ -12,8 +12,7 @@ import pandas as pd
 import torch
 
 from ops.data.dataset_store import load_dataset_table
-from ops.device import resolve_device
-from ops.evaluation.trained import load_trained, split_embeddings
+from ops.evaluation.trained import split_embeddings
 from ops.report.html import (
     ReportContent,
     grounding_gallery,
@@ -29,6 +28,7 @@ from ops.storage.parquet_io import read_table
 from ops.storage.paths import report_dir
 from ops.storage.results_store import read_result
 from ops.training.inputs import image_sentence_splits
+from ops.training.trained_model import load_two_branch
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,7 @@ def retrieval_gallery_png(run: Mapping, n: int, root: Path, device_name: str = "
     split = image_sentence_splits(features["image_features"], features["text_features"], ("test",))[
         "test"
     ]
-    device = resolve_device(device_name)
-    model, config = load_trained(run["checkpoint"], device)
-    image_emb, text_emb = split_embeddings(model, split, device, config.amp)
+    image_emb, text_emb = split_embeddings(load_two_branch(run["checkpoint"], device_name), split)
     rng = np.random.default_rng(0)
     picks = rng.choice(len(split.caption_ids), size=min(n, len(split.caption_ids)), replace=False)
     with torch.no_grad():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +21,6 @@ from ops.data.tokenize import tokenize
 from ops.features.text.text_features import TextEncoders
 from ops.search.errors import SearchError
 from ops.storage.parquet_io import read_features, read_schema
-
-if TYPE_CHECKING:  # torch loads only for what needs the network (image queries, indexing)
-    import torch
-    from torch import nn
-
-EMBED_CHUNK = 1024  # rows per forward pass, as evaluation embeds them
 
 
 def text_problem(text: str, tokens: Sequence[str], known: int) -> str | None:
@@ -52,20 +46,6 @@ def encode_texts(
         for text, tokens, n in zip(texts, token_lists, known, strict=True)
     ]
     return encoders.encode(token_lists), problems
-
-
-def embed(branch: nn.Module, features: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
-    """One branch of the network applied to feature rows, as unit vectors (float32)."""
-    import torch
-
-    from ops.training.validate import embed_rows
-
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if not features.flags.writeable:  # a zero-copy view of Arrow memory
-        features = features.copy()
-    rows = torch.from_numpy(features).to(device)
-    with torch.no_grad():
-        return embed_rows(branch, rows, EMBED_CHUNK, amp).cpu().numpy()
 
 
 def image_extractor(image_features: str | Path) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from models.branch_arrays import BranchArrays
 from ops.data.registry import DatasetRegistryError, load_registry
 from ops.features.text.encoder_store import TextEncoderError, load_text_encoders
 from ops.features.text.text_features import TextEncoders
-from ops.search.encoding import embed, encode_texts, extract_query_image
+from ops.search.encoding import encode_texts, extract_query_image
 from ops.search.errors import SearchError
 from ops.search.manifest import (
     NETWORK,
@@ -46,7 +46,7 @@ from ops.storage.paths import index_dir, resolve_in_root
 from ops.storage.run_records import current_champion
 
 if TYPE_CHECKING:
-    from torch import nn
+    from ops.training.trained_model import TrainedTwoBranch
 
 # Devices a text query can run on without torch deciding anything.
 CPU_DEVICES = ("auto", "cpu")
@@ -111,7 +111,7 @@ class SearchIndex:
     stale: str | None = None  # set when the champion changed after the index was built
     _captions_of: dict[str, list[str]] | None = field(default=None, repr=False)
     _paths: dict[str, str] | None = field(default=None, repr=False)
-    _model: Any = field(default=None, repr=False)
+    _model: TrainedTwoBranch | None = field(default=None, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def captions_of(self, image_id: str) -> list[str]:
@@ -147,42 +147,31 @@ class SearchIndex:
         return id_range[1] - id_range[0]
 
     @property
-    def model(self) -> nn.Module:
-        """The champion network, loaded by the one door for trained models on first use."""
+    def model(self) -> TrainedTwoBranch:
+        """The champion network, loaded through :func:`load_two_branch` on first use; a
+        checkpoint that cannot be loaded is a SearchError naming it."""
         with self._model_lock:
             if self._model is None:
-                self._model = load_model(self.root / self.manifest["checkpoint"], self.device)
+                from ops.training.checkpoint import CheckpointError
+                from ops.training.trained_model import load_two_branch
+
+                checkpoint = self.root / self.manifest["checkpoint"]
+                try:
+                    self._model = load_two_branch(checkpoint, self.device)
+                except (CheckpointError, ValueError) as error:
+                    raise SearchError(str(error)) from None
+                except (OSError, RuntimeError, KeyError) as error:
+                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    raise SearchError(f"{checkpoint}: cannot load the network ({reason})") from None
             return self._model
 
     def embed_texts(self, features: np.ndarray) -> np.ndarray:
         if self.text_branch is not None:
             return self.text_branch.forward(features)
-        model = self.model
-        return embed(model.embed_text, features, _torch_device(model), self.manifest["amp"])
+        return self.model.embed_texts(features)
 
     def embed_images(self, features: np.ndarray) -> np.ndarray:
-        model = self.model
-        return embed(model.embed_image, features, _torch_device(model), self.manifest["amp"])
-
-
-def _torch_device(model: nn.Module) -> Any:
-    return next(model.parameters()).device
-
-
-def load_model(checkpoint: Path, device: str) -> nn.Module:
-    """The trained network at ``checkpoint`` on ``device``, or a SearchError naming it."""
-    from ops.device import resolve_device
-    from ops.evaluation.trained import load_trained
-    from ops.training.checkpoint import CheckpointError
-
-    try:
-        model, _ = load_trained(checkpoint, resolve_device(device))
-    except (CheckpointError, ValueError) as error:
-        raise SearchError(str(error)) from None
-    except (OSError, RuntimeError, KeyError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SearchError(f"{checkpoint}: cannot load the network ({reason})") from None
-    return model
+        return self.model.embed_images(features)
 
 
 def _registered(root: Path, dataset: str) -> None:
@@ -364,7 +353,7 @@ def search_image(
             f"dataset {index.manifest['dataset']!r} has precomputed image features: no CNN "
             "here makes vectors like them, so it answers text queries only"
         )
-    features = extract_query_image(image, extractor, device=str(_torch_device(index.model)))
+    features = extract_query_image(image, extractor, device=str(index.model.device))
     with single_threaded(1):
         embedding = index.embed_images(features)
         scores, ids = search(

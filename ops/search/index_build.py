@@ -25,15 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
-from torch import nn
 
 from ops.data.dataset_store import load_dataset_table
-from ops.device import resolve_device
-from ops.evaluation.trained import check_feature_dims, load_trained
-from ops.features.text.encoder_store import encoder_path, load_text_encoders
+from ops.features.text.encoder_store import encoder_path
 from ops.features.text.text_features import TextEncoders
-from ops.search.encoding import embed, encode_texts, image_extractor
+from ops.search.encoding import encode_texts, image_extractor
 from ops.search.errors import SearchError
 from ops.search.manifest import (
     INDEX_FORMAT,
@@ -54,6 +50,7 @@ from ops.storage.paths import dataset_table_file, index_dir, relative_to_root
 from ops.storage.results_store import read_result, to_json, utc_now
 from ops.storage.run_records import current_champion, decode_json, file_identity
 from ops.storage.staging import staging_folder
+from ops.training.trained_model import load_two_branch
 
 SPLIT_ORDER = ("train", "val", "test")
 # Captions re-encoded at build time to prove the query path reproduces the stored features.
@@ -123,11 +120,11 @@ def _training_sample(
 
 @dataclass(frozen=True)
 class _Part:
-    """One side of the index: a feature file, the branch embedding it, the id columns."""
+    """One side of the index: a feature file, the branch embedding its rows, the id columns."""
 
     name: str
     features: str
-    branch: nn.Module
+    branch: Callable[[np.ndarray], np.ndarray]
     columns: dict[str, Callable[[pd.DataFrame], np.ndarray]]
 
 
@@ -135,8 +132,6 @@ def _build_part(
     part: _Part,
     folder: Path,
     settings: IndexSettings,
-    device: torch.device,
-    amp: bool,
     dim: int,
     progress: Progress | None,
 ) -> dict[str, Any]:
@@ -149,12 +144,12 @@ def _build_part(
     sample = training_rows(settings, n_rows)
     if sample is not None:
         vectors = _training_sample(part.features, ranges, sample, settings.chunk_rows)
-        index.train(embed(part.branch, vectors, device, amp))
+        index.train(part.branch(vectors))
     schema = {name: pa.string() for name in part.columns}
     done = 0
     with FeatureWriter(folder / f"{part.name}.parquet", schema, dim) as writer:
         for ids, matrix in _split_batches(part.features, ranges, settings.chunk_rows):
-            embeddings = embed(part.branch, matrix, device, amp)
+            embeddings = part.branch(matrix)
             index.add(embeddings)
             writer.write({name: column(ids) for name, column in part.columns.items()}, embeddings)
             done += len(ids)
@@ -242,12 +237,12 @@ def build_retrieval_index(
         return IndexBuild(current, False, seconds, folder_size(folder), folder)
 
     log(f"indexing {dataset!r} with champion {run['run_id']}")
-    torch_device = resolve_device(device)
-    model, config = load_trained(files["checkpoint"], torch_device)
+    trained = load_two_branch(files["checkpoint"], device, text_encoder=files["text_encoder"])
+    config, encoders = trained.config, trained.text_encoders
+    assert encoders is not None
     image_dim = read_schema(files["image_features"]).field("feature").type.list_size
     text_dim = read_schema(files["text_features"]).field("feature").type.list_size
-    check_feature_dims(model, files["checkpoint"], image_dim, text_dim)
-    encoders = load_text_encoders(files["text_encoder"])
+    trained.check_feature_dims(image_dim, text_dim)
     captions = load_dataset_table(root, dataset, "captions").set_index("caption_id")["text"]
     verify_text_encoder(encoders, str(files["text_features"]), captions)
     images = load_dataset_table(root, dataset, "images").set_index("image_id")["path"]
@@ -257,7 +252,7 @@ def build_retrieval_index(
         _Part(
             "images",
             str(files["image_features"]),
-            model.embed_image,
+            trained.embed_images,
             {
                 "image_id": lambda ids: ids["image_id"].to_numpy(),
                 "split": lambda ids: ids["split"].to_numpy(),
@@ -267,7 +262,7 @@ def build_retrieval_index(
         _Part(
             "captions",
             str(files["text_features"]),
-            model.embed_text,
+            trained.embed_texts,
             {
                 "caption_id": lambda ids: ids["caption_id"].to_numpy(),
                 "image_id": lambda ids: ids["image_id"].to_numpy(),
@@ -284,8 +279,6 @@ def build_retrieval_index(
                 part,
                 fresh,
                 settings,
-                torch_device,
-                config.amp,
                 config.embed_dim,
                 None if progress is None else progress(f"index {part.name}"),
             )
@@ -293,7 +286,7 @@ def build_retrieval_index(
         }
         shutil.copy2(files["text_encoder"], fresh / TEXT_ENCODER)
         with atomic_path(fresh / TEXT_BRANCH) as tmp:
-            model.text_branch.to_arrays().save(tmp)
+            trained.network.text_branch.to_arrays().save(tmp)
         manifest = {
             "format": INDEX_FORMAT,
             "dataset": dataset,

@@ -10,10 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from models.embedding_net import EmbeddingNet
-from models.similarity_net import SimilarityNet
 from ops.storage.atomic import atomic_path
 from ops.training.config import TrainConfig
 
@@ -51,28 +48,6 @@ def recovery(path: Path) -> str:
     return (
         f"to recover, delete the run's folder {path.parent} and materialize its training asset "
         "again, which retrains it"
-    )
-
-
-def build_model(config: TrainConfig, image_dim: int, text_dim: int) -> nn.Module:
-    """The network named by ``config`` (for the phrase task the image side takes regions)."""
-    if config.network == "embedding":
-        return EmbeddingNet(
-            image_dim,
-            text_dim,
-            config.hidden_dim,
-            config.embed_dim,
-            config.dropout,
-            batch_norm_momentum=config.batch_norm_momentum,
-        )
-    return SimilarityNet(
-        image_dim,
-        text_dim,
-        config.hidden_dim,
-        config.embed_dim,
-        config.fusion_dim,
-        config.dropout,
-        batch_norm_momentum=config.batch_norm_momentum,
     )
 
 
@@ -178,22 +153,3 @@ def config_of(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> Tra
         return TrainConfig.from_json(payload["config"])
     except ValueError as error:
         raise CheckpointError(f"{path}: stored config is invalid: {error}") from error
-
-
-def load_model(
-    checkpoint_path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """The trained network of a checkpoint, in eval mode, with its config."""
-    payload = load_checkpoint(checkpoint_path, map_location)
-    config = config_of(payload, checkpoint_path)
-    dims = payload["model_dims"]
-    model = build_model(config, int(dims["image_dim"]), int(dims["text_dim"]))
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{checkpoint_path}: weights do not fit the network: {error}"
-        ) from error
-    model.to(map_location)
-    model.eval()
-    return model, config

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ops.training import distributed as dist_utils
 from ops.training.batch_plans import BatchPlan
-from ops.training.checkpoint import build_model, load_checkpoint, save_checkpoint
+from ops.training.checkpoint import load_checkpoint, save_checkpoint
 from ops.training.config import TrainConfig
 from ops.training.data import DeviceFeatures, SplitData, data_signature, task_of
 from ops.training.loss_step import has_rows_for_batch_norm, train_step
@@ -38,6 +38,7 @@ from ops.training.resume import (
     rng_payload,
     seed_per_rank,
 )
+from ops.training.trained_model import build_model
 from ops.training.validate import validate
 
 LAST_CHECKPOINT = "last.pt"

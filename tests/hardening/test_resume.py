@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ops.training.checkpoint import CheckpointError, load_checkpoint, load_model
+from ops.training.checkpoint import CheckpointError, load_checkpoint
 from ops.training.config import TrainConfig
+from ops.training.trained_model import load_two_branch
 from ops.training.trainer import train as run_training
 from tests.training_problems import SMALL, make_image_sentence, make_phrase_region
 
@@ -152,7 +153,7 @@ def test_foreign_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused to load"):
         load_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="refused to load"):
-        load_model(foreign)
+        load_two_branch(foreign, "cpu")
     with pytest.raises(CheckpointError, match="refused to load"):
         run_training(TrainConfig(**SMALL), make_image_sentence(60, 0), None, foreign.parent)
     assert not marker.exists(), "the pickled payload must never run"
@@ -160,4 +161,4 @@ def test_foreign_checkpoint_is_refused(tmp_path):
     untagged = tmp_path / "untagged.pt"
     torch.save({"model": {"w": torch.zeros(2)}}, untagged)
     with pytest.raises(CheckpointError, match="not a twobranch checkpoint"):
-        load_model(untagged)
+        load_two_branch(untagged, "cpu")
