@@ -120,9 +120,12 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
         assert table["weight"].tolist() == sorted({0.0, *weights})
         assert table["chosen"].sum() == 1 and choice.weight in table["weight"].tolist()
         # Weight 0 is the embedding network alone, exactly.
-        assert choice.single_stage_rsum == pytest.approx(single_rsum, abs=1e-9)
-        assert choice.chosen_rsum >= choice.single_stage_rsum
-        assert choice.chosen_rsum == table["rsum"].max()
+        single_stage_rsum = table.loc[table["weight"] == 0.0, "rsum"].iloc[0]
+        chosen_rsum = table.loc[table["chosen"], "rsum"].iloc[0]
+        assert single_stage_rsum == pytest.approx(single_rsum, abs=1e-9)
+        assert chosen_rsum >= single_stage_rsum
+        assert chosen_rsum == table["rsum"].max()
+        assert table.loc[table["chosen"], "weight"].iloc[0] == choice.weight
 
     result = evaluate_retrieval_runs(
         embedding, similarity, "test", rerank_k=10, device="cpu", weights=(0.1, 1.0)

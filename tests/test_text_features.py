@@ -59,7 +59,6 @@ def test_mean_features_exact_values_and_zero_rows(tmp_path):
     np.testing.assert_allclose(matrix[3], np.array([1.0, 6.0]) / np.sqrt(37.0), rtol=1e-6)
     assert stats.rows == 4 and stats.dim == 2
     assert stats.empty_after_tokenize == 1 and stats.no_known_words == 1
-    assert stats.zero_vectors == 2
     assert stats.tokens == {"train": 5, "val": 0, "test": 4}
     assert stats.oov_rate["val"] == 0.0
     assert stats.oov_rate["train"] == pytest.approx(3 / 5)

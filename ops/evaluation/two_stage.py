@@ -245,14 +245,6 @@ class WeightChoice:
     table: pd.DataFrame  # weight, rsum, chosen
     tuned_protocol: str = "all"  # the validation protocol the R-sums are under
 
-    @property
-    def single_stage_rsum(self) -> float:
-        return float(self.table.loc[self.table["weight"] == 0.0, "rsum"].iloc[0])
-
-    @property
-    def chosen_rsum(self) -> float:
-        return float(self.table.loc[self.table["chosen"], "rsum"].iloc[0])
-
 
 def tuning_protocol(protocol: str, n_images: int, fold_size: int = 1000) -> str:
     """The validation protocol a weight for test protocol ``protocol`` is chosen under: the

@@ -42,11 +42,6 @@ class TextFeatureStats:
     no_known_words: int  # texts with tokens, none in the vocabulary
     seconds: float
 
-    @property
-    def zero_vectors(self) -> int:
-        """Texts written as all-zero vectors (nothing to encode)."""
-        return self.empty_after_tokenize + self.no_known_words
-
 
 @dataclass
 class TextEncoders:
