@@ -7,13 +7,13 @@ from typing import Literal
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
 from assets.metadata import counts_by, feature_preview, preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.sharding import (
     merged_features,
     same_config_for_ops,
@@ -27,6 +27,7 @@ from ops.data.precomp import PRECOMP_VARIANT, write_precomp_image_features
 from ops.data.registry import get_dataset
 from ops.data.tokenize import tokenize
 from ops.features.image_features import extract_image_features, image_variant
+from ops.features.settings import ImageFeatureSettings
 from ops.features.shards import shard_file
 from ops.features.text.encoder_store import encoder_path, save_text_encoders
 from ops.features.text.text_features import (
@@ -36,7 +37,6 @@ from ops.features.text.text_features import (
 )
 from ops.features.text.word_store import load_word_vectors_file, save_word_vectors
 from ops.features.text.word_vectors import load_word_vectors, oov_rate
-from ops.storage.parquet_io import FeatureDtype
 from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
@@ -46,22 +46,7 @@ def _manifest(dataset: str, path, rows: int, dim: int, variant: str) -> dict:
     return {"dataset": dataset, "path": str(path), "rows": rows, "dim": dim, "variant": variant}
 
 
-class ImageFeatureConfig(dg.Config):
-    """CNN image features: any torchvision classification backbone by name.
-
-    ``weights``: ``none`` (random init, seeded), a torchvision weights name such as
-    ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file. ``shards`` splits
-    the images into that many contiguous parts, each extracted in its own step.
-    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
-    cache; training and evaluation compute in float32 either way)."""
-
-    backbone: str = "resnet18"
-    weights: str = "none"
-    image_size: int | None = None
-    ten_crop: bool = False
-    batch_size: int = 64
-    shards: int = Field(default=1, ge=1)
-    feature_dtype: FeatureDtype = "float32"
+ImageFeatureConfig = dagster_config(ImageFeatureSettings, "ImageFeatureConfig", __name__)
 
 
 def _precomp_folder(root, dataset: str) -> Path | None:
@@ -118,11 +103,7 @@ def image_features_shard(
     stats = extract_image_features(
         table,
         path,
-        backbone=config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        ten_crop=config.ten_crop,
-        batch_size=config.batch_size,
+        settings_from(config, ImageFeatureSettings),
         num_workers=compute.workers,
         device=compute.device_name,
         dataset=dataset,
