@@ -133,6 +133,30 @@ def add_summary_command(subparsers: argparse._SubParsersAction) -> None:
     summary.set_defaults(handler=_run_summary)
 
 
+def _run_profile(args: argparse.Namespace) -> int:
+    # Dagster's own merge, so the printed config is what ``dagster job execute -c A -c B`` runs.
+    import yaml
+    from dagster_shared.yaml_utils import load_yaml_from_glob_list
+
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:
+        print(f"twobranch profile: no such file {', '.join(missing)}", file=sys.stderr)
+        return 2
+    merged = load_yaml_from_glob_list([str(path) for path in args.files])
+    sys.stdout.write(yaml.safe_dump(merged, sort_keys=False))
+    return 0
+
+
+def add_profile_command(subparsers: argparse._SubParsersAction) -> None:
+    profile = subparsers.add_parser(
+        "profile",
+        help="print run configurations merged as `dagster job execute -c A -c B` merges them "
+        "(the first file wins), e.g. to paste an overlay and its base into the launchpad",
+    )
+    profile.add_argument("files", nargs="+", help="run configuration files, overlay first")
+    profile.set_defaults(handler=_run_profile)
+
+
 def _guarded(handler):
     def run(args: argparse.Namespace) -> int:
         try:
@@ -191,7 +215,9 @@ def add_dataset_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return plain_cli.main(argv, extra_commands=[add_dataset_commands, add_summary_command])
+    return plain_cli.main(
+        argv, extra_commands=[add_dataset_commands, add_summary_command, add_profile_command]
+    )
 
 
 if __name__ == "__main__":

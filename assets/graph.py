@@ -2,11 +2,11 @@
 training assets learn from."""
 
 import dagster as dg
-import pydantic
 
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.skips import skip_reason
 from ops.graph.build import GraphSettings, knn_method
 from ops.graph.store import build_graph, graph_preview
@@ -15,14 +15,7 @@ from ops.storage.results_store import publish_catalogue
 
 GRAPH_GROUP = "graph"
 
-# Built from GraphSettings' fields: each setting, its default and its range are written once.
-GraphConfig = pydantic.create_model(
-    "GraphConfig",
-    __base__=dg.Config,
-    __doc__=GraphSettings.__doc__,
-    __module__=__name__,
-    **{name: (info.annotation, info) for name, info in GraphSettings.model_fields.items()},
-)
+GraphConfig = dagster_config(GraphSettings, "GraphConfig", __name__)
 
 
 @dg.asset(group_name=GRAPH_GROUP, kinds={"parquet", "duckdb"}, partitions_def=DATASETS)
@@ -41,7 +34,7 @@ def neighborhood_graph(
     nearest neighbors by feature. The training assets take their positives and neighborhoods
     from it; queryable as ``neighbors``."""
     root, dataset = storage.root, captions["dataset"]
-    settings = GraphSettings(**config.model_dump())
+    settings = settings_from(config, GraphSettings)
     regions_skipped = skip_reason(region_proposals)
     summary = build_graph(
         root,

@@ -2,26 +2,20 @@
 
 import dagster as dg
 import pandas as pd
-import pydantic
 
 from assets.metadata import preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.skips import waiting_for_retraining
 from ops.search.index_build import build_retrieval_index
-from ops.search.settings import IndexSettings, settings_fields
+from ops.search.settings import IndexSettings
 from ops.storage.input_fingerprints import InputsChanged
 
 SEARCH_GROUP = "search"
 
-RetrievalIndexConfig = pydantic.create_model(
-    "RetrievalIndexConfig",
-    __base__=dg.Config,
-    __doc__=IndexSettings.__doc__,
-    __module__=__name__,
-    **settings_fields(),
-)
+RetrievalIndexConfig = dagster_config(IndexSettings, "RetrievalIndexConfig", __name__)
 
 
 def _split_rows(manifest: dict) -> pd.DataFrame:
@@ -56,7 +50,7 @@ def retrieval_index(
         built = build_retrieval_index(
             storage.root,
             dataset,
-            IndexSettings(**config.model_dump()),
+            settings_from(config, IndexSettings),
             compute.device_name,
             log=context.log.info,
             progress=lambda what: progress_logger(context, what),

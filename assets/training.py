@@ -9,6 +9,7 @@ from assets.deployment import accelerator_step_tags
 from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config
 from assets.skips import skip_reason, skipped_output
 from assets.torchrun import train_with_torchrun
 from ops.training.config import DistributedSettings, Network, Task
@@ -25,13 +26,7 @@ def _check(config: dg.Config) -> dg.Config:
 
 
 # The launchpad's ``distributed`` section, built from the settings model's fields.
-DistributedConfig = pydantic.create_model(
-    "DistributedConfig",
-    __base__=dg.Config,
-    __doc__=DistributedSettings.__doc__,
-    __module__=__name__,
-    **{name: (info.annotation, info) for name, info in DistributedSettings.model_fields.items()},
-)
+DistributedConfig = dagster_config(DistributedSettings, "DistributedConfig", __name__)
 
 
 def _config_fields() -> dict[str, tuple[object, pydantic.fields.FieldInfo]]:

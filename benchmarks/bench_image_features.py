@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from ops.features.backbones import build_backbone
 from ops.features.image_features import extract_image_features
+from ops.features.settings import ImageFeatureSettings
 
 
 def synthetic_images(folder: Path, count: int, size: int, seed: int = 0) -> pd.DataFrame:
@@ -79,8 +80,7 @@ def pipeline_rates(
     stats = extract_image_features(
         images,
         out,
-        image_size=size,
-        batch_size=batch_size,
+        ImageFeatureSettings(image_size=size, batch_size=batch_size),
         num_workers=2,
         device="cpu",
         progress=mark,
@@ -93,7 +93,13 @@ def pipeline_rates(
 def child_peak_rss(count: int, folder: Path, size: int) -> None:
     images = synthetic_images(folder / f"rss{count}", count, size, seed=1)
     # Measure only the extraction: reset nothing, but report the high-water mark after it.
-    extract_image_features(images, folder / f"rss{count}.parquet", image_size=size, device="cpu")
+    extract_image_features(
+        images,
+        folder / f"rss{count}.parquet",
+        ImageFeatureSettings(image_size=size),
+        num_workers=2,
+        device="cpu",
+    )
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

@@ -34,6 +34,7 @@ from peak_rss import PeakRss
 
 from models.embedding_net import EmbeddingNet
 from ops.data.tables import CAPTIONS_PER_IMAGE
+from ops.features.text.settings import WordVectorSettings
 from ops.features.text.text_features import TextEncoders
 from ops.features.text.word_vectors import load_word_vectors
 from ops.search.engine import SearchIndex, search_text
@@ -159,7 +160,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    wv = load_word_vectors("glove_6b_50d", vocab_filter=set(WORDS))
+    wv = load_word_vectors(WordVectorSettings(), vocab_filter=set(WORDS))
     encoders = TextEncoders("mean", wv)
     model = EmbeddingNet(2048, wv.dim, 2048, args.dim).eval()
 

@@ -47,12 +47,15 @@ class StepCost:
 
 
 def write_word2vec_binary(path: Path, seed: int = 0) -> None:
-    """A gzipped word2vec binary file with a vector for every word the captions use."""
+    """A gzipped word2vec binary file with a vector for every word the captions use.
+
+    Heavy-tailed (Laplace) coordinates, as trained word vectors have: on Gaussian vectors the
+    paper's ICA step finds no independent directions and runs to its iteration limit."""
     rng = np.random.default_rng(seed)
     with gzip.open(path, "wb") as handle:
         handle.write(f"{VOCABULARY} {WORD_DIM}\n".encode())
         for n in range(VOCABULARY):
-            vector = rng.standard_normal(WORD_DIM).astype("<f4")
+            vector = rng.laplace(size=WORD_DIM).astype("<f4")
             handle.write(f"w{n} ".encode() + vector.tobytes() + b"\n")
 
 

@@ -24,6 +24,8 @@ HEADER = "| stage | setting | default | source | note |\n|---|---|---|---|---|"
 
 def settings_models() -> dict[str, dict[str, FieldInfo]]:
     """Per stage, its settings fields by name (imported here: the training model needs torch)."""
+    from ops.features.settings import ImageFeatureSettings
+    from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
     from ops.graph.build import GraphSettings
     from ops.search.settings import IndexSettings
     from ops.training.config import TrainConfig
@@ -32,6 +34,9 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
     training = dict(TrainConfig.model_fields)
     training |= {name: info for name, (_, info) in DATA_SETTINGS.items()}
     return {
+        "image_features": dict(ImageFeatureSettings.model_fields),
+        "word_vectors": dict(WordVectorSettings.model_fields),
+        "text_features": dict(TextFeatureSettings.model_fields),
         "training": training,
         "neighborhood_graph": dict(GraphSettings.model_fields),
         "retrieval_index": dict(IndexSettings.model_fields),

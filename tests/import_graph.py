@@ -1,14 +1,20 @@
 """The project's import graph, read from source (nothing is imported), and the layering rules
-it must keep: ``assets → ops → models``, no cycles between modules, and no cycle between the
-job packages of ``ops`` (a package never imports a package that imports it)."""
+it must keep: ``assets → ops → models``, no cycles between modules, no cycle between the
+job packages of ``ops`` (a package never imports a package that imports it), ``ops`` free of
+Dagster, and ``models`` on torch, numpy and the standard library alone."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 LAYERS = ("assets", "ops", "models")  # each may import only the ones after it
+# Outside libraries a layer must not import (a prefix: ``dagster`` covers ``dagster_k8s``).
+FORBIDDEN_LIBRARIES = {"ops": ("dagster",)}
+# The only outside libraries ``models`` may import, besides the standard library.
+MODEL_LIBRARIES = {"torch", "numpy"}
 
 
 def project_modules(root: Path) -> dict[str, Path]:
@@ -35,6 +41,50 @@ def _resolve(modules: dict[str, Path], dotted: str) -> str | None:
         if candidate in modules:
             return candidate
     return None
+
+
+def _imported_names(path: Path) -> Iterable[tuple[ast.Import | ast.ImportFrom, list[str]]]:
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield node, [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            yield node, [node.module or ""]
+
+
+def library_imports(root: Path) -> dict[str, set[str]]:
+    """Top-level names of the outside libraries each module imports (function bodies too)."""
+    modules = project_modules(root)
+    found: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        libraries = found.setdefault(name, set())
+        for node, targets in _imported_names(path):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                continue
+            for target in targets:
+                top = target.split(".")[0]
+                if top not in LAYERS and top != "__future__":
+                    libraries.add(top)
+    return found
+
+
+def forbidden_library_imports(libraries: dict[str, set[str]]) -> list[str]:
+    """``ops`` importing Dagster; ``models`` importing anything beyond torch, numpy, stdlib."""
+    problems = []
+    for module, names in libraries.items():
+        layer = module.split(".")[0]
+        for library in sorted(names):
+            banned = any(
+                library == prefix or library.startswith(f"{prefix}_")
+                for prefix in FORBIDDEN_LIBRARIES.get(layer, ())
+            )
+            outside_models = (
+                layer == "models"
+                and library not in MODEL_LIBRARIES
+                and library not in sys.stdlib_module_names
+            )
+            if banned or outside_models:
+                problems.append(f"{module} imports {library}")
+    return sorted(problems)
 
 
 def imports_of(modules: dict[str, Path], name: str) -> set[str]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster_shared.yaml_utils import load_yaml_from_glob_list
 
+from assets import cli
 from assets.automation import JOBS
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.deployment import executor_from_env
@@ -17,10 +19,20 @@ from assets.resources import ComputeSettings, TwobranchStorage
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 PROFILES = ["paper_flickr30k_entities", "lab_flickr30k", "coco_5k"]
+# Overlays and the profile each one is run on top of.
+OVERLAYS = {"k8s_flickr30k_entities": "paper_flickr30k_entities"}
 
 
 def _load(name: str) -> dict:
     return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+def _run_config(name: str) -> dict:
+    """What ``dagster job execute -c <overlay> -c <base>`` runs: Dagster's own merge."""
+    if name not in OVERLAYS:
+        return _load(name)
+    files = [str(CONFIGS / f"{name}.yaml"), str(CONFIGS / f"{OVERLAYS[name]}.yaml")]
+    return load_yaml_from_glob_list(files)
 
 
 def _full_pipeline() -> dg.JobDefinition:
@@ -51,8 +63,7 @@ def test_every_shipped_config_validates_against_full_pipeline(
         monkeypatch.setenv("TWOBRANCH_EXECUTOR", "k8s")
     else:
         monkeypatch.delenv("TWOBRANCH_EXECUTOR", raising=False)
-    run_config = yaml.safe_load(path.read_text())
-    dg.validate_run_config(_full_pipeline(), run_config)  # raises if not valid
+    dg.validate_run_config(_full_pipeline(), _run_config(path.stem))  # raises if not valid
 
 
 def test_a_config_with_a_mistake_is_refused() -> None:
@@ -93,14 +104,30 @@ def test_the_paper_profile_is_the_papers_setup() -> None:
     }
 
 
-def test_the_cluster_config_is_the_paper_profile_plus_shards() -> None:
+def test_the_cluster_overlay_adds_shards_to_the_paper_profile_and_the_cli_prints_the_merge(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     paper = _load("paper_flickr30k_entities")["ops"]
-    cluster = _load("k8s_flickr30k_entities")["ops"]
+    overlay = _load("k8s_flickr30k_entities")
+    assert {name: op["config"] for name, op in overlay["ops"].items()} == {
+        "image_features": {"shards": 8},
+        "region_proposals": {"shards": 32},
+        "region_features": {"shards": 8},
+    }
+    merged = _run_config("k8s_flickr30k_entities")
+    assert merged["execution"] == overlay["execution"]
+    assert merged["ops"]["region_features"]["config"]["backbone"] == "vgg19"
     without_shards = {
         name: {"config": {k: v for k, v in op["config"].items() if k != "shards"}}
-        for name, op in cluster.items()
+        for name, op in merged["ops"].items()
     }
     assert without_shards == paper
+    overlay_file = CONFIGS / "k8s_flickr30k_entities.yaml"
+    base_file = CONFIGS / "paper_flickr30k_entities.yaml"
+    assert cli.main(["profile", str(overlay_file), str(base_file)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == merged
+    assert cli.main(["profile", str(CONFIGS / "absent.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_lab_and_coco_profiles() -> None:

@@ -20,6 +20,7 @@ from dagster_k8s.job import (
     construct_dagster_k8s_job,
     get_user_defined_k8s_config,
 )
+from dagster_shared.yaml_utils import load_yaml_from_glob_list
 
 from assets.automation import JOBS, SENSORS, build_retrain_schedule
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
@@ -31,7 +32,11 @@ from assets.training import TRAINING_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "k8s"
-CLUSTER_RUN_CONFIG = REPO / "configs" / "k8s_flickr30k_entities.yaml"
+# The cluster overlay first, then the paper profile it adds to (Dagster's merge order).
+CLUSTER_RUN_CONFIGS = [
+    REPO / "configs" / "k8s_flickr30k_entities.yaml",
+    REPO / "configs" / "paper_flickr30k_entities.yaml",
+]
 
 
 def _yaml(path: Path) -> dict:
@@ -119,7 +124,7 @@ def test_code_location_loads_with_the_kubernetes_executor(tmp_path: Path) -> Non
 def test_cluster_run_config_is_valid_for_full_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOBRANCH_EXECUTOR", "k8s")
     job = _definitions().resolve_job_def("full_pipeline")
-    run_config = _yaml(CLUSTER_RUN_CONFIG)
+    run_config = load_yaml_from_glob_list([str(path) for path in CLUSTER_RUN_CONFIGS])
     dg.validate_run_config(job, run_config)  # raises DagsterInvalidConfigError if not
     shards = {
         name: run_config["ops"][name]["config"]["shards"]

@@ -14,6 +14,7 @@ from torchvision import transforms as T
 from ops.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, weights_tag
 from ops.features.image_features import extract_image_features, image_variant
+from ops.features.settings import ImageFeatureSettings as Settings
 from ops.storage.parquet_io import read_features
 
 SIZES = [(48, 40), (40, 48), (36, 36), (44, 32), (32, 44)]
@@ -47,9 +48,15 @@ def bare_features(images: pd.DataFrame, image_size: int, weights: str = "none") 
 
 def test_rows_dim_order_and_determinism(images: pd.DataFrame, tmp_path: Path) -> None:
     first, second, third = (tmp_path / f"{name}.parquet" for name in "abc")
-    stats = extract_image_features(images, first, image_size=32, batch_size=2, num_workers=2)
-    extract_image_features(images, second, image_size=32, batch_size=2, num_workers=0)
-    extract_image_features(images, third, image_size=32, batch_size=3, num_workers=1)
+    stats = extract_image_features(
+        images, first, Settings(image_size=32, batch_size=2), num_workers=2, device="auto"
+    )
+    extract_image_features(
+        images, second, Settings(image_size=32, batch_size=2), num_workers=0, device="auto"
+    )
+    extract_image_features(
+        images, third, Settings(image_size=32, batch_size=3), num_workers=1, device="auto"
+    )
     ids, matrix = read_features(first)
     _, again = read_features(second)
     _, rebatched = read_features(third)
@@ -68,7 +75,7 @@ def test_rows_dim_order_and_determinism(images: pd.DataFrame, tmp_path: Path) ->
 
 def test_matches_bare_backbone_forward(images: pd.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "f.parquet"
-    extract_image_features(images, out, image_size=64, num_workers=0)
+    extract_image_features(images, out, Settings(image_size=64), num_workers=0, device="auto")
     _, matrix = read_features(out)
     np.testing.assert_allclose(matrix, bare_features(images, 64), atol=1e-4, rtol=1e-4)
 
@@ -79,7 +86,13 @@ def test_local_state_dict_is_loaded(images: pd.DataFrame, tmp_path: Path) -> Non
     weights_file = tmp_path / "resnet18_custom.pth"
     torch.save(model.state_dict(), weights_file)
     out = tmp_path / "f.parquet"
-    extract_image_features(images, out, weights=str(weights_file), image_size=32, num_workers=0)
+    extract_image_features(
+        images,
+        out,
+        Settings(weights=str(weights_file), image_size=32),
+        num_workers=0,
+        device="auto",
+    )
     _, matrix = read_features(out)
     transform = T.Compose(
         [T.Resize((32, 32), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -124,7 +137,9 @@ def test_offline_torchvision_weights_explain_the_cache(monkeypatch: pytest.Monke
 
 def test_ten_crop_averages_the_crops(images: pd.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "ten.parquet"
-    stats = extract_image_features(images, out, image_size=32, ten_crop=True, num_workers=0)
+    stats = extract_image_features(
+        images, out, Settings(image_size=32, ten_crop=True), num_workers=0, device="auto"
+    )
     assert stats.variant == "resnet18_32_10crop"
     _, matrix = read_features(out)
     net = build_backbone("resnet18", "none", 32)
@@ -165,7 +180,12 @@ def test_interrupted_write_leaves_no_file(images: pd.DataFrame, tmp_path: Path) 
 
     with pytest.raises(KeyboardInterrupt):
         extract_image_features(
-            images, out, image_size=32, batch_size=2, num_workers=0, progress=fail_after_first_batch
+            images,
+            out,
+            Settings(image_size=32, batch_size=2),
+            num_workers=0,
+            device="auto",
+            progress=fail_after_first_batch,
         )
     assert not out.exists()
     assert list(out.parent.iterdir()) == []

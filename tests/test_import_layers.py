@@ -8,7 +8,9 @@ from tests.import_graph import (
     backward_imports,
     cycles,
     describe,
+    forbidden_library_imports,
     import_graph,
+    library_imports,
     unit_graph,
 )
 
@@ -17,6 +19,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_layers_import_one_way() -> None:
     assert backward_imports(import_graph(ROOT)) == []
+
+
+def test_ops_has_no_dagster_and_models_only_torch_numpy_and_the_standard_library() -> None:
+    libraries = library_imports(ROOT)
+    # The reading sees real imports: the layer's own libraries are there.
+    assert "torch" in libraries["models.embedding_net"]
+    assert "dagster" in libraries["assets.definitions"]
+    assert forbidden_library_imports(libraries) == []
+
+
+def test_the_library_rule_catches_dagster_in_ops_and_pandas_in_models(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "assets/__init__.py": "import dagster as dg\n",
+            "ops/__init__.py": "",
+            "ops/run.py": "import numpy\ndef later():\n    from dagster_k8s import x\n",
+            "ops/pipes.py": "from dagster_pipes import open_dagster_pipes\n",
+            "ops/store.py": "import pandas\nfrom . import run\n",
+            "models/__init__.py": "",
+            "models/net.py": "import torch.nn\nimport numpy as np\nimport math, json\n",
+            "models/frame.py": "from pandas import DataFrame\nfrom __future__ import annotations\n",
+            "models/fit.py": "import sklearn.linear_model\nfrom .net import x\n",
+        },
+    )
+    assert forbidden_library_imports(library_imports(tmp_path)) == [
+        "models.fit imports sklearn",
+        "models.frame imports pandas",
+        "ops.pipes imports dagster_pipes",
+        "ops.run imports dagster_k8s",
+    ]
 
 
 def test_no_module_import_cycle() -> None:

@@ -17,6 +17,7 @@ from ops.features.region_features import (
     region_variant,
     spatial_columns,
 )
+from ops.features.settings import ImageFeatureSettings
 from ops.storage.parquet_io import read_features, write_table
 from tests.region_images import write_region_setup
 
@@ -40,7 +41,9 @@ def test_whole_image_box_equals_image_feature(setup, tmp_path: Path) -> None:
         batch_size=2,
         num_workers=0,
     )
-    extract_image_features(images, image_out, image_size=64, num_workers=0)
+    extract_image_features(
+        images, image_out, ImageFeatureSettings(image_size=64), num_workers=0, device="auto"
+    )
     ids, regions = read_features(regions_out)
     _, whole = read_features(image_out)
     assert stats.rows == len(proposals) == len(ids) and stats.dim == 512

@@ -15,6 +15,7 @@ import pytest
 from assets.sharding import shard_spec
 from ops.features.image_features import extract_image_features
 from ops.features.region_features import extract_region_features
+from ops.features.settings import ImageFeatureSettings
 from ops.features.shards import (
     merge_shard_files,
     plan_shards,
@@ -91,14 +92,14 @@ def test_sharded_image_features_equal_one_pass(tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
     images = make_images(folder)
-    options = {"backbone": "squeezenet1_1", "image_size": 32, "batch_size": 2, "num_workers": 0}
+    settings = ImageFeatureSettings(backbone="squeezenet1_1", image_size=32, batch_size=2)
     whole = tmp_path / "whole.parquet"
-    extract_image_features(images, whole, device="cpu", **options)
+    extract_image_features(images, whole, settings, num_workers=0, device="cpu")
     parts = []
     for spec in plan_shards(len(images), 2):
         parts.append(shard_file(tmp_path / "merged.parquet", spec, "run"))
         extract_image_features(
-            images.iloc[spec.start : spec.stop], parts[-1], device="cpu", **options
+            images.iloc[spec.start : spec.stop], parts[-1], settings, num_workers=0, device="cpu"
         )
     merge_shard_files(parts, tmp_path / "merged.parquet")
     whole_ids, whole_matrix = read_features(whole)

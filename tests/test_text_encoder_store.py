@@ -15,6 +15,7 @@ from ops.features.text.encoder_store import (
     load_text_encoders,
     save_text_encoders,
 )
+from ops.features.text.settings import TextFeatureSettings
 from ops.features.text.text_features import fit_text_encoders
 from ops.features.text.word_vectors import WordVectors
 
@@ -45,7 +46,7 @@ def _sentences(n: int, seed: int) -> list[str]:
 def test_a_saved_encoder_encodes_new_text_exactly_as_the_fitted_one(
     tmp_path: Path, settings: dict
 ) -> None:
-    fitted = fit_text_encoders(_sentences(300, 1), _vectors(), **settings)
+    fitted = fit_text_encoders(_sentences(300, 1), _vectors(), TextFeatureSettings(**settings))
     path = save_text_encoders(fitted, tmp_path / "text_x.encoder.npz")
     loaded = load_text_encoders(path)
     assert loaded.variant == fitted.variant and loaded.fingerprint() == fitted.fingerprint()
@@ -65,7 +66,9 @@ def test_a_foreign_or_tampered_file_is_refused(tmp_path: Path) -> None:
     np.savez(foreign, something=np.zeros(3))
     with pytest.raises(TextEncoderError, match="not a twobranch text encoder"):
         load_text_encoders(foreign)
-    fitted = fit_text_encoders(_sentences(100, 1), _vectors(), "mean", pca_dim=3)
+    fitted = fit_text_encoders(
+        _sentences(100, 1), _vectors(), TextFeatureSettings(method="mean", pca_dim=3)
+    )
     path = save_text_encoders(fitted, tmp_path / "text.encoder.npz")
     with np.load(path) as stored:
         arrays = {name: stored[name] for name in stored.files}

@@ -7,7 +7,9 @@ from ops.data.tokenize import tokenize
 from ops.features.text import pca as text_pca
 from ops.features.text.fisher import FisherVectorEncoder, power_l2_normalize
 from ops.features.text.pca import fit_pca
+from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
 from ops.features.text.text_features import (
+    TextEncoders,
     build_text_features,
     dataset_vocabulary,
     fit_text_encoders,
@@ -45,7 +47,9 @@ def test_mean_features_exact_values_and_zero_rows(tmp_path):
         }
     )
     out = tmp_path / "text_mean_hand.parquet"
-    stats = build_text_features(texts, ["caption_id", "image_id"], out, wv, "mean")
+    stats = build_text_features(
+        texts, ["caption_id", "image_id"], out, TextEncoders("mean", wv), chunk_rows=4096
+    )
     ids, matrix = read_features(out)
 
     assert ids.columns.tolist() == ["caption_id", "image_id", "split"]
@@ -82,8 +86,7 @@ def test_build_streams_in_chunks_and_reports_progress(tmp_path):
         texts,
         ["phrase_id", "caption_id", "image_id"],
         out,
-        wv,
-        "mean",
+        TextEncoders("mean", wv),
         chunk_rows=4,
         progress=lambda done, total: seen.append((done, total)),
     )
@@ -157,15 +160,21 @@ def test_fisher_with_ica_words_and_variant_names():
     wv = random_vectors(4, seed=5)
     train = random_sentences(80, seed=6)
     encoders = fit_text_encoders(
-        train, wv, "fisher", fisher_components=2, pca_dim=5, word_dim=3, word_transform="ica"
+        train,
+        wv,
+        TextFeatureSettings(
+            method="fisher", fisher_components=2, pca_dim=5, word_dim=3, word_transform="ica"
+        ),
     )
     assert encoders.fisher.dim == 2 * 2 * 3
     assert encoders.variant == "fisher2_ica3_pca5_rand4"
     assert encoders.dim == 5
     assert encoders.encode([tokenize(train[0])]).shape == (1, 5)
-    assert fit_text_encoders(train, wv, "mean").variant == "mean_rand4"
+    assert fit_text_encoders(train, wv, TextFeatureSettings()).variant == "mean_rand4"
     with pytest.raises(ValueError, match="PCA to 50 dims"):
-        fit_text_encoders(train, wv, "fisher", fisher_components=2, pca_dim=50)
+        fit_text_encoders(
+            train, wv, TextFeatureSettings(method="fisher", fisher_components=2, pca_dim=50)
+        )
 
 
 def test_fisher_fit_needs_enough_words():
@@ -245,18 +254,21 @@ def _fit_and_build(texts: pd.DataFrame, source: str, tmp_path, tag: str):
     train_texts = texts.loc[texts["split"] == "train", "text"].tolist()
     if source == "word2vec_train":
         wv = load_word_vectors(
-            source, train_sentences=[tokenize(t) for t in train_texts], dim=6, min_count=1
+            WordVectorSettings(source=source, word2vec_dim=6, word2vec_min_count=1),
+            train_sentences=[tokenize(t) for t in train_texts],
         )
     else:
         # The lookup filter covers every split: restricting pretrained vectors is not fitting.
-        wv = load_word_vectors(source, vocab_filter=dataset_vocabulary(texts["text"]))
+        wv = load_word_vectors(
+            WordVectorSettings(source=source), vocab_filter=dataset_vocabulary(texts["text"])
+        )
     encoders = fit_text_encoders(
-        train_texts, wv, "fisher", fisher_components=2, pca_dim=4, word_dim=3, seed=0
+        train_texts,
+        wv,
+        TextFeatureSettings(method="fisher", fisher_components=2, pca_dim=4, word_dim=3),
     )
     out = tmp_path / f"{tag}.parquet"
-    build_text_features(
-        texts, ["caption_id", "image_id"], out, wv, "fisher", encoders.fisher, encoders.pca
-    )
+    build_text_features(texts, ["caption_id", "image_id"], out, encoders, chunk_rows=4096)
     ids, matrix = read_features(out)
     return encoders, matrix[(ids["split"] == "train").to_numpy()], matrix
 

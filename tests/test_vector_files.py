@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
+from ops.features.text.settings import WordVectorSettings
 from ops.features.text.vector_files import read_binary_vectors, read_text_vectors
 from ops.features.text.word_vectors import load_word_vectors
 
@@ -57,7 +58,7 @@ def test_memory_follows_the_kept_words_not_the_file(tmp_path) -> None:
     keep = {f"w{k}" for k in range(0, 200_000, 20_000)}
     tracemalloc.start()
     try:
-        wv = load_word_vectors("file", path, vocab_filter=keep)
+        wv = load_word_vectors(WordVectorSettings(source="file", path=str(path)), vocab_filter=keep)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -8,6 +8,7 @@ from gensim.models import KeyedVectors
 
 from ops.data.tables import DatasetFormatError
 from ops.data.tokenize import tokenize
+from ops.features.text.settings import WordVectorSettings
 from ops.features.text.word_vectors import (
     WordVectors,
     detect_vector_format,
@@ -17,6 +18,10 @@ from ops.features.text.word_vectors import (
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "samples"
 GLOVE_SAMPLE = SAMPLES / "glove" / "glove.6B.100d.sample.txt.gz"
+
+
+def _file(path: Path | str) -> WordVectorSettings:
+    return WordVectorSettings(source="file", path=str(path))
 
 
 # --- tokenizer ---------------------------------------------------------------------------
@@ -101,12 +106,12 @@ def _first_sample_line() -> tuple[str, np.ndarray]:
 def test_glove_sample_file_loads_with_values_from_the_file():
     word, expected = _first_sample_line()
     assert detect_vector_format(GLOVE_SAMPLE) == (False, False)
-    wv = load_word_vectors("file", GLOVE_SAMPLE)
+    wv = load_word_vectors(_file(GLOVE_SAMPLE))
     assert wv.dim == 100 == expected.size
     assert len(wv) == 100
     np.testing.assert_array_equal(wv.matrix[wv.vocab[word]], expected)
 
-    filtered = load_word_vectors("file", GLOVE_SAMPLE, vocab_filter={word, "notaword"})
+    filtered = load_word_vectors(_file(GLOVE_SAMPLE), vocab_filter={word, "notaword"})
     assert list(filtered.vocab) == [word]
     np.testing.assert_array_equal(filtered.matrix[0], expected)
 
@@ -128,7 +133,7 @@ def test_word2vec_formats_round_trip(tmp_path, name, binary):
     path = tmp_path / name
     kv.save_word2vec_format(str(path), binary=binary)
     assert detect_vector_format(path) == (binary, True)
-    wv = load_word_vectors("file", path)
+    wv = load_word_vectors(_file(path))
     assert wv.dim == 4
     # Keys are case-folded; the lowercase entry wins over "Dog", a cased-only word is kept.
     assert sorted(wv.vocab) == ["café", "circle", "dog", "paris"]
@@ -141,7 +146,7 @@ def test_gzipped_glove_text_without_header(tmp_path):
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         handle.write("the 0.5 -1.0 2.0\nred 1e-3 0 -0.25\n")
     assert detect_vector_format(path) == (False, False)
-    wv = load_word_vectors("file", path)
+    wv = load_word_vectors(_file(path))
     np.testing.assert_array_equal(
         wv.matrix[wv.vocab["red"]], np.array([1e-3, 0.0, -0.25], dtype=np.float32)
     )
@@ -159,7 +164,7 @@ def test_malformed_text_file_error_names_file_and_line(tmp_path, content, line, 
     path = tmp_path / "broken.txt"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DatasetFormatError) as info:
-        load_word_vectors("file", path)
+        load_word_vectors(_file(path))
     assert info.value.line == line
     assert "broken.txt" in str(info.value)
     assert phrase in str(info.value)
@@ -170,24 +175,24 @@ def test_truncated_binary_file_names_the_file(tmp_path):
     _keyed_vectors().save_word2vec_format(str(path), binary=True)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DatasetFormatError, match="cut.bin"):
-        load_word_vectors("file", path)
+        load_word_vectors(_file(path))
 
 
 def test_missing_or_empty_file_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetFormatError, match="not found"):
-        load_word_vectors("file", tmp_path / "absent.txt")
+        load_word_vectors(_file(tmp_path / "absent.txt"))
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DatasetFormatError, match="empty.txt:1: empty"):
-        load_word_vectors("file", tmp_path / "empty.txt")
-    with pytest.raises(ValueError, match="unknown word-vector source"):
-        load_word_vectors("fasttext")
+        load_word_vectors(_file(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match="fasttext"):
+        WordVectorSettings(source="fasttext")
 
 
 # --- packaged GloVe -------------------------------------------------------------------------
 
 
 def test_packaged_glove_50d_loads_only_the_requested_words():
-    wv = load_word_vectors("glove_6b_50d", vocab_filter={"the", "circle", "qqqzzzxx"})
+    wv = load_word_vectors(WordVectorSettings(), vocab_filter={"the", "circle", "qqqzzzxx"})
     assert wv.dim == 50
     assert sorted(wv.vocab) == ["circle", "the"]
     assert wv.name == "glove50"
@@ -207,9 +212,15 @@ def _corpus(seed: int = 0, n: int = 200) -> list[list[str]]:
 
 def test_word2vec_train_is_deterministic_and_seeded():
     corpus = _corpus()
-    first = load_word_vectors("word2vec_train", train_sentences=corpus, dim=8, seed=1)
-    again = load_word_vectors("word2vec_train", train_sentences=corpus, dim=8, seed=1)
-    other = load_word_vectors("word2vec_train", train_sentences=corpus, dim=8, seed=2)
+    first = load_word_vectors(
+        WordVectorSettings(source="word2vec_train", word2vec_dim=8, seed=1), train_sentences=corpus
+    )
+    again = load_word_vectors(
+        WordVectorSettings(source="word2vec_train", word2vec_dim=8, seed=1), train_sentences=corpus
+    )
+    other = load_word_vectors(
+        WordVectorSettings(source="word2vec_train", word2vec_dim=8, seed=2), train_sentences=corpus
+    )
     assert first.dim == 8 and first.name == "w2v8" and first.source == "word2vec_train"
     assert set(first.vocab) == {w for s in corpus for w in s}
     assert first.fingerprint() == again.fingerprint()
@@ -219,12 +230,17 @@ def test_word2vec_train_is_deterministic_and_seeded():
 
 def test_word2vec_train_min_count_and_errors():
     corpus = [*_corpus(n=50), ["hapax"]]
-    wv = load_word_vectors("word2vec_train", train_sentences=corpus, dim=4, min_count=2)
+    wv = load_word_vectors(
+        WordVectorSettings(source="word2vec_train", word2vec_dim=4, word2vec_min_count=2),
+        train_sentences=corpus,
+    )
     assert "hapax" not in wv
     with pytest.raises(ValueError, match="training"):
-        load_word_vectors("word2vec_train")
+        load_word_vectors(WordVectorSettings(source="word2vec_train"))
     with pytest.raises(ValueError, match="no tokens"):
-        load_word_vectors("word2vec_train", train_sentences=[[], []], dim=4)
+        load_word_vectors(
+            WordVectorSettings(source="word2vec_train", word2vec_dim=4), train_sentences=[[], []]
+        )
 
 
 def test_ascii_text_is_split_as_the_full_pattern_splits_it():

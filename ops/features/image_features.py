@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ops.device import autocast_context, pin_memory_for, resolve_device
 from ops.features.backbones import Backbone, build_backbone, ten_crop_transform, variant_name
+from ops.features.settings import ImageFeatureSettings
 from ops.storage.parquet_io import FeatureWriter
 
 Progress = Callable[[int, int], None]
@@ -108,13 +109,10 @@ def embed_batch(
 def extract_image_features(
     images: pd.DataFrame,
     out_path: Path,
-    backbone: str = "resnet18",
-    weights: str = "none",
-    image_size: int | None = None,
-    ten_crop: bool = False,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    device: str = "auto",
+    settings: ImageFeatureSettings,
+    *,
+    num_workers: int,
+    device: str,
     dataset: str = "",
     progress: Progress | None = None,
 ) -> ImageFeatureStats:
@@ -126,17 +124,20 @@ def extract_image_features(
     check_columns(images, ["image_id", "split", "path"], "images table")
     started = time.perf_counter()
     torch_device = resolve_device(device)
+    backbone, weights, image_size = settings.backbone, settings.weights, settings.image_size
     net = build_backbone(backbone, weights, image_size)
     net.modules_to(torch_device, channels_last=True)
     transform = (
-        ten_crop_transform(image_size or 224, net.mean, net.std) if ten_crop else net.transform
+        ten_crop_transform(image_size or 224, net.mean, net.std)
+        if settings.ten_crop
+        else net.transform
     )
-    variant = image_variant(backbone, ten_crop, image_size, weights)
+    variant = image_variant(backbone, settings.ten_crop, image_size, weights)
     image_ids = images["image_id"].astype(str).to_numpy()
     splits = images["split"].astype(str).to_numpy()
     loader = make_loader(
         ImageFileDataset(images["path"].astype(str).tolist(), transform),
-        batch_size,
+        settings.batch_size,
         num_workers,
         torch_device,
     )
@@ -147,7 +148,7 @@ def extract_image_features(
         "weights": weights,
         "variant": variant,
         "image_size": str(image_size or net.input_size),
-        "ten_crop": str(bool(ten_crop)),
+        "ten_crop": str(bool(settings.ten_crop)),
     }
     total = len(images)
     done = 0

@@ -99,6 +99,7 @@ def extract_query_image(
     """The CNN feature row of one image file, by the extraction that built the dataset's."""
     # Imported here: torchvision takes seconds to load and text queries never need it.
     from ops.features.image_features import extract_image_features
+    from ops.features.settings import ImageFeatureSettings
 
     path = check_image(path)
     with tempfile.TemporaryDirectory(prefix="twobranch-query-") as folder:
@@ -106,10 +107,9 @@ def extract_query_image(
         extract_image_features(
             pd.DataFrame({"image_id": ["query"], "split": ["query"], "path": [str(path)]}),
             out,
-            batch_size=1,
+            ImageFeatureSettings(**extractor, batch_size=1),
             num_workers=0,
             device=device,
-            **extractor,
         )
         _, matrix = read_features(out)
     return matrix

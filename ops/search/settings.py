@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.fields import FieldInfo
 
 from ops.setting_sources import source
 
@@ -57,8 +56,3 @@ class IndexSettings(BaseModel):
         if self.index_type == "hnsw":
             return {"efSearch": self.hnsw_ef_search}
         return {}
-
-
-def settings_fields() -> dict[str, tuple[Any, FieldInfo]]:
-    """``{name: (annotation, field)}`` for ``pydantic.create_model``."""
-    return {name: (info.annotation, info) for name, info in IndexSettings.model_fields.items()}

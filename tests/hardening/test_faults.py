@@ -23,6 +23,7 @@ from assets.resources import ComputeSettings, TwobranchStorage
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.trained import evaluate_retrieval_single
 from ops.features.image_features import extract_image_features
+from ops.features.settings import ImageFeatureSettings
 from ops.storage.parquet_io import FeatureWriter, read_features
 from ops.training.checkpoint import CheckpointError
 from ops.training.data import ImageSentenceData
@@ -48,11 +49,13 @@ SLOW_EXTRACTION = """
 import sys, time, pandas as pd
 from pathlib import Path
 from ops.features.image_features import extract_image_features
+from ops.features.settings import ImageFeatureSettings
 images = pd.read_pickle(sys.argv[1])
 def slow(done, total):
     print(done, flush=True)
     time.sleep(0.5)
-extract_image_features(images, Path(sys.argv[2]), backbone="squeezenet1_1", batch_size=2,
+extract_image_features(images, Path(sys.argv[2]),
+                       ImageFeatureSettings(backbone="squeezenet1_1", batch_size=2),
                        num_workers=0, device="cpu", progress=slow)
 """
 
@@ -79,7 +82,11 @@ def test_kill_during_feature_writing_leaves_no_partial_file(tmp_path: Path) -> N
     assert not out.exists()  # readers never see a partial file
 
     stats = extract_image_features(
-        images, out, backbone="squeezenet1_1", batch_size=8, num_workers=0, device="cpu"
+        images,
+        out,
+        ImageFeatureSettings(backbone="squeezenet1_1", batch_size=8),
+        num_workers=0,
+        device="cpu",
     )
     assert stats.rows == 24 and len(read_features(out)[0]) == 24
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))  # the stale temporary is gone

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,10 +21,10 @@ from sklearn.decomposition import PCA, IncrementalPCA
 from ops.data.tokenize import tokenize
 from ops.features.text.fisher import FisherVectorEncoder, sentence_matrix
 from ops.features.text.pca import fit_pca, pca_fingerprint
+from ops.features.text.settings import TextFeatureSettings, TextMethod
 from ops.features.text.word_vectors import WordVectors
 from ops.storage.parquet_io import FeatureWriter
 
-TextMethod = Literal["mean", "fisher"]
 Progress = Callable[[int, int], None]
 
 # Above this many bytes of training features, PCA is fitted from a stream of chunks.
@@ -148,37 +147,27 @@ def _encode_indices(
 
 
 def fit_text_encoders(
-    train_texts: Sequence[str],
-    wv: WordVectors,
-    method: TextMethod,
-    fisher_components: int = 30,
-    pca_dim: int | None = None,
-    seed: int = 0,
-    *,
-    word_dim: int | None = None,
-    word_transform: Literal["pca", "ica"] = "pca",
-    max_fit_words: int = 200_000,
-    chunk_rows: int = 4096,
+    train_texts: Sequence[str], wv: WordVectors, settings: TextFeatureSettings
 ) -> TextEncoders:
     """Fit the Fisher mixture and/or PCA on TRAINING texts only.
 
     ``word_dim`` reduces word vectors (PCA whitening or FastICA) before the mixture.
     """
-    if method not in ("mean", "fisher"):
-        raise ValueError(f"unknown text feature method {method!r}; expected 'mean' or 'fisher'")
     index_lists = [wv.lookup(tokenize(_as_text(t)))[0] for t in train_texts]
     fisher = None
-    if method == "fisher":
+    if settings.method == "fisher":
         fisher = FisherVectorEncoder(
-            fisher_components,
-            pca_words=word_dim,
-            seed=seed,
-            max_fit_words=max_fit_words,
-            word_transform=word_transform,
+            settings.fisher_components,
+            pca_words=settings.word_dim,
+            seed=settings.seed,
+            max_fit_words=settings.max_fit_words,
+            word_transform=settings.word_transform,
         ).fit(index_lists, wv)
-    encoders = TextEncoders(method, wv, fisher, None, train_rows=len(index_lists))
-    if pca_dim is not None:
-        encoders.pca = _fit_feature_pca(encoders, index_lists, pca_dim, seed, chunk_rows)
+    encoders = TextEncoders(settings.method, wv, fisher, None, train_rows=len(index_lists))
+    if settings.pca_dim is not None:
+        encoders.pca = _fit_feature_pca(
+            encoders, index_lists, settings.pca_dim, settings.seed, settings.chunk_rows
+        )
     return encoders
 
 
@@ -218,11 +207,9 @@ def build_text_features(
     texts: pd.DataFrame,
     id_columns: list[str],
     out_path: Path,
-    wv: WordVectors,
-    method: TextMethod,
-    fisher: FisherVectorEncoder | None = None,
-    pca: PCA | IncrementalPCA | None = None,
-    chunk_rows: int = 4096,
+    encoders: TextEncoders,
+    *,
+    chunk_rows: int,
     progress: Progress | None = None,
 ) -> TextFeatureStats:
     """Encode every row of ``texts`` (id columns, ``text``, ``split``) into ``out_path``.
@@ -234,16 +221,8 @@ def build_text_features(
     missing = [c for c in [*id_columns, "text", "split"] if c not in texts.columns]
     if missing:
         raise ValueError(f"texts lack columns {missing}")
-    if method == "fisher" and fisher is None:
-        raise ValueError("method 'fisher' needs a fitted FisherVectorEncoder")
-    if method == "mean":
-        dim = wv.dim
-    elif method == "fisher":
-        dim = fisher.dim  # type: ignore[union-attr]
-    else:
-        raise ValueError(f"unknown text feature method {method!r}; expected 'mean' or 'fisher'")
-    if pca is not None:
-        dim = int(pca.n_components_)
+    wv, method, fisher, pca = encoders.wv, encoders.method, encoders.fisher, encoders.pca
+    dim = encoders.dim
     schema = {c: pa.string() for c in id_columns if c != "split"}
     schema["split"] = pa.string()
     metadata = {"method": method, "word_vectors": wv.name, "dim": str(dim)}

@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from ops.data.tables import DatasetFormatError
+from ops.features.text.settings import WordVectorSettings
 from ops.features.text.vector_files import (
     header_counts,
     open_bytes,
     read_binary_vectors,
     read_text_vectors,
 )
-
-WORD_VECTOR_SOURCES: tuple[str, ...] = ("glove_6b_50d", "file", "word2vec_train")
 
 GLOVE_PACKAGE_EMBEDDINGS = "glove_6B_50d_emb.npy"
 GLOVE_PACKAGE_INDEX = "glove_6B_index.parquet"
@@ -122,38 +121,33 @@ def oov_rate(sentences: Iterable[Sequence[str]], wv: WordVectors) -> float:
 
 
 def load_word_vectors(
-    source: str,
-    path: Path | None = None,
+    settings: WordVectorSettings,
+    *,
     train_sentences: list[list[str]] | None = None,
     vocab_filter: set[str] | None = None,
-    seed: int = 0,
-    dim: int = 300,
-    *,
-    min_count: int = 2,
-    epochs: int = 5,
-    name: str | None = None,
 ) -> WordVectors:
-    """Load word vectors from ``source`` (see module docstring).
+    """Load word vectors from ``settings.source`` (see module docstring).
 
     ``vocab_filter`` keeps only those words (a lookup restriction, nothing is fitted on it).
-    ``dim``, ``min_count`` and ``epochs`` apply to ``word2vec_train`` only; pretrained
-    sources keep their own dimension. ``name`` overrides the short name used in file names.
+    The ``word2vec_*`` settings apply to ``word2vec_train`` only; pretrained sources keep
+    their own dimension.
     """
-    if source == "glove_6b_50d":
-        wv = _load_glove_package(vocab_filter)
-    elif source == "file":
-        if path is None:
+    if settings.source == "glove_6b_50d":
+        return _load_glove_package(vocab_filter)
+    if settings.source == "file":
+        if settings.path is None:
             raise ValueError("source 'file' needs a path to a word-vector file")
-        wv = _load_vector_file(Path(path), vocab_filter)
-    elif source == "word2vec_train":
-        if train_sentences is None:
-            raise ValueError("source 'word2vec_train' needs the training-split sentences")
-        wv = _train_word2vec(train_sentences, vocab_filter, seed, dim, min_count, epochs)
-    else:
-        raise ValueError(f"unknown word-vector source {source!r}; expected {WORD_VECTOR_SOURCES}")
-    if name is not None:
-        wv.name = name
-    return wv
+        return _load_vector_file(Path(settings.path), vocab_filter)
+    if train_sentences is None:
+        raise ValueError("source 'word2vec_train' needs the training-split sentences")
+    return _train_word2vec(
+        train_sentences,
+        vocab_filter,
+        settings.seed,
+        settings.word2vec_dim,
+        settings.word2vec_min_count,
+        settings.word2vec_epochs,
+    )
 
 
 def _load_glove_package(vocab_filter: set[str] | None) -> WordVectors:
