@@ -235,3 +235,28 @@ def test_champions_are_compared_only_within_a_like_validation_scope(tmp_path: Pa
     row = run_query(root, "SELECT run_id, validation_scope FROM champions").iloc[0]
     assert row["run_id"] == like["run_id"]
     assert json.loads(row["validation_scope"]) == _rsum_scope(images=20, max_images=20)
+
+
+def test_a_run_asked_for_more_epochs_continues_and_ends_like_a_longer_run(
+    tmp_path: Path,
+) -> None:
+    inputs = write_image_sentence_features(tmp_path / "features")
+    graph = write_graph_for(tmp_path / "graph", inputs)
+    config = TrainConfig(**TINY, lr=1e-2, epochs=4)
+    straight = run_training(tmp_path / "straight", "toy", inputs, config, graph)
+
+    staged = tmp_path / "staged"
+    short = config.model_copy(update={"epochs": 2, "early_stopping_patience": 3})
+    first = run_training(staged, "toy", inputs, short, graph)
+    longer = run_training(staged, "toy", inputs, config, graph)
+
+    assert first.manifest["run_id"] == longer.manifest["run_id"] == straight.manifest["run_id"]
+    assert first.epochs_run == 2 and first.resumed_from_epoch is None
+    assert longer.resumed_from_epoch == 2 and longer.epochs_run == 4
+    query = "SELECT epoch, loss, val_score FROM epoch_metrics ORDER BY epoch"
+    assert run_query(staged, query).to_dict("records") == run_query(
+        tmp_path / "straight", query
+    ).to_dict("records")
+    assert longer.manifest["best_val_score"] == straight.manifest["best_val_score"]
+    (row,) = _runs(staged).values()
+    assert json.loads(row["config"])["epochs"] == 4 and row["status"] == "finished"
