@@ -43,7 +43,9 @@ def train_with_torchrun(context: dg.AssetExecutionContext, request: TrainingRequ
     """Run ``request`` on ``config.distributed.world_size`` processes and return rank 0's run."""
     root = Path(request.root)
     settings = request.config.distributed
-    run_id = training_run_id(request.dataset, request.inputs, request.config, request.graph)
+    run_id = training_run_id(
+        request.dataset, request.inputs, request.config, request.graph, request.val_max_images
+    )
     folder = checkpoint_dir(root, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     launch_dir = Path(tempfile.mkdtemp(prefix="torchrun-", dir=folder))

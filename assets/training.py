@@ -67,6 +67,7 @@ def _metadata(run: TrainingRun) -> dict[str, object]:
         "stopped_early": run.stopped_early,
         "champion": manifest["champion"],
         "champion_reason": manifest["champion_reason"],
+        "validation_scope": manifest["validation_scope"],
         "curves": png_bytes_value(run.curves_png),
         "config": dg.MetadataValue.json(run.config),
         "graph": dg.MetadataValue.json(run.manifest["graph"]),

@@ -15,6 +15,7 @@ from assets.partitions import sync_dataset_partitions
 from ops.storage.results_store import publish_catalogue, read_result
 from ops.storage.run_records import current_champion, promote_if_better
 from ops.storage.sql import run_query
+from ops.storage.validation_scope import ValidationScope
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize, register_custom
 
@@ -138,6 +139,34 @@ def test_champion_is_promoted_only_when_validation_improves(tmp_path: Path) -> N
     champions = run_query(tmp_path, "SELECT network, run_id FROM champions ORDER BY network")
     assert champions.values.tolist() == [["embedding", "run-d"], ["similarity", "run-s"]]
     assert len(read_result(tmp_path, "champions")) == 2
+
+
+def test_champion_scores_are_compared_only_within_a_like_validation_scope(tmp_path: Path) -> None:
+    key = ("phrase_region", "similarity", "synthetic")
+    at_half = ValidationScope(images=100, split_images=100, max_images=0, protocol="IoU 0.5")
+    # A champion stored before scopes were recorded compares as before.
+    assert promote_if_better(tmp_path, "old", *key, 40.0)[0]
+    promoted, reason = promote_if_better(tmp_path, "run-a", *key, 50.0, scope=at_half)
+    assert promoted and "beats champion old" in reason
+    # Another protocol on the same images: a higher accuracy is not comparable.
+    stricter = ValidationScope(images=100, split_images=100, max_images=0, protocol="IoU 0.6")
+    promoted, reason = promote_if_better(tmp_path, "run-b", *key, 90.0, scope=stricter)
+    assert not promoted
+    assert reason == (
+        "validation scope differs: IoU 0.6 on all 100 images against champion run-a's IoU 0.5 "
+        "on all 100 images; not compared, champion kept"
+    )
+    fewer = ValidationScope(images=30, split_images=100, max_images=30, protocol="IoU 0.5")
+    assert (
+        "IoU 0.5 on 30 of 100 images against"
+        in promote_if_better(tmp_path, "run-c", *key, 90.0, scope=fewer)[1]
+    )
+    # A cap above the split's size scores the same images as no cap: compared.
+    capped = ValidationScope(images=100, split_images=100, max_images=500, protocol="IoU 0.5")
+    promoted, reason = promote_if_better(tmp_path, "run-d", *key, 55.0, scope=capped)
+    assert promoted and "beats champion run-a" in reason
+    champion = current_champion(tmp_path, *key)
+    assert ValidationScope.from_json(champion["validation_scope"]) == capped
 
 
 def test_retrain_cron_is_read_from_the_environment_when_the_location_loads(

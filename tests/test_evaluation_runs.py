@@ -154,6 +154,8 @@ def test_runs_table_one_row_per_run(trained) -> None:
         "processes",
         "best_epoch",
         "best validation score",
+        "validated on",
         "champion",
         "why",
     ]
+    assert table["validated on"].tolist() == ["R-sum on all 40 images"] * 2

@@ -34,6 +34,16 @@ def test_results_are_queryable_per_run(synthetic_pipeline) -> None:
     assert set(runs["status"]) == {"finished"} and runs["champion"].all()
     epochs = run_query(root, "SELECT run_id, count(*) AS n FROM epoch_metrics GROUP BY run_id")
     assert (epochs["n"] >= 1).all() and len(epochs) == 4
+    scopes = run_query(
+        root,
+        "SELECT DISTINCT task, validation_scope->>'protocol' AS protocol, "
+        "validation_scope->>'images' = validation_scope->>'split_images' AS whole "
+        "FROM training_runs ORDER BY task",
+    )
+    assert scopes.values.tolist() == [
+        ["image_sentence", "R-sum", True],
+        ["phrase_region", "accuracy at IoU ≥ 0.5", True],
+    ]
     # Evaluation scored exactly the models handed to it by lineage.
     evaluated = run_query(root, "SELECT DISTINCT run_id, method FROM retrieval_metrics")
     assert set(evaluated["run_id"]) == {

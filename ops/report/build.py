@@ -51,6 +51,8 @@ def runs_table(trained: Sequence[Mapping]) -> pd.DataFrame:
                 "processes": run.get("world_size", 1),
                 "best_epoch": run["best_epoch"],
                 "best validation score": run["best_val_score"],
+                # Manifests written before scopes were recorded lack it.
+                "validated on": run.get("validation_scope"),
                 "champion": "yes" if run["champion"] else "no",
                 "why": run["champion_reason"],
             }

@@ -60,6 +60,12 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             # Processes that trained the run (torchrun's world size); NULL in rows stored
             # before it was recorded, which were single-process runs.
             ("world_size", INT),
+            # JSON ValidationScope (ops.storage.validation_scope): the validation images and
+            # protocol behind best_val_score; NULL in rows stored before it was recorded.
+            ("validation_scope", STRING),
+            # Why the run did or did not become champion (set when it finishes); NULL in rows
+            # stored before it was recorded.
+            ("champion_reason", STRING),
         ]
     ),
     "epoch_metrics": pa.schema(
@@ -159,6 +165,8 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {
             # JSON {input name: fingerprint} of the files the champion was trained on; NULL in
             # rows stored before it was recorded.
             ("inputs", STRING),
+            # JSON ValidationScope of val_score; NULL in rows stored before it was recorded.
+            ("validation_scope", STRING),
         ]
     ),
 }

@@ -17,6 +17,7 @@ from ops.storage.results_store import (
     utc_now,
     write_result,
 )
+from ops.storage.validation_scope import ValidationScope
 
 
 def make_run_id(task: str, network: str, dataset: str, config: Mapping, inputs: Mapping) -> str:
@@ -48,6 +49,8 @@ def write_run(
     checkpoint: str | None = None,
     features: Mapping | None = None,
     world_size: int = 1,
+    validation_scope: ValidationScope | None = None,
+    champion_reason: str | None = None,
 ) -> None:
     row = {
         "run_id": run_id,
@@ -64,6 +67,8 @@ def write_run(
         "checkpoint": checkpoint,
         "features": to_json(dict(features or {})),
         "world_size": world_size,
+        "validation_scope": None if validation_scope is None else validation_scope.to_json(),
+        "champion_reason": champion_reason,
     }
     write_result(root, "training_runs", run_id, pd.DataFrame([row]))
 
@@ -121,6 +126,66 @@ def _stale_reason(champion: Mapping, inputs: Mapping[str, str] | None) -> str | 
     return f"champion {champion['run_id']} was trained on other inputs ({listed} changed)"
 
 
+def _unlike_reason(champion: Mapping, scope: ValidationScope | None) -> str | None:
+    """Why a score in ``scope`` cannot be compared with ``champion``'s: it was validated on
+    other images or by another protocol."""
+    recorded = ValidationScope.from_json(champion.get("validation_scope"))
+    if recorded is None or scope is None or recorded.alike(scope):
+        return None  # alike, or recorded before scopes: nothing to tell them apart by
+    return (
+        f"validation scope differs: {scope.describe()} against champion {champion['run_id']}'s "
+        f"{recorded.describe()}; not compared, champion kept"
+    )
+
+
+def _champion_row(
+    task: str,
+    network: str,
+    dataset: str,
+    run_id: str,
+    val_score: float,
+    previous: Mapping | None,
+    reason: str,
+    inputs: Mapping[str, str] | None,
+    scope: ValidationScope | None,
+) -> pd.DataFrame:
+    row = {
+        "task": task,
+        "network": network,
+        "dataset": dataset,
+        "run_id": run_id,
+        "val_score": float(val_score),
+        "previous_run_id": None if previous is None else previous["run_id"],
+        "previous_val_score": None if previous is None else float(previous["val_score"]),
+        "promoted_at": utc_now(),
+        "reason": reason,
+        "inputs": None if inputs is None else to_json(dict(inputs)),
+        "validation_scope": None if scope is None else scope.to_json(),
+    }
+    return pd.DataFrame([row])
+
+
+def _still_champion(
+    root: Path, champion: Mapping, val_score: float, scope: ValidationScope | None
+) -> tuple[bool, str]:
+    """The champion trained on (more epochs resume it under the same id): its row takes the
+    score the longer run reached."""
+    run_id = champion["run_id"]
+    reason = f"{run_id} is already the champion (validation {val_score:.3f})"
+    if float(champion["val_score"]) != float(val_score):
+        frame = pd.DataFrame([dict(champion)]).reindex(
+            columns=[f.name for f in RESULT_SCHEMAS["champions"]]
+        )
+        frame.loc[:, "val_score"] = float(val_score)
+        if scope is not None:
+            frame.loc[:, "validation_scope"] = scope.to_json()
+        key = champion_key(champion["task"], champion["network"], champion["dataset"])
+        write_result(root, "champions", key, frame)
+        publish_catalogue(root)
+        reason += f", up from {float(champion['val_score']):.3f} after further epochs"
+    return True, reason
+
+
 def promote_if_better(
     root: Path,
     run_id: str,
@@ -129,23 +194,27 @@ def promote_if_better(
     dataset: str,
     val_score: float | None,
     inputs: Mapping[str, str] | None = None,
+    scope: ValidationScope | None = None,
 ) -> tuple[bool, str]:
-    """Make ``run_id`` (trained on files with fingerprints ``inputs``) the champion of (task,
-    network, dataset) if its validation score beats the current champion's, or if the
-    champion was trained on other inputs: then the run is the only valid model for the
-    current ones. Returns (promoted, the reason in words)."""
+    """Make ``run_id`` (trained on files with fingerprints ``inputs``, validated in ``scope``)
+    the champion of (task, network, dataset) if its validation score beats the current
+    champion's, or if the champion was trained on other inputs: then the run is the only valid
+    model for the current ones. Scores validated in unlike scopes are not compared: the
+    champion stays. Returns (promoted, the reason in words)."""
     champion = current_champion(root, task, network, dataset)
     if val_score is None:
         return False, "no validation score; not promoted"
     if champion is not None and champion["run_id"] == run_id:
-        return True, f"{run_id} is already the champion (validation {val_score:.3f})"
+        return _still_champion(root, champion, val_score, scope)
     stale = None if champion is None else _stale_reason(champion, inputs)
-    if champion is not None and not stale and not val_score > float(champion["val_score"]):
-        return False, (
-            f"validation {val_score:.3f} does not beat champion {champion['run_id']} "
-            f"({float(champion['val_score']):.3f}); champion kept"
-        )
-    previous = champion["run_id"] if champion is not None else None
+    if champion is not None and not stale:
+        if unlike := _unlike_reason(champion, scope):
+            return False, unlike
+        if not val_score > float(champion["val_score"]):
+            return False, (
+                f"validation {val_score:.3f} does not beat champion {champion['run_id']} "
+                f"({float(champion['val_score']):.3f}); champion kept"
+            )
     if stale:
         reason = (
             f"{stale}: {run_id} is the only model trained on the current inputs "
@@ -153,24 +222,13 @@ def promote_if_better(
         )
     elif champion is not None:
         reason = (
-            f"validation {val_score:.3f} beats champion {previous} "
+            f"validation {val_score:.3f} beats champion {champion['run_id']} "
             f"({float(champion['val_score']):.3f})"
         )
     else:
         reason = f"first model for {task}/{network}/{dataset} (validation {val_score:.3f})"
-    row = {
-        "task": task,
-        "network": network,
-        "dataset": dataset,
-        "run_id": run_id,
-        "val_score": float(val_score),
-        "previous_run_id": previous,
-        "previous_val_score": None if champion is None else float(champion["val_score"]),
-        "promoted_at": utc_now(),
-        "reason": reason,
-        "inputs": None if inputs is None else to_json(dict(inputs)),
-    }
-    write_result(root, "champions", champion_key(task, network, dataset), pd.DataFrame([row]))
+    row = _champion_row(task, network, dataset, run_id, val_score, champion, reason, inputs, scope)
+    write_result(root, "champions", champion_key(task, network, dataset), row)
     publish_catalogue(root)
     return True, reason
 

@@ -20,7 +20,8 @@ NegativeSideSetting = Literal["auto", "caption", "image", "mixed"]
 
 # Fields that may change between a run and its resumption without changing what the finished
 # epochs mean: the run length, the patience, and where it runs (a data-parallel run trains on
-# the same global batches as one process).
+# the same global batches as one process). The run id leaves exactly these out, so a run asked
+# for more epochs, or on another device, continues from the same checkpoints.
 RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device", "distributed"})
 # Fields that older checkpoints carry but the config no longer has: ``positive_iou`` is the
 # neighborhood graph's setting now (the graph holds the positives).

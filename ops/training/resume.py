@@ -3,9 +3,9 @@ saved as after every epoch, and a run restored from its ``last.pt``.
 
 A resumed run restores model, optimizer, scheduler, counters, history and every random
 generator, so on CPU an interrupted run ends bit-identical to an uninterrupted one. A
-``last.pt`` written with a different config (other than ``epochs``,
-``early_stopping_patience`` or ``device``) or different data shapes is an error rather than a
-silent fresh start: the directory belongs to another run.
+``last.pt`` written with a different config (other than its ``RESUMABLE_CHANGES``, which the
+run id leaves out too) or different data shapes is an error rather than a silent fresh start:
+the directory belongs to another run.
 """
 
 from __future__ import annotations

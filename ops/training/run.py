@@ -23,12 +23,19 @@ from ops.storage.run_records import (
     write_epochs,
     write_run,
 )
-from ops.training.config import TrainConfig
+from ops.storage.validation_scope import ValidationScope
+from ops.training.config import RESUMABLE_CHANGES, TrainConfig
 from ops.training.curves import curves_png
 from ops.training.data import ImageSentenceData, PhraseRegionData
 from ops.training.distributed import current_context
 from ops.training.graph_inputs import image_sentence_from_graph, phrase_region_from_graph
-from ops.training.inputs import first_images, image_sentence_splits, phrase_region_splits
+from ops.training.inputs import (
+    ImageSentenceSplit,
+    PhraseRegionSplit,
+    first_images,
+    image_sentence_splits,
+    phrase_region_splits,
+)
 from ops.training.trainer import EpochRecord, train
 
 Log = Callable[[str], None]
@@ -122,17 +129,45 @@ def _step_logger(log: Log, every_s: float) -> Callable[[int, int, int], None]:
 
 
 def training_run_id(
-    dataset: str, inputs: Mapping[str, str], config: TrainConfig, graph: Mapping
+    dataset: str,
+    inputs: Mapping[str, str],
+    config: TrainConfig,
+    graph: Mapping,
+    val_max_images: int,
 ) -> str:
-    """The run's id: its config (less how many processes train it, which does not change the
-    model), its input files and the graph it learns from."""
+    """The run's id: what decides the model it trains — its config less the settings a run may
+    change and still resume (``RESUMABLE_CHANGES``: how long and where it trains), the
+    validation images that pick its best epoch, its input files and the graph it learns from.
+    A run asked for more epochs therefore continues the shorter run's checkpoints."""
     return make_run_id(
         config.task,
         config.network,
         dataset,
-        config.model_dump(mode="json", exclude={"distributed"}),
+        config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+        | {"val_max_images": val_max_images},
         {name: file_identity(path) for name, path in inputs.items()}
         | {"neighborhood_graph": graph_identity(graph)},
+    )
+
+
+def validation_scope(
+    config: TrainConfig,
+    full: ImageSentenceSplit | PhraseRegionSplit,
+    scored: ImageSentenceSplit | PhraseRegionSplit,
+    max_images: int,
+) -> ValidationScope:
+    """What the run's validation scores are measured on: ``scored``, the part of the
+    validation split ``full`` that is validated."""
+    protocol = (
+        "R-sum"
+        if config.task == "image_sentence"
+        else f"accuracy at IoU ≥ {config.localization_iou:g}"
+    )
+    return ValidationScope(
+        images=len(scored.image_ids),
+        split_images=len(full.image_ids),
+        max_images=max_images,
+        protocol=protocol,
     )
 
 
@@ -151,23 +186,25 @@ def run_training(
     with the positives and neighborhoods of ``graph`` (the ``neighborhood_graph`` manifest:
     path, fingerprint, settings), and record the run under ``root``.
 
-    The run id (:func:`training_run_id`) hashes the config, the input files and the graph's
-    settings and content, so re-running after a crash resumes from the run's last checkpoint
-    and a changed graph is a new run. The run becomes the champion of (task, network,
-    dataset) only if its validation score beats the current champion's.
+    The run id (:func:`training_run_id`) hashes the config (less its resumable settings),
+    ``val_max_images``, the input files and the graph's settings and content, so re-running
+    after a crash, or with more epochs, resumes from the run's last checkpoint and a changed
+    graph is a new run. The run becomes the champion of (task, network, dataset) only if its
+    validation score beats the current champion's, measured in a like validation scope.
 
     Under torchrun every rank calls this with the same arguments; rank 0 alone records the
     run, and only its returned run is complete (the others' carry no champion decision).
     """
     task, network = config.task, config.network
     _check_against_graph(config, graph)
-    run_id = training_run_id(dataset, inputs, config, graph)
+    run_id = training_run_id(dataset, inputs, config, graph, val_max_images)
     splits = load_training_splits(config, inputs, graph, root, dataset)
     if "train" not in splits:
         raise EmptyTrainingSplit(f"no training data for {task}: the train split is empty")
-    val = splits.get("val")
+    val, scope = splits.get("val"), None
     if val is not None:
-        val = first_images(val, val_max_images)
+        scored = first_images(val, val_max_images)
+        val, scope = scored, validation_scope(config, val, scored, val_max_images)
     context = current_context()
     recording = context.is_main
     started_at = utc_now()
@@ -183,6 +220,7 @@ def run_training(
         # fingerprints of both.
         "features": dict(inputs) | {"graph": graph_record, "fingerprints": fingerprints},
         "world_size": context.world_size,
+        "validation_scope": scope,
     }
 
     def record_run(**fields: Any) -> None:
@@ -225,18 +263,19 @@ def run_training(
     promoted, reason = False, f"rank {context.rank} does not record the run"
     if recording:
         write_epochs(root, run_id, all_epochs)
-        record_run(
-            device=result.device,
-            status="finished",
-            finished_at=utc_now(),
-            best_epoch=result.best_epoch,
-            best_val_score=result.best_val_score,
-            checkpoint=str(result.best_checkpoint),
-        )
+        finished = {
+            "device": result.device,
+            "status": "finished",
+            "finished_at": utc_now(),
+            "best_epoch": result.best_epoch,
+            "best_val_score": result.best_val_score,
+            "checkpoint": str(result.best_checkpoint),
+        }
+        record_run(**finished)
         promoted, reason = promote_if_better(
-            root, run_id, task, network, dataset, result.best_val_score, fingerprints
+            root, run_id, task, network, dataset, result.best_val_score, fingerprints, scope
         )
-        publish_catalogue(root)
+        record_run(**finished, champion_reason=reason)
         log(reason)
     manifest = {
         "run_id": run_id,
@@ -252,6 +291,7 @@ def run_training(
         "best_val_metrics": result.best_val_metrics,
         "champion": promoted,
         "champion_reason": reason,
+        "validation_scope": None if scope is None else scope.describe(),
         "device": result.device,
         "feature_placement": result.feature_placement,
         "world_size": context.world_size,

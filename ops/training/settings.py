@@ -32,7 +32,10 @@ DATA_SETTINGS: dict[str, tuple[Any, FieldInfo]] = {
         int,
         Field(
             0,
-            description="> 0: validate on the first N validation images only",
+            description=(
+                "> 0: validate on the first N validation images only; a run validated so is "
+                "compared for champion only with runs validated on the same images"
+            ),
             json_schema_extra=source("project", "0 = the whole validation split"),
         ),
     ),

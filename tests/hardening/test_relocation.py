@@ -36,6 +36,8 @@ def _run_row(run_id: str) -> pd.DataFrame:
                 "checkpoint": "",
                 "features": "{}",
                 "world_size": 1,
+                "validation_scope": None,
+                "champion_reason": None,
             }
         ]
     )

@@ -32,6 +32,8 @@ def _run_row(run_id: str, rsum: float) -> pd.DataFrame:
                 "checkpoint": f"/x/{run_id}/best.pt",
                 "features": "{}",
                 "world_size": 1,
+                "validation_scope": None,
+                "champion_reason": None,
             }
         ]
     )
