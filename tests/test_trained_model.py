@@ -11,6 +11,7 @@ import torch
 
 from ops.data.tokenize import tokenize
 from ops.features.text.encoder_store import save_text_encoders
+from ops.features.text.settings import TextFeatureSettings
 from ops.features.text.text_features import fit_text_encoders
 from ops.features.text.word_vectors import WordVectors
 from ops.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -67,7 +68,7 @@ def test_the_text_encoder_loads_with_the_network(trained_run, tmp_path: Path) ->
     matrix = np.random.default_rng(0).standard_normal((len(words), 6)).astype(np.float32)
     wv = WordVectors({word: row for row, word in enumerate(words)}, matrix, "rand6")
     texts = [" ".join(np.random.default_rng(k).choice(words, size=5)) for k in range(50)]
-    fitted = fit_text_encoders(texts, wv, "mean")
+    fitted = fit_text_encoders(texts, wv, TextFeatureSettings())
     path = save_text_encoders(fitted, tmp_path / "text_mean.encoder.npz")
     trained = load_two_branch(checkpoint, "cpu", text_encoder=path)
     assert trained.text_encoders is not None
