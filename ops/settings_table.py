@@ -24,7 +24,11 @@ HEADER = "| stage | setting | default | source | note |\n|---|---|---|---|---|"
 
 def settings_models() -> dict[str, dict[str, FieldInfo]]:
     """Per stage, its settings fields by name (imported here: the training model needs torch)."""
-    from ops.features.settings import ImageFeatureSettings
+    from ops.features.settings import (
+        ImageFeatureSettings,
+        ProposalSettings,
+        RegionFeatureSettings,
+    )
     from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
     from ops.graph.build import GraphSettings
     from ops.search.settings import IndexSettings
@@ -35,6 +39,8 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
     training |= {name: info for name, (_, info) in DATA_SETTINGS.items()}
     return {
         "image_features": dict(ImageFeatureSettings.model_fields),
+        "region_proposals": dict(ProposalSettings.model_fields),
+        "region_features": dict(RegionFeatureSettings.model_fields),
         "word_vectors": dict(WordVectorSettings.model_fields),
         "text_features": dict(TextFeatureSettings.model_fields),
         "training": training,
