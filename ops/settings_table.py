@@ -24,6 +24,7 @@ HEADER = "| stage | setting | default | source | note |\n|---|---|---|---|---|"
 
 def settings_models() -> dict[str, dict[str, FieldInfo]]:
     """Per stage, its settings fields by name (imported here: the training model needs torch)."""
+    from ops.data.settings import DatasetSettings
     from ops.features.settings import (
         ImageFeatureSettings,
         ProposalSettings,
@@ -38,6 +39,7 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
     training = dict(TrainConfig.model_fields)
     training |= {name: info for name, (_, info) in DATA_SETTINGS.items()}
     return {
+        "raw_dataset": dict(DatasetSettings.model_fields),
         "image_features": dict(ImageFeatureSettings.model_fields),
         "region_proposals": dict(ProposalSettings.model_fields),
         "region_features": dict(RegionFeatureSettings.model_fields),
