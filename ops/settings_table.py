@@ -25,6 +25,7 @@ HEADER = "| stage | setting | default | source | note |\n|---|---|---|---|---|"
 def settings_models() -> dict[str, dict[str, FieldInfo]]:
     """Per stage, its settings fields by name (imported here: the training model needs torch)."""
     from ops.data.settings import DatasetSettings
+    from ops.evaluation.settings import RetrievalEvalSettings
     from ops.features.settings import (
         ImageFeatureSettings,
         ProposalSettings,
@@ -32,6 +33,7 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
     )
     from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
     from ops.graph.build import GraphSettings
+    from ops.report.settings import ReportSettings
     from ops.search.settings import IndexSettings
     from ops.training.config import TrainConfig
     from ops.training.settings import DATA_SETTINGS
@@ -48,6 +50,8 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
         "training": training,
         "neighborhood_graph": dict(GraphSettings.model_fields),
         "retrieval_index": dict(IndexSettings.model_fields),
+        "retrieval_eval": dict(RetrievalEvalSettings.model_fields),
+        "report": dict(ReportSettings.model_fields),
     }
 
 
