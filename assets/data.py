@@ -3,35 +3,26 @@
 import time
 
 import dagster as dg
-from pydantic import Field
 
 from assets.metadata import counts_by, preview
 from assets.partitions import DATASETS, dataset_of
 from assets.resources import TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.skips import SKIPPED, no_phrases_reason
 from ops.data.acquire import RawDataset, parse_raw_dataset
 from ops.data.dataset_store import publish_dataset_tables, tables_fingerprint
-from ops.data.registered import SyntheticSize, acquire_dataset
+from ops.data.registered import acquire_dataset
 from ops.data.registry import DatasetRegistryError, get_dataset
+from ops.data.settings import DatasetSettings
 from ops.data.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
 from ops.features.proposals import boxed_phrases
 
 DATA_GROUP = "data"
 
 
-class DatasetConfig(dg.Config):
-    """How to read the run's dataset (which dataset: the run's partition, a registered name).
-    The ``synthetic_*`` settings size a dataset whose source is ``synthetic``."""
-
-    seed: int = 0
-    synthetic_train_images: int = 5000
-    synthetic_val_images: int = 1000
-    synthetic_test_images: int = 1000
-    synthetic_image_size: int = 128
-    restval_to_train: bool = True
-    check_images: bool = True
-    # A split with fewer images than this once bad images are gone stops the run.
-    min_images_per_split: int = Field(default=1, ge=1)
+DatasetConfig = dagster_config(DatasetSettings, "DatasetConfig", __name__)
+# The settings that reach the parse step through the raw_dataset output.
+PARSE_SETTINGS = ("restval_to_train", "check_images", "min_images_per_split")
 
 
 @dg.asset(group_name=DATA_GROUP, kinds={"python", "files"}, partitions_def=DATASETS)
@@ -45,22 +36,11 @@ def raw_dataset(
         entry = get_dataset(root, dataset_of(context))
     except DatasetRegistryError as error:
         raise dg.Failure(str(error)) from None
-    size = SyntheticSize(
-        seed=config.seed,
-        train_images=config.synthetic_train_images,
-        val_images=config.synthetic_val_images,
-        test_images=config.synthetic_test_images,
-        image_size=config.synthetic_image_size,
-    )
-    raw = acquire_dataset(entry, root, size, log=context.log.info)
+    settings = settings_from(config, DatasetSettings)
+    raw = acquire_dataset(entry, root, settings, log=context.log.info)
     context.log.info(f"raw dataset {raw.dataset} ({entry.source}) at {raw.karpathy_json}")
     return dg.Output(
-        raw.to_dict()
-        | {
-            "restval_to_train": config.restval_to_train,
-            "check_images": config.check_images,
-            "min_images_per_split": config.min_images_per_split,
-        },
+        raw.to_dict() | {name: getattr(settings, name) for name in PARSE_SETTINGS},
         metadata={
             "dataset": raw.dataset,
             "source": entry.source,
@@ -94,12 +74,9 @@ def dataset_tables(
     started = time.perf_counter()
     fields = {k: raw_dataset[k] for k in RawDataset.__dataclass_fields__}
     raw = RawDataset(**fields)
-    tables = parse_raw_dataset(
-        raw,
-        restval_to_train=raw_dataset.get("restval_to_train", True),
-        check_images=raw_dataset.get("check_images", True),
-        min_images_per_split=raw_dataset.get("min_images_per_split", 1),
-    )
+    # A raw_dataset materialized before a setting existed takes that setting's default.
+    settings = DatasetSettings(**{k: raw_dataset[k] for k in PARSE_SETTINGS if k in raw_dataset})
+    tables = parse_raw_dataset(raw, settings)
     root = storage.root
     folder = publish_dataset_tables(root, tables)
     seconds = round(time.perf_counter() - started, 2)

@@ -4,43 +4,23 @@ split, written to the DuckDB result tables, one set of rows per training run."""
 import time
 
 import dagster as dg
-from pydantic import Field, field_validator
 
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.skips import skip_reason, skipped_output, waiting_for_retraining
 from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
-from ops.evaluation.two_stage import DEFAULT_WEIGHTS
-from ops.metrics.retrieval_protocols import PROTOCOLS
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.report.html import recall_curves
 from ops.storage.input_fingerprints import InputsChanged
 
 EVALUATION_GROUP = "evaluation"
 
 
-class RetrievalEvalConfig(dg.Config):
-    """``rerank_k``: candidates per query that two-stage retrieval rescores as embedding score
-    + w × similarity score (0 turns two-stage off), w being the one of ``two_stage_weights``
-    (0 always included) with the best R-sum on ``tune_split``. ``protocols``: e.g. ``[1k,
-    5fold_1k, 5k]`` for COCO; empty = by test-set size (5,000+ images: 5fold_1k and 5k;
-    1,000: 1k; otherwise all)."""
-
-    rerank_k: int = Field(default=20, ge=0)
-    split: str = "test"
-    two_stage_weights: list[float] = list(DEFAULT_WEIGHTS)
-    tune_split: str = "val"
-    protocols: list[str] = []
-
-    @field_validator("protocols")
-    @classmethod
-    def _known_protocols(cls, values: list[str]) -> list[str]:
-        unknown = sorted(set(values) - set(PROTOCOLS))
-        if unknown:
-            raise ValueError(f"unknown protocols {unknown}; use some of {list(PROTOCOLS)}")
-        return values
+RetrievalEvalConfig = dagster_config(RetrievalEvalSettings, "RetrievalEvalConfig", __name__)
 
 
 @dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
@@ -63,12 +43,8 @@ def retrieval_eval(
         result = evaluate_retrieval_runs(
             image_sentence_embedding_net,
             image_sentence_similarity_net,
-            config.split,
-            config.rerank_k,
-            compute.device_name,
-            weights=config.two_stage_weights,
-            tune_split=config.tune_split,
-            protocols=config.protocols or None,
+            settings_from(config, RetrievalEvalSettings),
+            device=compute.device_name,
         )
     except InputsChanged as error:
         return waiting_for_retraining(context, image_sentence_embedding_net["dataset"], error)

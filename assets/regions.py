@@ -2,17 +2,16 @@
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from assets.deployment import accelerator_step_tags
 from assets.metadata import preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.sharding import (
     in_shard_order,
     merged_features,
@@ -26,13 +25,7 @@ from assets.sharding import (
 from assets.skips import skip_reason, skipped_output
 from ops.data.dataset_store import load_dataset_table
 from ops.features.backbones import family_of
-from ops.features.fast_rcnn import (
-    DEFAULT_MAX_LONGER_SIDE,
-    DEFAULT_SHORTER_SIDE,
-    RegionPath,
-    RegionPathSetting,
-    resolve_region_path,
-)
+from ops.features.fast_rcnn import resolve_region_path
 from ops.features.proposals import (
     phrase_task_images,
     proposal_upper_bound,
@@ -40,38 +33,20 @@ from ops.features.proposals import (
     resolve_method,
 )
 from ops.features.region_features import (
-    RoiPooling,
     extract_region_features,
     proposal_image_order,
     region_variant,
 )
+from ops.features.settings import ProposalSettings, RegionFeatureSettings, RegionPath
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
-from ops.storage.parquet_io import FeatureDtype, read_table
+from ops.storage.parquet_io import read_table
 from ops.storage.paths import derived_table_file, features_path
 from ops.storage.results_store import publish_catalogue
 
 FEATURES_GROUP = "features"
 
 
-class ProposalConfig(dg.Config):
-    """Region proposals: exactly ``num_proposals`` candidates per image (the paper: 200
-    EdgeBoxes), searched at full resolution unless ``max_side`` downscales the image; a search
-    that finds fewer is completed by fixed sliding windows (see ops/features/proposals.py).
-    ``method: auto`` runs EdgeBoxes when ``edge_model_path`` names OpenCV's structured-edge
-    model file (model.yml.gz), selective search otherwise. ``whole_image`` makes the
-    whole-image box candidate r0 (not in the paper). ``max_images_per_split`` limits the
-    phrase task to a subset of images (0 = all); ``shards`` splits the images into that many
-    parts, each searched in its own step."""
-
-    num_proposals: int = Field(default=200, ge=1)
-    max_side: int | None = Field(default=None, ge=16)
-    whole_image: bool = False
-    method: Literal["auto", "selective_search_fast", "selective_search_quality", "edge_boxes"] = (
-        "auto"
-    )
-    edge_model_path: str | None = None
-    max_images_per_split: int = 0
-    shards: int = Field(default=1, ge=1)
+ProposalConfig = dagster_config(ProposalSettings, "ProposalConfig", __name__)
 
 
 def _proposal_inputs(
@@ -115,14 +90,10 @@ def region_proposals_shard(
     stats = propose_regions(
         chosen.iloc[spec.start : spec.stop],
         path,
-        num_proposals=config.num_proposals,
-        method=config.method,
-        include_ground_truth_for=phrase_rows[phrase_rows["split"] == "train"],
+        settings_from(config, ProposalSettings),
         num_workers=max(1, compute.workers),
+        include_ground_truth_for=phrase_rows[phrase_rows["split"] == "train"],
         progress=progress_logger(context, f"region proposals {spec.key}"),
-        max_side=config.max_side,
-        whole_image=config.whole_image,
-        model_path=config.edge_model_path,
     )
     return shard_result(shard, path, stats.images, stats.seconds, filled=stats.filled)
 
@@ -194,31 +165,7 @@ def region_proposals(images: dict, phrases: dict) -> dict:
     return region_proposals_merge(shards.collect())
 
 
-class RegionFeatureConfig(dg.Config):
-    """Region features: each box pooled from the backbone's conv map, then the backbone's head;
-    ``spatial_features`` appends the box geometry (x1/W, y1/H, x2/W, y2/H, area);
-    ``shards`` splits the images into that many parts, each extracted in its own step;
-    ``feature_dtype``: how the features are stored (``float16`` halves the file and its
-    cache; training and evaluation compute in float32 either way).
-
-    ``region_path``: ``fast_rcnn`` (VGG, AlexNet: stride-16 trunk on the image resized to
-    ``shorter_side``, longer side at most ``max_longer_side``, pooled to the classifier's grid
-    for fc6 → fc7, as in the paper's lab), ``square`` (any backbone: the image squashed to
-    ``image_size`` square, pooled from the last stride-32 map), or ``auto`` (Fast R-CNN where
-    the backbone has it). ``roi_pooling``: ``align`` (RoIAlign) or ``max`` (Fast R-CNN's RoI
-    max pooling)."""
-
-    backbone: str = "resnet18"
-    weights: str = "none"
-    image_size: int | None = None
-    region_path: RegionPathSetting = "auto"
-    shorter_side: int = Field(default=DEFAULT_SHORTER_SIDE, ge=16)
-    max_longer_side: int = Field(default=DEFAULT_MAX_LONGER_SIDE, ge=16)
-    roi_pooling: RoiPooling = "align"
-    spatial_features: bool = True
-    batch_size: int = 32
-    shards: int = Field(default=1, ge=1)
-    feature_dtype: FeatureDtype = "float32"
+RegionFeatureConfig = dagster_config(RegionFeatureSettings, "RegionFeatureConfig", __name__)
 
 
 def _region_path(config: RegionFeatureConfig) -> RegionPath:
@@ -226,16 +173,7 @@ def _region_path(config: RegionFeatureConfig) -> RegionPath:
 
 
 def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
-    variant = region_variant(
-        config.backbone,
-        config.image_size,
-        config.spatial_features,
-        config.weights,
-        _region_path(config),
-        config.shorter_side,
-        config.max_longer_side,
-        config.roi_pooling,
-    )
+    variant = region_variant(settings_from(config, RegionFeatureSettings))
     return variant, features_path(root, dataset, "region", variant)
 
 
@@ -272,15 +210,7 @@ def region_features_shard(
         load_dataset_table(root, dataset, "images"),
         shard["proposals"],
         path,
-        backbone=config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        spatial_features=config.spatial_features,
-        batch_size=config.batch_size,
-        region_path=config.region_path,
-        shorter_side=config.shorter_side,
-        max_longer_side=config.max_longer_side,
-        roi_pooling=config.roi_pooling,
+        settings_from(config, RegionFeatureSettings),
         num_workers=compute.workers,
         device=compute.device_name,
         progress=progress_logger(context, f"region features {spec.key}"),

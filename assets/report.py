@@ -7,15 +7,15 @@ import dagster as dg
 from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
+from assets.settings_config import dagster_config, settings_from
 from assets.skips import skip_reason, skipped_output
 from ops.report.build import build_report
+from ops.report.settings import ReportSettings
 
 REPORT_GROUP = "evaluation"
 
 
-class ReportConfig(dg.Config):
-    gallery_captions: int = 4
-    gallery_phrases: int = 6
+ReportConfig = dagster_config(ReportSettings, "ReportConfig", __name__)
 
 
 @dg.asset(group_name=REPORT_GROUP, kinds={"html"}, partitions_def=DATASETS)
@@ -44,8 +44,7 @@ def report(
         [phrase_region_embedding_net, phrase_region_similarity_net],
         retrieval_eval,
         None if phrases_skipped else localization_eval,
-        gallery_captions=config.gallery_captions,
-        gallery_phrases=config.gallery_phrases,
+        settings_from(config, ReportSettings),
         device=compute.device_name,
     )
     context.log.info(f"report written to {built.path}")

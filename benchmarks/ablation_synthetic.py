@@ -39,9 +39,9 @@ import torch
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.retrieval import sentence_retrieval_rows
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.evaluation.trained import evaluate_localization, evaluate_retrieval_single
 from ops.evaluation.two_stage import (
-    DEFAULT_WEIGHTS,
     choose_weight,
     evaluate_two_stage,
     two_stage_candidates,
@@ -75,7 +75,7 @@ PHRASE_VARIANTS = {
     "+ phrase–phrase term over entity chains, λ = 0.1": {"lambda_phrase_neighbor": 0.1},
 }
 PHRASE_VAL_IMAGES = 250  # as the demo's phrase training validates
-RERANK_K = 20
+RETRIEVAL_EVAL = RetrievalEvalSettings()  # the pipeline's rerank_k and weight grid
 PURE_RERANK_WEIGHT = 1e4  # the similarity score decides the top-k order alone
 
 
@@ -248,9 +248,13 @@ def main() -> None:
             ),
             flush=True,
         )
-    on_val = two_stage_candidates(embedding, similarity.best_checkpoint, splits["val"], RERANK_K)
-    on_test = two_stage_candidates(embedding, similarity.best_checkpoint, splits["test"], RERANK_K)
-    choice = choose_weight(on_val, splits["val"], DEFAULT_WEIGHTS)
+    on_val = two_stage_candidates(
+        embedding, similarity.best_checkpoint, splits["val"], RETRIEVAL_EVAL.rerank_k
+    )
+    on_test = two_stage_candidates(
+        embedding, similarity.best_checkpoint, splits["test"], RETRIEVAL_EVAL.rerank_k
+    )
+    choice = choose_weight(on_val, splits["val"], RETRIEVAL_EVAL.two_stage_weights)
     for name, weight in (
         (f"two-stage, w = {choice.weight:g} (chosen on val)", choice.weight),
         ("rerank by the similarity score alone (previous)", PURE_RERANK_WEIGHT),

@@ -125,14 +125,22 @@ def region_rates(images: pd.DataFrame, folder: Path) -> list[tuple[str, str, str
     """
     from ops.features.proposals import propose_regions
     from ops.features.region_features import extract_region_features
+    from ops.features.settings import ProposalSettings, RegionFeatureSettings
 
     count = len(images)
     before = cpu_seconds()
-    proposals = propose_regions(images, folder / "proposals.parquet")
+    proposals = propose_regions(
+        images, folder / "proposals.parquet", ProposalSettings(), num_workers=2
+    )
     proposal_cpu = (cpu_seconds() - before) / count
     before = cpu_seconds()
     regions = extract_region_features(
-        images, folder / "proposals.parquet", folder / "regions.parquet", device="cpu"
+        images,
+        folder / "proposals.parquet",
+        folder / "regions.parquet",
+        RegionFeatureSettings(),
+        num_workers=2,
+        device="cpu",
     )
     region_cpu = (cpu_seconds() - before) / count
     return [

@@ -27,6 +27,7 @@ from bench_image_features import synthetic_images
 from PIL import Image
 
 from ops.features.region_features import RegionFeatureStats, extract_region_features
+from ops.features.settings import RegionFeatureSettings
 from ops.storage.parquet_io import write_table
 
 
@@ -79,11 +80,13 @@ def run_path(
         images,
         proposals,
         out,
-        backbone=backbone,
-        region_path=path,  # type: ignore[arg-type]
-        roi_pooling="max" if path == "fast_rcnn" else "align",
-        spatial_features=False,
-        batch_size=4,
+        RegionFeatureSettings(
+            backbone=backbone,
+            region_path=path,  # type: ignore[arg-type]
+            roi_pooling="max" if path == "fast_rcnn" else "align",
+            spatial_features=False,
+            batch_size=4,
+        ),
         num_workers=1,
         device="cpu",
         progress=mark,

@@ -24,9 +24,16 @@ HEADER = "| stage | setting | default | source | note |\n|---|---|---|---|---|"
 
 def settings_models() -> dict[str, dict[str, FieldInfo]]:
     """Per stage, its settings fields by name (imported here: the training model needs torch)."""
-    from ops.features.settings import ImageFeatureSettings
+    from ops.data.settings import DatasetSettings
+    from ops.evaluation.settings import RetrievalEvalSettings
+    from ops.features.settings import (
+        ImageFeatureSettings,
+        ProposalSettings,
+        RegionFeatureSettings,
+    )
     from ops.features.text.settings import TextFeatureSettings, WordVectorSettings
     from ops.graph.build import GraphSettings
+    from ops.report.settings import ReportSettings
     from ops.search.settings import IndexSettings
     from ops.training.config import TrainConfig
     from ops.training.settings import DATA_SETTINGS
@@ -34,12 +41,17 @@ def settings_models() -> dict[str, dict[str, FieldInfo]]:
     training = dict(TrainConfig.model_fields)
     training |= {name: info for name, (_, info) in DATA_SETTINGS.items()}
     return {
+        "raw_dataset": dict(DatasetSettings.model_fields),
         "image_features": dict(ImageFeatureSettings.model_fields),
+        "region_proposals": dict(ProposalSettings.model_fields),
+        "region_features": dict(RegionFeatureSettings.model_fields),
         "word_vectors": dict(WordVectorSettings.model_fields),
         "text_features": dict(TextFeatureSettings.model_fields),
         "training": training,
         "neighborhood_graph": dict(GraphSettings.model_fields),
         "retrieval_index": dict(IndexSettings.model_fields),
+        "retrieval_eval": dict(RetrievalEvalSettings.model_fields),
+        "report": dict(ReportSettings.model_fields),
     }
 
 

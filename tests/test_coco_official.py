@@ -14,6 +14,7 @@ from ops.data.acquire import acquire_custom, parse_raw_dataset
 from ops.data.coco_official import acquire_coco_official
 from ops.data.dataset_store import load_dataset_table
 from ops.data.registry import add_dataset
+from ops.data.settings import DatasetSettings
 from ops.data.tables import DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.pipeline_helpers import materialize
@@ -76,7 +77,7 @@ def test_default_split_five_captions_by_annotation_id(tmp_path: Path) -> None:
     assert raw.image_root == str(folder)
     assert Path(raw.karpathy_json).parent == tmp_path / "data" / "raw" / "coco_small"
 
-    tables = parse_raw_dataset(raw)
+    tables = parse_raw_dataset(raw, DatasetSettings())
     # Val ids sorted: 31 37 | 40 45 52 -> the first n // 2 = 2 are val, the rest test.
     assert _splits(tables) == {
         5: "train",
@@ -143,7 +144,7 @@ def test_karpathy_split_file_decides_and_unlisted_images_are_counted(tmp_path: P
     )
     raw = acquire_coco_official(folder, tmp_path / "data", "coco_k", karpathy_split=split_file)
 
-    tables = parse_raw_dataset(raw)
+    tables = parse_raw_dataset(raw, DatasetSettings())
     assert _splits(tables) == {
         5: "train",
         11: "train",
@@ -161,7 +162,7 @@ def test_karpathy_split_file_decides_and_unlisted_images_are_counted(tmp_path: P
     assert set(tables.captions.groupby("image_id").size()) == {5}
     assert (tables.rejects["reason"] == BEYOND_FIVE).sum() == 3
 
-    kept_restval = parse_raw_dataset(raw, restval_to_train=False)
+    kept_restval = parse_raw_dataset(raw, DatasetSettings(restval_to_train=False))
     assert _splits(kept_restval)[5] == "restval" and _splits(kept_restval)[52] == "restval"
 
 
@@ -211,7 +212,9 @@ def test_shared_coco_sample_through_the_karpathy_path(tmp_path: Path, samples_di
     for image in val["images"]:
         Image.new("RGB", (9, 7)).save(folder / "val2017" / image["file_name"], "JPEG")
 
-    tables = parse_raw_dataset(acquire_coco_official(folder, tmp_path / "data", "coco"))
+    tables = parse_raw_dataset(
+        acquire_coco_official(folder, tmp_path / "data", "coco"), DatasetSettings()
+    )
     assert _splits(tables) == {
         159269: "train",
         493652: "train",
@@ -252,7 +255,7 @@ def test_parse_raw_dataset_keeps_the_first_five_captions_by_sentid(tmp_path: Pat
     (folder / "data.json").write_text(json.dumps(document))
     raw = acquire_custom(folder)
 
-    tables = parse_raw_dataset(raw)
+    tables = parse_raw_dataset(raw, DatasetSettings())
     first = tables.captions[tables.captions["image_id"] == "im0"]
     assert first["caption_index"].tolist() == [1, 2, 3, 5, 6]
     assert first["text"].tolist() == [
@@ -270,7 +273,7 @@ def test_parse_raw_dataset_keeps_the_first_five_captions_by_sentid(tmp_path: Pat
         ["captions", "im1#1", "empty caption"],
     ]
 
-    everything = parse_raw_dataset(raw, max_captions_per_image=None)
+    everything = parse_raw_dataset(raw, DatasetSettings(), max_captions_per_image=None)
     assert (everything.captions["image_id"] == "im0").sum() == 7
     assert everything.rejects["reason"].tolist() == ["empty caption"]
 
@@ -279,7 +282,7 @@ def test_five_caption_limit_keeps_entities_phrases_aligned(tmp_path: Path) -> No
     folder = write_custom_dataset(
         tmp_path / "custom", captions={2: [f"a red box {n}" for n in range(6)]}, entities=True
     )
-    tables = parse_raw_dataset(acquire_custom(folder))
+    tables = parse_raw_dataset(acquire_custom(folder), DatasetSettings())
     phrases = tables.phrases[tables.phrases["image_id"] == "im2"]
     assert phrases["caption_id"].tolist() == [f"im2#{k}" for k in range(5)]
     assert tables.rejects["item_id"].tolist() == ["im2#5"]

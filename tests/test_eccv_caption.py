@@ -18,6 +18,7 @@ from ops.data.karpathy import sentence_ids
 from ops.data.registry import add_dataset
 from ops.evaluation import eccv_caption
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.evaluation.trained import split_embeddings
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig
@@ -177,7 +178,9 @@ def test_the_package_scores_the_embedding_rankings(coco_like, fake_metrics) -> N
 
 def test_the_rows_are_stored_as_their_own_protocol(coco_like, fake_metrics) -> None:
     root, runs = coco_like
-    result = evaluate_retrieval_runs(runs["embedding"], runs["similarity"], "test", 0, "cpu")
+    result = evaluate_retrieval_runs(
+        runs["embedding"], runs["similarity"], RetrievalEvalSettings(rerank_k=0), device="cpu"
+    )
     outcome = eccv_caption.eccv_caption_evaluation(
         root, runs["embedding"], "test", "cpu", fake_metrics
     )

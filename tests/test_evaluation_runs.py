@@ -14,6 +14,7 @@ from ops.evaluation.retrieval import (
     store_retrieval_results,
     tune_two_stage,
 )
+from ops.evaluation.settings import RetrievalEvalSettings as Settings
 from ops.evaluation.trained import evaluate_retrieval_single
 from ops.report.build import runs_table
 from ops.storage.sql import run_query
@@ -62,7 +63,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]
 
 def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
     root, (embedding, similarity) = trained
-    result = evaluate_retrieval_runs(embedding, similarity, "test", rerank_k=5, device="cpu")
+    result = evaluate_retrieval_runs(embedding, similarity, Settings(rerank_k=5), device="cpu")
 
     assert result.protocols == ["all"] and (result.n_images, result.n_captions) == (40, 200)
     assert result.runs == {"embedding": embedding["run_id"], "similarity": similarity["run_id"]}
@@ -103,7 +104,7 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
     ranks = run_query(root, "SELECT count(*) AS n FROM retrieval_ranks")
     assert ranks["n"][0] == 3 * (40 + 200)  # every query, both directions, three methods
 
-    no_rerank = evaluate_retrieval_runs(embedding, similarity, "test", rerank_k=0, device="cpu")
+    no_rerank = evaluate_retrieval_runs(embedding, similarity, Settings(rerank_k=0), device="cpu")
     assert set(no_rerank.summary["method"]) == {"single_stage"}
     assert no_rerank.output()["two_stage"] is None
 
@@ -115,7 +116,9 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
     single = evaluate_retrieval_single(embedding["checkpoint"], val["val"], "all", "cpu")
     single_rsum = pd.DataFrame(single.result.metrics)["rsum"].iloc[0]
     for weights in ((0.1, 1.0, 10.0), (1e3,), ()):
-        (choice,) = tune_two_stage(embedding, similarity, "val", 10, weights, device="cpu").values()
+        (choice,) = tune_two_stage(
+            embedding, similarity, "val", 10, weights, device="cpu", protocols=("all",)
+        ).values()
         table = choice.table
         assert table["weight"].tolist() == sorted({0.0, *weights})
         assert table["chosen"].sum() == 1 and choice.weight in table["weight"].tolist()
@@ -128,7 +131,7 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
         assert table.loc[table["chosen"], "weight"].iloc[0] == choice.weight
 
     result = evaluate_retrieval_runs(
-        embedding, similarity, "test", rerank_k=10, device="cpu", weights=(0.1, 1.0)
+        embedding, similarity, Settings(rerank_k=10, two_stage_weights=[0.1, 1.0]), device="cpu"
     )
     two_stage = result.output()["two_stage"]
     assert two_stage["tuned_on"] == "val" and two_stage["rerank_k"] == 10

@@ -22,6 +22,7 @@ from ops.features.backbones import (
 )
 from ops.features.fast_rcnn import AspectResize, fast_rcnn_backbone, fast_rcnn_size
 from ops.features.region_features import extract_region_features, region_variant
+from ops.features.settings import RegionFeatureSettings as Settings
 from ops.storage.parquet_io import read_features, read_schema
 from tests.region_images import write_region_setup
 
@@ -71,12 +72,12 @@ def setup(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
 
 
 def test_resize_rule_keeps_aspect_and_caps_the_longer_side() -> None:
-    assert fast_rcnn_size(48, 32) == (900, 600)
-    assert fast_rcnn_size(40, 40) == (600, 600)
+    assert fast_rcnn_size(48, 32, 600, 1000) == (900, 600)
+    assert fast_rcnn_size(40, 40, 600, 1000) == (600, 600)
     # 32×56 at shorter side 600 would be 1,050 long: the longer side is capped instead.
-    assert fast_rcnn_size(32, 56) == (571, 1000)
-    assert fast_rcnn_size(2000, 1000) == (1000, 500)
-    assert fast_rcnn_size(100, 20) == (1000, 200)
+    assert fast_rcnn_size(32, 56, 600, 1000) == (571, 1000)
+    assert fast_rcnn_size(2000, 1000, 600, 1000) == (1000, 500)
+    assert fast_rcnn_size(100, 20, 600, 1000) == (1000, 200)
     assert fast_rcnn_size(300, 200, shorter_side=100, max_longer_side=120) == (120, 80)
     with pytest.raises(ValueError, match="shorter_side"):
         AspectResize(600, 500, IMAGENET_MEAN, IMAGENET_STD)
@@ -84,7 +85,7 @@ def test_resize_rule_keeps_aspect_and_caps_the_longer_side() -> None:
 
 def test_trunk_is_cut_at_stride_16() -> None:
     full = tiny_vgg()
-    net = fast_rcnn_backbone(full)
+    net = fast_rcnn_backbone(full, 600, 1000)
     assert net.stride == 16 and len(net.trunk) == len(full.trunk) - 1
     assert net.head is full.head
     with torch.inference_mode():
@@ -116,11 +117,10 @@ def test_extraction_pools_the_resized_image(setup, tmp_path: Path) -> None:
         images,
         proposals_path,
         out,
-        backbone=tiny_vgg(),
-        region_path="auto",
-        roi_pooling="max",
-        spatial_features=False,
+        Settings(region_path="auto", roi_pooling="max", spatial_features=False),
         num_workers=0,
+        device="auto",
+        network=tiny_vgg(),
     )
     assert stats.region_path == "fast_rcnn" and stats.dim == HEAD_DIM
     assert stats.variant == "vgg_tiny_frcnn600x1000_roimax"
@@ -131,7 +131,7 @@ def test_extraction_pools_the_resized_image(setup, tmp_path: Path) -> None:
     assert ids["region_id"].tolist() == proposals["region_id"].tolist()
     assert regions.shape == (len(proposals), HEAD_DIM)
     # Image r2 is 32×56 → 571×1000: box (32/3, 14, 32, 55) scaled by 571/32 and 1000/56.
-    net = fast_rcnn_backbone(tiny_vgg())
+    net = fast_rcnn_backbone(tiny_vgg(), 600, 1000)
     source = Image.open(images["path"].iloc[2]).convert("RGB")
     pixels = net.transform(source)[None]
     assert pixels.shape[-2:] == (1000, 571)
@@ -157,11 +157,10 @@ def test_roi_align_and_spatial_columns_on_the_fast_rcnn_path(setup, tmp_path: Pa
         images,
         proposals_path,
         out,
-        backbone=tiny_vgg(),
-        region_path="fast_rcnn",
-        shorter_side=64,
-        max_longer_side=96,
+        Settings(region_path="fast_rcnn", shorter_side=64, max_longer_side=96),
         num_workers=0,
+        device="auto",
+        network=tiny_vgg(),
     )
     assert stats.variant == "vgg_tiny_frcnn64x96_spatial" and stats.dim == HEAD_DIM + 5
     _, regions = read_features(out)
@@ -182,30 +181,42 @@ def test_square_path_is_kept_on_request_and_for_other_families(setup, tmp_path: 
         images,
         proposals_path,
         tmp_path / "square.parquet",
-        backbone=tiny_vgg(),
-        region_path="square",
-        image_size=64,
+        Settings(region_path="square", image_size=64),
         num_workers=0,
+        device="auto",
+        network=tiny_vgg(),
     )
     assert square.region_path == "square" and square.variant == "vgg_tiny_64_spatial"
     assert read_metadata(tmp_path / "square.parquet")["stride"] == "32"
     with pytest.raises(ValueError, match="image_size 64 sets the square path"):
         extract_region_features(
-            images, proposals_path, tmp_path / "x.parquet", backbone=tiny_vgg(), image_size=64
+            images,
+            proposals_path,
+            tmp_path / "x.parquet",
+            Settings(image_size=64),
+            num_workers=0,
+            device="auto",
+            network=tiny_vgg(),
         )
     with pytest.raises(ValueError, match="needs a VGG or AlexNet backbone.*not the resnet"):
         extract_region_features(
-            images, proposals_path, tmp_path / "x.parquet", region_path="fast_rcnn"
+            images,
+            proposals_path,
+            tmp_path / "x.parquet",
+            Settings(region_path="fast_rcnn"),
+            num_workers=0,
+            device="auto",
         )
-    assert region_variant("resnet18", region_path="auto") == "resnet18_spatial"
-    assert region_variant("vgg19", region_path="auto") == "vgg19_frcnn600x1000_spatial"
-    assert region_variant("vgg19", 224, region_path="square") == "vgg19_224_spatial"
+    assert region_variant(Settings(region_path="auto")) == "resnet18_spatial"
+    assert region_variant(Settings(backbone="vgg19")) == "vgg19_frcnn600x1000_spatial"
+    square = Settings(backbone="vgg19", image_size=224, region_path="square")
+    assert region_variant(square) == "vgg19_224_spatial"
 
 
 def test_torchvision_vgg_and_alexnet_cut_before_their_last_pool() -> None:
     for name, grid in (("vgg11", 7), ("alexnet", 6)):
         full = build_backbone(name)
-        net = fast_rcnn_backbone(full)
+        net = fast_rcnn_backbone(full, 600, 1000)
         assert isinstance(list(full.trunk)[-1], nn.MaxPool2d)
         assert list(net.trunk) == list(full.trunk)[:-1]
         with torch.inference_mode():

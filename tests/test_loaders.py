@@ -18,6 +18,7 @@ from ops.data.flickr30k_entities import (
     parse_sentence_file,
 )
 from ops.data.karpathy import load_karpathy
+from ops.data.settings import DatasetSettings
 from ops.data.tables import CAPTION_COLUMNS, IMAGE_COLUMNS, PHRASE_COLUMNS, DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
 
@@ -474,21 +475,21 @@ def test_a_split_emptied_by_bad_images_is_an_error(tmp_path: Path) -> None:
     (folder / "img" / "im5.jpg").unlink()
     raw = acquire_custom(folder)
     with pytest.raises(DatasetFormatError, match="split 'test' kept 0 images") as caught:
-        parse_raw_dataset(raw)
+        parse_raw_dataset(raw, DatasetSettings())
     assert caught.value.path == str(folder / "data.json")
     assert (
         "2 of its 2 images were rejected (not an image: 1, e.g. "
         f"{folder / 'img' / 'im4.jpg'}, missing file: 1, e.g. {folder / 'img' / 'im5.jpg'})"
     ) in str(caught.value)
     # Without image checks nothing was rejected, so the split is whole.
-    assert len(parse_raw_dataset(raw, check_images=False).images) == 6
+    assert len(parse_raw_dataset(raw, DatasetSettings(check_images=False)).images) == 6
 
 
 def test_min_images_per_split(tmp_path: Path) -> None:
     raw = acquire_custom(write_custom_dataset(tmp_path / "custom"))
-    assert len(parse_raw_dataset(raw, min_images_per_split=1).images) == 6
+    assert len(parse_raw_dataset(raw, DatasetSettings(min_images_per_split=1)).images) == 6
     with pytest.raises(DatasetFormatError) as caught:
-        parse_raw_dataset(raw, min_images_per_split=2)
+        parse_raw_dataset(raw, DatasetSettings(min_images_per_split=2))
     message = str(caught.value)
     assert "split 'val' kept 1 images (fewer than 2); 0 of its 1 images were rejected - " in message
     assert "'train'" not in message and "'test'" not in message

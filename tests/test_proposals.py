@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
+from pydantic import ValidationError
 
 from ops.features import proposals as proposals_module
 from ops.features.proposals import (
@@ -15,6 +16,7 @@ from ops.features.proposals import (
     proposal_upper_bound,
     propose_regions,
 )
+from ops.features.settings import ProposalSettings as Settings
 from ops.geometry import pairwise_iou
 from ops.storage.parquet_io import read_table
 
@@ -63,7 +65,7 @@ def _boxes_by_image(table: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def test_exactly_n_candidates_that_find_the_square(images: pd.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "proposals.parquet"
-    stats = propose_regions(images, out, num_proposals=40, num_workers=0)
+    stats = propose_regions(images, out, Settings(num_proposals=40), num_workers=0)
     table = read_table(out)
     assert list(table.columns) == [
         "image_id", "region_id", "x1", "y1", "x2", "y2", "source", "rank"
@@ -85,8 +87,8 @@ def test_exactly_n_candidates_that_find_the_square(images: pd.DataFrame, tmp_pat
 
 def test_whole_image_is_its_own_setting_within_the_n(images: pd.DataFrame, tmp_path: Path) -> None:
     plain, whole = tmp_path / "plain.parquet", tmp_path / "whole.parquet"
-    propose_regions(images, plain, num_proposals=12, num_workers=0)
-    propose_regions(images, whole, num_proposals=12, whole_image=True, num_workers=0)
+    propose_regions(images, plain, Settings(num_proposals=12), num_workers=0)
+    propose_regions(images, whole, Settings(num_proposals=12, whole_image=True), num_workers=0)
     plain_boxes, whole_boxes = (
         _boxes_by_image(read_table(plain)),
         _boxes_by_image(read_table(whole)),
@@ -101,8 +103,8 @@ def test_a_search_that_finds_too_few_is_filled_by_fixed_windows(
     images: pd.DataFrame, tmp_path: Path
 ) -> None:
     short, long = tmp_path / "short.parquet", tmp_path / "long.parquet"
-    propose_regions(images, short, num_proposals=40, num_workers=0)
-    stats = propose_regions(images, long, num_proposals=500, num_workers=0)
+    propose_regions(images, short, Settings(num_proposals=40), num_workers=0)
+    stats = propose_regions(images, long, Settings(num_proposals=500), num_workers=0)
     assert stats.proposals == 3 * 500 and stats.filled > 0
     windows = fill_windows(64, 56, 8)
     short_boxes = _boxes_by_image(read_table(short))
@@ -131,8 +133,8 @@ def test_max_side_searches_a_downscaled_copy(tmp_path: Path) -> None:
     image.save(tmp_path / "big.png")
     table = pd.DataFrame({"image_id": ["big"], "path": [str(tmp_path / "big.png")]})
     full, small = tmp_path / "full.parquet", tmp_path / "small.parquet"
-    propose_regions(table, full, num_proposals=30, num_workers=0)
-    propose_regions(table, small, num_proposals=30, max_side=64, num_workers=0)
+    propose_regions(table, full, Settings(num_proposals=30), num_workers=0)
+    propose_regions(table, small, Settings(num_proposals=30, max_side=64), num_workers=0)
     full_boxes = read_table(full)[["x1", "y1", "x2", "y2"]].to_numpy()
     small_boxes = read_table(small)[["x1", "y1", "x2", "y2"]].to_numpy()
     square = np.array([[64, 48, 176, 160]])
@@ -145,8 +147,8 @@ def test_max_side_searches_a_downscaled_copy(tmp_path: Path) -> None:
 
 def test_parallel_and_repeated_runs_agree(images: pd.DataFrame, tmp_path: Path) -> None:
     serial, parallel = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    propose_regions(images, serial, num_workers=0)
-    propose_regions(images, parallel, num_workers=2)
+    propose_regions(images, serial, Settings(), num_workers=0)
+    propose_regions(images, parallel, Settings(), num_workers=2)
     pd.testing.assert_frame_equal(read_table(serial), read_table(parallel))
 
 
@@ -161,7 +163,9 @@ def test_ground_truth_only_from_train_phrases(images: pd.DataFrame, tmp_path: Pa
         ]
     )
     out = tmp_path / "proposals.parquet"
-    stats = propose_regions(images, out, include_ground_truth_for=phrases, num_workers=0)
+    stats = propose_regions(
+        images, out, Settings(), include_ground_truth_for=phrases, num_workers=0
+    )
     table = read_table(out)
     ground_truth = table[table["source"] == "ground_truth"]
     assert stats.ground_truth == 2
@@ -216,16 +220,18 @@ def test_pairwise_iou_values() -> None:
 
 
 def test_bad_methods_are_explained(images: pd.DataFrame, tmp_path: Path) -> None:
+    out = tmp_path / "e.parquet"
     with pytest.raises(ValueError, match="structured-edge model"):
-        propose_regions(images, tmp_path / "e.parquet", method="edge_boxes")
+        propose_regions(images, out, Settings(method="edge_boxes"), num_workers=0)
+    missing = Settings(method="edge_boxes", edge_model_path=str(tmp_path / "no.yml.gz"))
     with pytest.raises(ValueError, match="structured-edge model"):
-        propose_regions(
-            images, tmp_path / "e.parquet", method="edge_boxes", model_path=tmp_path / "no.yml.gz"
-        )
+        propose_regions(images, out, missing, num_workers=0)
     with pytest.raises(ValueError, match="unknown proposal method"):
-        propose_regions(images, tmp_path / "e.parquet", method="sliding_windows")
-    with pytest.raises(ValueError, match="num_proposals must be at least 1"):
-        propose_regions(images, tmp_path / "e.parquet", num_proposals=0)
+        proposals_module.resolve_method("sliding_windows", None)
+    with pytest.raises(ValidationError, match="literal_error|Input should be 'auto'"):
+        Settings(method="sliding_windows")
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        Settings(num_proposals=0)
     assert not (tmp_path / "e.parquet").exists()
 
 
@@ -244,5 +250,5 @@ def test_opencv_without_contrib_is_a_clear_error(
 ) -> None:
     monkeypatch.delattr(proposals_module.cv2, "ximgproc")
     with pytest.raises(RuntimeError, match="install opencv-contrib-python-headless"):
-        propose_regions(images, tmp_path / "e.parquet", num_workers=0)
+        propose_regions(images, tmp_path / "e.parquet", Settings(), num_workers=0)
     assert not (tmp_path / "e.parquet").exists()

@@ -18,6 +18,7 @@ from ops.features.region_features import (
     spatial_columns,
 )
 from ops.features.settings import ImageFeatureSettings
+from ops.features.settings import RegionFeatureSettings as Settings
 from ops.storage.parquet_io import read_features, write_table
 from tests.region_images import write_region_setup
 
@@ -35,11 +36,10 @@ def test_whole_image_box_equals_image_feature(setup, tmp_path: Path) -> None:
         images,
         proposals_path,
         regions_out,
-        image_size=64,
-        roi_output_size=2,
-        spatial_features=False,
-        batch_size=2,
+        Settings(image_size=64, spatial_features=False, batch_size=2),
         num_workers=0,
+        device="auto",
+        roi_output_size=2,
     )
     extract_image_features(
         images, image_out, ImageFeatureSettings(image_size=64), num_workers=0, device="auto"
@@ -59,7 +59,13 @@ def test_box_scaling_matches_a_manual_roi_align(setup, tmp_path: Path) -> None:
     images, proposals, proposals_path = setup
     out = tmp_path / "regions.parquet"
     extract_region_features(
-        images, proposals_path, out, image_size=96, roi_output_size=3, num_workers=0
+        images,
+        proposals_path,
+        out,
+        Settings(image_size=96),
+        num_workers=0,
+        device="auto",
+        roi_output_size=3,
     )
     _, regions = read_features(out)
     net = build_backbone("resnet18", "none", 96)
@@ -76,7 +82,12 @@ def test_spatial_features_are_appended(setup, tmp_path: Path) -> None:
     images, proposals, proposals_path = setup
     out = tmp_path / "regions.parquet"
     stats = extract_region_features(
-        images, proposals_path, out, image_size=32, batch_size=2, num_workers=2
+        images,
+        proposals_path,
+        out,
+        Settings(image_size=32, batch_size=2),
+        num_workers=2,
+        device="auto",
     )
     assert stats.dim == 517 and stats.variant == "resnet18_32_spatial"
     _, regions = read_features(out)
@@ -107,15 +118,21 @@ def test_bad_proposal_files_are_named(setup, tmp_path: Path) -> None:
     scattered = tmp_path / "scattered.parquet"
     write_table(scattered, pd.concat([proposals.iloc[:2], proposals.iloc[4:], proposals.iloc[2:4]]))
     with pytest.raises(ValueError, match=r"scattered\.parquet.*not contiguous"):
-        extract_region_features(images, scattered, tmp_path / "x.parquet", num_workers=0)
+        extract_region_features(
+            images, scattered, tmp_path / "x.parquet", Settings(), num_workers=0, device="auto"
+        )
     stranger = tmp_path / "stranger.parquet"
     write_table(stranger, proposals.assign(image_id="nope"))
     with pytest.raises(ValueError, match=r"stranger\.parquet.*not in the images table"):
-        extract_region_features(images, stranger, tmp_path / "x.parquet", num_workers=0)
+        extract_region_features(
+            images, stranger, tmp_path / "x.parquet", Settings(), num_workers=0, device="auto"
+        )
     assert not (tmp_path / "x.parquet").exists()
 
 
 def test_region_variant_names() -> None:
-    assert region_variant("resnet18") == "resnet18_spatial"
-    assert region_variant("vgg19", 448, spatial_features=False) == "vgg19_448"
-    assert region_variant("vgg19", weights="IMAGENET1K_V1") == "vgg19_imagenet1k_v1_spatial"
+    assert region_variant(Settings()) == "resnet18_spatial"
+    square = Settings(backbone="vgg19", region_path="square", image_size=448)
+    assert region_variant(square.model_copy(update={"spatial_features": False})) == "vgg19_448"
+    imagenet = Settings(backbone="vgg19", weights="IMAGENET1K_V1", region_path="square")
+    assert region_variant(imagenet) == "vgg19_imagenet1k_v1_spatial"

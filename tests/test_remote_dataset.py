@@ -13,6 +13,7 @@ from PIL import Image
 from ops.data.acquire import parse_raw_dataset
 from ops.data.flickr30k_entities import parse_annotation_file
 from ops.data.remote import acquire_public
+from ops.data.settings import DatasetSettings
 from ops.data.sources import (
     FLICKR30K_IMAGES_FOLDER,
     DatasetSource,
@@ -68,7 +69,7 @@ def test_flickr30k_entities_from_a_local_server(tmp_path: Path, samples_dir: Pat
         )
         served = server.bytes_sent("/annotations.zip")
     assert served < 1.5 * len(archive)  # resumed after the drop, not restarted
-    tables = parse_raw_dataset(raw)
+    tables = parse_raw_dataset(raw, DatasetSettings())
     assert sorted(tables.images["image_id"]) == ids
     assert tables.images.set_index("image_id")["split"].to_dict() == {
         ids[0]: "train",

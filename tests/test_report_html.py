@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ops.evaluation.two_stage import DEFAULT_WEIGHTS
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.report.html import two_stage_section
 
 
@@ -15,7 +15,10 @@ def _cells(html: str, column: int) -> list[str]:
 
 
 def test_two_stage_weights_keep_their_digits() -> None:
-    grid = [{"weight": w, "rsum": 100.0 + i} for i, w in enumerate(DEFAULT_WEIGHTS)]
+    grid = [
+        {"weight": w, "rsum": 100.0 + i}
+        for i, w in enumerate(RetrievalEvalSettings().two_stage_weights)
+    ]
     section = two_stage_section(
         {
             "weight": 0.003,

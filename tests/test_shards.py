@@ -15,7 +15,7 @@ import pytest
 from assets.sharding import shard_spec
 from ops.features.image_features import extract_image_features
 from ops.features.region_features import extract_region_features
-from ops.features.settings import ImageFeatureSettings
+from ops.features.settings import ImageFeatureSettings, RegionFeatureSettings
 from ops.features.shards import (
     merge_shard_files,
     plan_shards,
@@ -117,9 +117,10 @@ def test_sharded_region_features_equal_one_pass(tmp_path: Path) -> None:
     images = make_images(folder)
     proposals_path = tmp_path / "proposals.parquet"
     write_table(proposals_path, make_proposals(images))
-    options = {"backbone": "squeezenet1_1", "image_size": 32, "batch_size": 2, "num_workers": 0}
+    settings = RegionFeatureSettings(backbone="squeezenet1_1", image_size=32, batch_size=2)
+    options = {"num_workers": 0, "device": "cpu"}
     whole = tmp_path / "whole.parquet"
-    extract_region_features(images, proposals_path, whole, device="cpu", **options)
+    extract_region_features(images, proposals_path, whole, settings, **options)
     parts = []
     for spec in plan_shards(len(images), 3):
         parts.append(shard_file(tmp_path / "merged.parquet", spec, "run"))
@@ -127,7 +128,7 @@ def test_sharded_region_features_equal_one_pass(tmp_path: Path) -> None:
             images,
             proposals_path,
             parts[-1],
-            device="cpu",
+            settings,
             image_range=(spec.start, spec.stop),
             **options,
         )
@@ -142,7 +143,12 @@ def test_sharded_region_features_equal_one_pass(tmp_path: Path) -> None:
     )  # batch makeup shifts conv rounding
     with pytest.raises(ValueError, match="outside the 3 images"):
         extract_region_features(
-            images, proposals_path, tmp_path / "bad.parquet", image_range=(2, 5), **options
+            images,
+            proposals_path,
+            tmp_path / "bad.parquet",
+            settings,
+            image_range=(2, 5),
+            **options,
         )
 
 

@@ -18,6 +18,7 @@ from ops.data.custom import custom_dataset_json
 from ops.data.flickr30k_entities import load_entities_phrases
 from ops.data.image_check import validate_images
 from ops.data.karpathy import load_karpathy
+from ops.data.settings import DatasetSettings
 from ops.data.tables import (
     CAPTIONS_PER_IMAGE,
     REJECT_COLUMNS,
@@ -47,21 +48,21 @@ class RawDataset:
         return asdict(self)
 
 
-def acquire_synthetic(
-    root: Path,
-    seed: int = 0,
-    n_train: int = 5000,
-    n_val: int = 1000,
-    n_test: int = 1000,
-    image_size: int = 128,
-    dataset: str = "synthetic",
-) -> RawDataset:
+def acquire_synthetic(root: Path, settings: DatasetSettings, dataset: str) -> RawDataset:
+    """The synthetic dataset sized by ``settings.synthetic_*``, generated under ``dataset``."""
     from ops.data.synthetic.writer import generate_synthetic
 
     started = time.perf_counter()
     out_dir = raw_dir(root, dataset)
+    n_train = settings.synthetic_train_images
+    n_val, n_test = settings.synthetic_val_images, settings.synthetic_test_images
     generate_synthetic(
-        out_dir, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size
+        out_dir,
+        seed=settings.seed,
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        image_size=settings.synthetic_image_size,
     )
     return RawDataset(
         dataset=dataset,
@@ -143,31 +144,31 @@ def _check_split_sizes(
 
 def parse_raw_dataset(
     raw: RawDataset,
-    restval_to_train: bool = True,
-    check_images: bool = True,
+    settings: DatasetSettings,
     max_captions_per_image: int | None = CAPTIONS_PER_IMAGE,
-    min_images_per_split: int = 1,
 ) -> DatasetTables:
-    """Load captions (and phrases where present), validate images, drop what they orphan.
+    """Load captions (and phrases where present), validate images (``check_images``), drop
+    what they orphan; ``restval_to_train`` moves restval images into the training split.
 
     Each image keeps its first ``max_captions_per_image`` captions (None keeps all), as the
     retrieval protocols count five per image; the others are listed in ``rejects``. Raises
     DatasetFormatError, before anything could be published, when a split keeps fewer than
     ``min_images_per_split`` images after image validation and caption cleaning.
     """
+    min_images_per_split = settings.min_images_per_split
     if raw.precomp_root is not None:
         return _parse_precomp(raw, min_images_per_split)
     tables = load_karpathy(
         Path(raw.karpathy_json),
         Path(raw.image_root),
         raw.dataset,
-        restval_to_train,
+        settings.restval_to_train,
         max_captions_per_image,
     )
     rejects = [tables.rejects]
     images = tables.images
     image_rejects = empty_frame(REJECT_COLUMNS)
-    if check_images:
+    if settings.check_images:
         images, image_rejects = validate_images(images)
         image_rejects = image_rejects.assign(dataset=raw.dataset)
         rejects.append(image_rejects)

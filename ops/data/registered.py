@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ops.data.acquire import RawDataset, acquire_custom, acquire_precomp, acquire_synthetic
 from ops.data.registry import DatasetEntry
-
-
-@dataclass(frozen=True)
-class SyntheticSize:
-    """How much of the embedded synthetic dataset to generate (seeded, deterministic)."""
-
-    seed: int = 0
-    train_images: int = 5000
-    val_images: int = 1000
-    test_images: int = 1000
-    image_size: int = 128
+from ops.data.settings import DatasetSettings
 
 
 def acquire_dataset(
     entry: DatasetEntry,
     root: Path,
-    synthetic: SyntheticSize = SyntheticSize(),
+    settings: DatasetSettings,
     log: Callable[[str], None] = print,
 ) -> RawDataset:
-    """Generate, download or point at the entry's files; every path under its own name."""
+    """Generate, download or point at the entry's files; every path under its own name
+    (``settings`` sizes a synthetic dataset)."""
     if entry.source == "synthetic":
-        return acquire_synthetic(
-            root,
-            seed=synthetic.seed,
-            n_train=synthetic.train_images,
-            n_val=synthetic.val_images,
-            n_test=synthetic.test_images,
-            image_size=synthetic.image_size,
-            dataset=entry.name,
-        )
+        return acquire_synthetic(root, settings, entry.name)
     if entry.source == "custom":
         return acquire_custom(Path(str(entry.path)), dataset=entry.name)
     if entry.source == "precomp":

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.evaluation.trained import (
     RetrievalEvaluation,
     evaluate_retrieval_single,
@@ -21,7 +22,6 @@ from ops.evaluation.trained import (
     split_embeddings,
 )
 from ops.evaluation.two_stage import (
-    DEFAULT_WEIGHTS,
     TwoStageCandidates,
     WeightChoice,
     choose_weight,
@@ -158,9 +158,9 @@ def tune_two_stage(
     similarity_run: Mapping,
     split_name: str,
     rerank_k: int,
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    device: str = "auto",
-    protocols: Sequence[str] = ("all",),
+    weights: Sequence[float],
+    device: str,
+    protocols: Sequence[str],
 ) -> dict[str, WeightChoice]:
     """Per test protocol, the similarity score's weight with the best R-sum on
     ``split_name`` (the validation split) of the embedding run's feature files, under that
@@ -185,18 +185,18 @@ def tune_two_stage(
 def evaluate_retrieval_runs(
     embedding_run: Mapping,
     similarity_run: Mapping,
-    split_name: str = "test",
-    rerank_k: int = 20,
-    device: str = "auto",
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    tune_split: str = "val",
-    protocols: Sequence[str] | None = None,
+    settings: RetrievalEvalSettings,
+    *,
+    device: str,
 ) -> RetrievalEvalResult:
     """Evaluate two training-run manifests (as ``run_training`` returns them) on
-    ``split_name`` of the embedding run's feature files, under ``protocols`` (None: the
-    field's protocols for the split's size). Two-stage retrieval (``rerank_k`` > 0; 0 skips
-    it) uses the weight among ``weights`` that scores best on ``tune_split``. A run whose
-    input files changed since it was trained is refused (``InputsChanged``)."""
+    ``settings.split`` of the embedding run's feature files, under ``settings.protocols``
+    (empty: the field's protocols for the split's size). Two-stage retrieval (``rerank_k`` >
+    0; 0 skips it) uses the weight among ``two_stage_weights`` that scores best on
+    ``tune_split``. A run whose input files changed since it was trained is refused
+    (``InputsChanged``)."""
+    split_name, rerank_k, tune_split = settings.split, settings.rerank_k, settings.tune_split
+    weights = settings.two_stage_weights
     runs = [embedding_run, similarity_run]
     for run in runs:
         check_trained_inputs(run, "evaluated")
@@ -205,7 +205,7 @@ def evaluate_retrieval_runs(
         features["image_features"], features["text_features"], (split_name,)
     )[split_name]
     dataset = embedding_run["dataset"]
-    protocols = list(protocols) if protocols else protocols_for(len(split.image_ids))
+    protocols = list(settings.protocols) or protocols_for(len(split.image_ids))
     metric_rows: dict[str, list[dict]] = {run["run_id"]: [] for run in runs}
     rank_rows: dict[str, list[pd.DataFrame]] = {run["run_id"]: [] for run in runs}
     timings = {}

@@ -33,10 +33,6 @@ from ops.metrics.score_sources import ScoreSource, default_chunk
 from ops.training.inputs import ImageSentenceSplit
 from ops.training.trained_model import load_two_branch
 
-# Weights of the similarity score tried on the validation split (logits are ~10× wider than
-# the embedding's cosine scores, hence the small end of the grid).
-DEFAULT_WEIGHTS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-
 
 @dataclass(frozen=True)
 class FoldCandidates:

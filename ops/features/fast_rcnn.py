@@ -14,21 +14,18 @@ classifier on a fixed grid, have this form here; every other family keeps the sq
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import transforms as T
 
 from ops.features.backbones import Backbone
+from ops.features.settings import RegionPath, RegionPathSetting
 
-RegionPath = Literal["square", "fast_rcnn"]
-RegionPathSetting = Literal["auto", "square", "fast_rcnn"]
 # Family → the grid its classifier's fc6 reads (its adaptive pool's output size).
 FAST_RCNN_GRIDS = {"vgg": 7, "alexnet": 6}
 FAST_RCNN_STRIDE = 16
-DEFAULT_SHORTER_SIDE = 600
-DEFAULT_MAX_LONGER_SIDE = 1000
 
 
 def resolve_region_path(family: str, setting: RegionPathSetting) -> RegionPath:
@@ -46,10 +43,7 @@ def resolve_region_path(family: str, setting: RegionPathSetting) -> RegionPath:
 
 
 def fast_rcnn_size(
-    width: int,
-    height: int,
-    shorter_side: int = DEFAULT_SHORTER_SIDE,
-    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
+    width: int, height: int, shorter_side: int, max_longer_side: int
 ) -> tuple[int, int]:
     """``(width, height)`` of the resized image: shorter side to ``shorter_side``, unless the
     longer side would then exceed ``max_longer_side``; the aspect ratio is kept."""
@@ -87,11 +81,7 @@ class AspectResize:
         return self.to_tensor(resized)
 
 
-def fast_rcnn_backbone(
-    net: Backbone,
-    shorter_side: int = DEFAULT_SHORTER_SIDE,
-    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
-) -> Backbone:
+def fast_rcnn_backbone(net: Backbone, shorter_side: int, max_longer_side: int) -> Backbone:
     """``net`` with its trunk cut before the last max-pool (stride 16) and the aspect-keeping
     resize as its transform; the head (fc6 → fc7 after ReLU) is the network's own."""
     if net.family not in FAST_RCNN_GRIDS:

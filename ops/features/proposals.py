@@ -3,16 +3,17 @@
 Every image gets exactly ``num_proposals`` candidates ``r0..r{N-1}`` (source ``proposal``):
 
 1. with ``whole_image``, the whole-image box first (off in the paper's setup);
-2. the searcher's boxes in its order, after dropping boxes with a side under ``min_size``
-   pixels, exact duplicates and the whole image itself (selective search always ends with
-   it): whether the whole image is a candidate is ``whole_image``'s say alone;
+2. the searcher's boxes in its order, after dropping boxes with a side under
+   ``MIN_BOX_SIDE`` pixels, exact duplicates and the whole image itself (selective search
+   always ends with it): whether the whole image is a candidate is ``whole_image``'s say
+   alone;
 3. when the search found fewer than N, a fixed fill: sliding windows of the image's aspect at
    scales 0.8, 0.64, 0.5, … of its sides with half-window strides, largest first, skipping
    boxes already present (never the whole image); if even those run out (tiny images), the
    candidates so far repeat in order.
 
 The searcher is EdgeBoxes (OpenCV ximgproc with the structured-edge model file
-``model_path``) when a model path is given, selective search otherwise; it sees the image at
+``edge_model_path``) when a model path is given, selective search otherwise; it sees the image at
 full resolution unless ``max_side`` downscales it (boxes are mapped back). Ground-truth boxes
 of training phrases can be added as extra candidates ``g0..gM`` (source ``ground_truth``),
 as the protocol does during training only. Boxes are 0-based pixel coordinates with exclusive
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from ops.features.settings import ProposalSettings
 from ops.geometry import pairwise_iou
 from ops.storage.atomic import atomic_path
 
@@ -67,6 +69,8 @@ PROPOSAL_SCHEMA = pa.schema(
 REFERENCE_AREA = 500 * 375
 REFERENCE_SEGMENT_MIN_SIZE = 100
 IMAGES_PER_TASK = 32
+# Boxes with a side under this many pixels are dropped from the search's output.
+MIN_BOX_SIDE = 8
 
 
 # Fill windows, as fractions of the image's sides, largest first (the whole image excluded).
@@ -76,12 +80,14 @@ CONTRIB_PACKAGE = "opencv-contrib-python-headless"
 
 @dataclass(frozen=True)
 class SearchSettings:
-    method: str = "selective_search_fast"
-    num_proposals: int = 200
-    min_size: int = 8
-    max_side: int | None = None
-    whole_image: bool = False
-    model_path: str | None = None
+    """What each search worker needs: the stage's settings with the searcher resolved."""
+
+    method: str
+    num_proposals: int
+    min_size: int
+    max_side: int | None
+    whole_image: bool
+    model_path: str | None
 
 
 @dataclass(frozen=True)
@@ -354,38 +360,33 @@ def resolve_method(method: str, model_path: str | Path | None) -> str:
 def propose_regions(
     images: pd.DataFrame,
     out_path: Path,
-    num_proposals: int = 200,
-    method: str = "auto",
-    min_size: int = 8,
+    settings: ProposalSettings,
+    *,
+    num_workers: int,
     include_ground_truth_for: pd.DataFrame | None = None,
-    num_workers: int = 2,
     progress: Progress | None = None,
-    max_side: int | None = None,
-    whole_image: bool = False,
-    model_path: str | Path | None = None,
 ) -> ProposalStats:
-    """Write exactly ``num_proposals`` candidates for every row of ``images`` to ``out_path``
-    (see the module docstring), grouped by image in order.
+    """Write exactly ``settings.num_proposals`` candidates for every row of ``images`` to
+    ``out_path`` (see the module docstring), grouped by image in order.
 
-    ``max_side``: larger images are searched downscaled to this longer side (None: full
-    resolution); ``whole_image``: the whole-image box is candidate r0; ``model_path``: the
-    structured-edge model that EdgeBoxes needs (``method="auto"`` runs EdgeBoxes when it is
-    given). ``include_ground_truth_for``: phrases whose train-split ground-truth boxes join the
-    candidates (other splits are ignored: the protocol adds them during training only).
+    ``settings.max_side``: larger images are searched downscaled to this longer side (None:
+    full resolution); ``whole_image``: the whole-image box is candidate r0;
+    ``edge_model_path``: the structured-edge model that EdgeBoxes needs (``method="auto"``
+    runs EdgeBoxes when it is given). ``include_ground_truth_for``: phrases whose train-split
+    ground-truth boxes join the candidates (other splits are ignored: the protocol adds them
+    during training only). ``num_workers`` 0 searches in this process.
     """
-    if num_proposals < 1:
-        raise ValueError(f"num_proposals must be at least 1, got {num_proposals}")
-    method = resolve_method(method, model_path)
+    method = resolve_method(settings.method, settings.edge_model_path)
     missing = [name for name in ("image_id", "path") if name not in images.columns]
     if missing:
         raise ValueError(f"images table lacks columns {missing}")
-    settings = SearchSettings(
+    search = SearchSettings(
         method=method,
-        num_proposals=int(num_proposals),
-        min_size=int(min_size),
-        max_side=None if max_side is None else int(max_side),
-        whole_image=bool(whole_image),
-        model_path=None if model_path is None else str(model_path),
+        num_proposals=settings.num_proposals,
+        min_size=MIN_BOX_SIDE,
+        max_side=settings.max_side,
+        whole_image=settings.whole_image,
+        model_path=settings.edge_model_path,
     )
     ground_truth = _ground_truth_by_image(include_ground_truth_for)
     pairs = list(zip(images["image_id"].astype(str), images["path"].astype(str), strict=True))
@@ -394,7 +395,7 @@ def propose_regions(
     done = n_proposals = n_ground_truth = n_filled = 0
     with atomic_path(out_path) as tmp:
         with pq.ParquetWriter(tmp, PROPOSAL_SCHEMA, compression="zstd") as writer:
-            for results in _results(tasks, settings, num_workers):
+            for results in _results(tasks, search, num_workers):
                 batches = []
                 for image_id, boxes, filled in results:
                     extra = ground_truth.get(image_id)
@@ -428,11 +429,11 @@ def boxed_phrases(phrases: pd.DataFrame) -> pd.DataFrame:
 
 
 def phrase_task_images(
-    images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int = 0
+    images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int
 ) -> pd.DataFrame:
-    """Images that have at least one boxed, visual phrase (optionally the first N per split),
-    grouped by split: each split's proposals and region features are then one contiguous run
-    of rows, which training maps from disk without copying."""
+    """Images that have at least one boxed, visual phrase (the first ``max_per_split`` per
+    split, 0: all), grouped by split: each split's proposals and region features are then one
+    contiguous run of rows, which training maps from disk without copying."""
     chosen = images[images["image_id"].isin(set(boxed_phrases(phrases)["image_id"]))]
     if max_per_split:
         chosen = chosen.groupby("split", sort=False).head(max_per_split)

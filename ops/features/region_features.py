@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -42,16 +41,9 @@ from ops.features.backbones import (
     resize_transform,
     variant_name,
 )
-from ops.features.fast_rcnn import (
-    DEFAULT_MAX_LONGER_SIDE,
-    DEFAULT_SHORTER_SIDE,
-    FAST_RCNN_GRIDS,
-    RegionPath,
-    RegionPathSetting,
-    fast_rcnn_backbone,
-    resolve_region_path,
-)
+from ops.features.fast_rcnn import FAST_RCNN_GRIDS, fast_rcnn_backbone, resolve_region_path
 from ops.features.image_features import ImageFileDataset, check_columns, make_loader, to_device
+from ops.features.settings import RegionFeatureSettings, RegionPath, RoiPooling
 from ops.storage.parquet_io import FeatureWriter, iter_batches
 
 Progress = Callable[[int, int], None]
@@ -60,7 +52,6 @@ BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 SPATIAL_DIM = 5
 # Pooled crops held at once: bounds memory whatever the batch, backbone or proposal count.
 POOLED_ELEMENTS_PER_CHUNK = 1 << 24
-RoiPooling = Literal["align", "max"]
 
 
 @dataclass(frozen=True)
@@ -75,30 +66,22 @@ class RegionFeatureStats:
     region_path: RegionPath
 
 
-def region_variant(
-    backbone: str,
-    image_size: int | None = None,
-    spatial_features: bool = True,
-    weights: str = "none",
-    region_path: RegionPathSetting = "square",
-    shorter_side: int = DEFAULT_SHORTER_SIDE,
-    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
-    roi_pooling: RoiPooling = "align",
-) -> str:
+def region_variant(settings: RegionFeatureSettings) -> str:
     """File-name variant: ``resnet18_spatial``, ``resnet18_128``, ``vgg19_imagenet1k_v1``,
     ``vgg19_imagenet1k_v1_frcnn600x1000_roimax`` (random-init weights add nothing; other
     weights add :func:`weights_tag`; the square path with RoIAlign adds no path flag).
     ``auto`` is resolved by the backbone's family."""
+    region_path = settings.region_path
     if region_path == "auto":
-        region_path = resolve_region_path(family_of(backbone), region_path)
+        region_path = resolve_region_path(family_of(settings.backbone), region_path)
     flags = []
     if region_path == "fast_rcnn":
-        flags.append(f"frcnn{shorter_side}x{max_longer_side}")
-    if roi_pooling == "max":
+        flags.append(f"frcnn{settings.shorter_side}x{settings.max_longer_side}")
+    if settings.roi_pooling == "max":
         flags.append("roimax")
-    if spatial_features:
+    if settings.spatial_features:
         flags.append("spatial")
-    return variant_name(backbone, weights, image_size, *flags)
+    return variant_name(settings.backbone, settings.weights, settings.image_size, *flags)
 
 
 def default_roi_output_size(backbone: Backbone) -> int:
@@ -181,8 +164,9 @@ def pool_regions(
     rois: torch.Tensor,
     output_size: int,
     device: torch.device,
+    *,
+    roi_pooling: RoiPooling,
     amp: bool = True,
-    roi_pooling: RoiPooling = "align",
 ) -> torch.Tensor:
     """Head vectors for ``rois`` ``(K, 5)`` = (batch index, x1, y1, x2, y2) in input pixels."""
     # Box coordinates stay float32: in bf16 they would be off by pixels.
@@ -207,27 +191,22 @@ def extract_region_features(
     images: pd.DataFrame,
     proposals_path: Path,
     out_path: Path,
-    backbone: str | Backbone = "resnet18",
-    weights: str = "none",
-    image_size: int | None = None,
-    roi_output_size: int | None = None,
-    spatial_features: bool = True,
-    batch_size: int = 32,
-    num_workers: int = 2,
-    device: str = "auto",
+    settings: RegionFeatureSettings,
+    *,
+    num_workers: int,
+    device: str,
     progress: Progress | None = None,
     dataset: str = "",
     image_range: tuple[int, int] | None = None,
-    region_path: RegionPathSetting = "auto",
-    shorter_side: int = DEFAULT_SHORTER_SIDE,
-    max_longer_side: int = DEFAULT_MAX_LONGER_SIDE,
-    roi_pooling: RoiPooling = "align",
+    network: Backbone | None = None,
+    roi_output_size: int | None = None,
 ) -> RegionFeatureStats:
     """One vector per proposal row of ``proposals_path`` (plus 5 geometry values), in order.
 
-    ``backbone``: a torchvision name built with ``weights``, or an already built network.
-    ``image_range``: ``(start, stop)`` restricts the work to those images, counted in the
-    proposals file's image order (one shard of the extraction; see ``ops.features.shards``).
+    ``network``: an already built network in place of ``settings.backbone`` and
+    ``settings.weights``. ``image_range``: ``(start, stop)`` restricts the work to those
+    images, counted in the proposals file's image order (one shard of the extraction; see
+    ``ops.features.shards``).
 
     ``region_path``: ``square``, ``fast_rcnn`` or ``auto`` (see the module docstring);
     ``image_size``: side of the square path's input (default: the backbone's, 224), not
@@ -239,12 +218,21 @@ def extract_region_features(
     check_columns(images, ["image_id", "path"], "images table")
     started = time.perf_counter()
     torch_device = resolve_device(device)
+    image_size, spatial_features = settings.image_size, settings.spatial_features
+    shorter_side, max_longer_side = settings.shorter_side, settings.max_longer_side
+    roi_pooling, batch_size = settings.roi_pooling, settings.batch_size
     net = (
-        backbone
-        if isinstance(backbone, Backbone)
-        else build_backbone(backbone, weights, image_size)
+        network
+        if network is not None
+        else build_backbone(settings.backbone, settings.weights, image_size)
     )
-    path = resolve_region_path(net.family, region_path)
+    path = resolve_region_path(net.family, settings.region_path)
+    # The file names the network that ran and the path it took.
+    variant = region_variant(
+        settings.model_copy(
+            update={"backbone": net.name, "weights": net.weights, "region_path": path}
+        )
+    )
     if path == "fast_rcnn":
         if image_size is not None:
             raise ValueError(
@@ -283,16 +271,6 @@ def extract_region_features(
         torch_device,
     )
     dim = net.dim + (SPATIAL_DIM if spatial_features else 0)
-    variant = region_variant(
-        net.name,
-        image_size,
-        spatial_features,
-        net.weights,
-        path,
-        shorter_side,
-        max_longer_side,
-        roi_pooling,
-    )
     metadata = {
         "kind": "region",
         "dataset": dataset,

@@ -24,6 +24,7 @@ from ops.report.html import (
     two_stage_section,
     write_report,
 )
+from ops.report.settings import ReportSettings
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import report_dir
 from ops.storage.results_store import read_result
@@ -125,10 +126,9 @@ def build_report(
     localization_runs: Sequence[Mapping],
     retrieval_eval: Mapping,
     localization_eval: Mapping | None,
+    settings: ReportSettings,
     *,
-    gallery_captions: int = 4,
-    gallery_phrases: int = 6,
-    device: str = "auto",
+    device: str,
 ) -> BuiltReport:
     """Write the report of the (embedding, similarity) runs of both tasks and their
     evaluations (the outputs of ``RetrievalEvalResult`` / ``LocalizationEvalResult``).
@@ -141,7 +141,9 @@ def build_report(
     plots = {
         "training_curves": training_curves(epoch_curves(root, trained)),
         "recall_at_k": recall_curves(retrieval_eval["recall_curves"]),
-        "retrieval_gallery": retrieval_gallery_png(embedding, gallery_captions, root, device),
+        "retrieval_gallery": retrieval_gallery_png(
+            embedding, settings.gallery_captions, root, device
+        ),
     }
     sections = [
         ("Training curves", img_tag(plots["training_curves"], "training curves")),
@@ -156,7 +158,7 @@ def build_report(
     if localization_eval is not None:
         plots["per_type"] = per_type_bars(pd.DataFrame(localization_eval["per_type"]))
         plots["grounding_gallery"] = grounding_gallery(
-            grounding_items(localization_runs[0], gallery_phrases, root)
+            grounding_items(localization_runs[0], settings.gallery_phrases, root)
         )
         sections += [
             ("Grounding accuracy per phrase type", img_tag(plots["per_type"], "per type")),

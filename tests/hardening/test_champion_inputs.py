@@ -13,6 +13,7 @@ import pytest
 from assets.evaluation import RetrievalEvalConfig, retrieval_eval
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.evaluation.retrieval import evaluate_retrieval_runs
+from ops.evaluation.settings import RetrievalEvalSettings
 from ops.search.index_build import build_retrieval_index
 from ops.storage.input_fingerprints import InputsChanged, file_fingerprint
 from ops.storage.sql import run_query
@@ -75,11 +76,13 @@ def test_a_run_on_refitted_features_replaces_the_champion_trained_on_the_old_one
 def test_a_model_is_not_evaluated_or_indexed_on_features_it_never_saw(tmp_path: Path) -> None:
     root, inputs, _, champion = _champion(tmp_path)
     manifest = champion.manifest
-    scored = evaluate_retrieval_runs(manifest, manifest, rerank_k=0, device="cpu")
+    scored = evaluate_retrieval_runs(
+        manifest, manifest, RetrievalEvalSettings(rerank_k=0), device="cpu"
+    )
     assert len(scored.summary) > 0  # on its own features it is evaluated
     _refit_text_features(tmp_path, inputs)
     with pytest.raises(InputsChanged) as refused:
-        evaluate_retrieval_runs(manifest, manifest, rerank_k=0, device="cpu")
+        evaluate_retrieval_runs(manifest, manifest, RetrievalEvalSettings(rerank_k=0), device="cpu")
     message = str(refused.value)
     assert f"run {manifest['run_id']} was trained on inputs that have changed since" in message
     assert f"text_features ({inputs['text_features']})" in message

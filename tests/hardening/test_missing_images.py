@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ops.data.acquire import acquire_custom, parse_raw_dataset
+from ops.data.settings import DatasetSettings
 from ops.data.tables import DatasetFormatError
 from tests.hardening.custom_dataset import write_custom_dataset
 
@@ -16,7 +17,7 @@ from tests.hardening.custom_dataset import write_custom_dataset
 def test_a_missing_image_is_rejected_with_the_path_tried_once(tmp_path: Path) -> None:
     folder = write_custom_dataset(tmp_path / "custom")
     (folder / "img" / "im1.jpg").unlink()
-    tables = parse_raw_dataset(acquire_custom(folder))
+    tables = parse_raw_dataset(acquire_custom(folder), DatasetSettings())
     rejects = tables.rejects[tables.rejects["stage"] == "images"]
     [row] = rejects.to_dict("records")
     tried = str(folder / "img" / "im1.jpg")
@@ -35,7 +36,7 @@ def test_images_named_relative_to_the_wrong_folder_show_where_they_were_looked_f
         del record["filepath"]
     (folder / "data.json").write_text(json.dumps(document))
     with pytest.raises(DatasetFormatError) as caught:
-        parse_raw_dataset(acquire_custom(folder))
+        parse_raw_dataset(acquire_custom(folder), DatasetSettings())
     message = str(caught.value)
     train = next(r["filename"] for r in document["images"] if r["split"] == "train")
     assert "split 'train' kept 0 images" in message

@@ -131,11 +131,12 @@ def _summary(out_dir: Path, record: dict, seconds: float, reused: bool) -> Synth
 
 def generate_synthetic(
     out_dir: Path,
-    seed: int = 0,
-    n_train: int = 5000,
-    n_val: int = 1000,
-    n_test: int = 1000,
-    image_size: int = 128,
+    *,
+    seed: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    image_size: int,
     captions_per_image: int = CAPTIONS_PER_IMAGE,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticSummary:
