@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ops.features.region_table import positions
 from ops.graph.build import IMAGE_SENTENCE, KNN_SENTENCE, PHRASE_REGION
 from ops.graph.store import read_relation
 from ops.training.data import ImageSentenceData
@@ -67,7 +68,7 @@ def phrase_region_from_graph(split: PhraseRegionSplit, graph_path: str | Path) -
     (edges whose phrase or region the split lacks are left out)."""
     edges = read_relation(graph_path, PHRASE_REGION)
     phrase_rows = _positions(split.phrase_ids, edges["source_id"])
-    region_rows = _positions(split.region_ids, edges["target_id"])
+    region_rows = positions(split.region_ids, edges["target_id"])
     known = (phrase_rows >= 0) & (region_rows >= 0)
     data = replace(
         split.data, positive_phrase=phrase_rows[known], positive_region=region_rows[known]
