@@ -60,7 +60,11 @@ def test_batched_read_holds_the_tables_rows(tmp_path) -> None:
     np.testing.assert_array_equal(
         frame[["x1", "y1", "x2", "y2"]], expected[["x1", "y1", "x2", "y2"]]
     )
-    assert positions(whole.region_ids, ["img2/r5_3", "nowhere", "img9/r0_0"]).tolist() == [
+    wanted = ["img2/r5_3", "nowhere", "img9/r0_0"]
+    assert positions(whole.region_ids, pa.chunked_array([wanted[:1], wanted[1:]])).tolist() == (
+        positions(whole.region_ids, wanted).tolist()
+    )
+    assert positions(whole.region_ids, wanted).tolist() == [
         int(np.flatnonzero(proposals["region_id"] == "img2/r5_3")[0]),
         -1,
         0,

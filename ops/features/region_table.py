@@ -33,10 +33,15 @@ def strings(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=STRINGS)
 
 
-def positions(ids: np.ndarray, wanted: np.ndarray | pd.Series) -> np.ndarray:
+def positions(
+    ids: np.ndarray, wanted: np.ndarray | pd.Series | pa.Array | pa.ChunkedArray
+) -> np.ndarray:
     """Row of each of ``wanted`` in ``ids`` (−1 where absent), by Arrow's hash lookup: no
     index of Python strings over ``ids``."""
-    wanted_array = pa.array(np.asarray(wanted, dtype=STRINGS))
+    if isinstance(wanted, pa.Array | pa.ChunkedArray):
+        wanted_array = wanted.cast(pa.string())
+    else:
+        wanted_array = pa.array(np.asarray(wanted, dtype=STRINGS))
     found = pc.index_in(wanted_array, value_set=pa.array(np.asarray(ids, dtype=STRINGS)))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
