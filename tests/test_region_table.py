@@ -3,10 +3,13 @@ the graph's region edges built from it are those of a by-hand IoU over the DataF
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from ops.features.proposals import PROPOSAL_SCHEMA
 from ops.features.region_table import positions, region_table
@@ -107,3 +110,19 @@ def test_region_edges_match_a_by_hand_iou_whatever_the_batches() -> None:
         assert pairs[REGION_REGION] == expected_rr
     # The same rows in the same order: the graph's fingerprint hashes them.
     pd.testing.assert_frame_equal(blocks[0], blocks[1])
+
+
+def test_a_region_feature_without_a_proposal_is_named(tmp_path) -> None:
+    from ops.storage.parquet_io import FeatureWriter
+    from ops.training.inputs import phrase_region_splits
+
+    proposals = _proposals(np.random.default_rng(2))
+    path = tmp_path / "regions.parquet"
+    ids = {"image_id": pa.string(), "region_id": pa.string()}
+    with FeatureWriter(path, ids, 3) as writer:
+        writer.write(
+            {"image_id": ["img2", "img2"], "region_id": ["img2/r2_1", "img2/r9"]}, np.ones((2, 3))
+        )
+    message = f"{path}: region img2/r9 is not in the proposals file"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        phrase_region_splits(path, proposals, tmp_path / "unread.parquet", pd.DataFrame())

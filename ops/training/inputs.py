@@ -113,7 +113,7 @@ def phrase_region_splits(
     proposal_row = positions(regions.region_ids, region_ids)
     if (proposal_row < 0).any():
         missing = region_ids[int(np.flatnonzero(proposal_row < 0)[0])]
-        raise KeyError(f"{region_path}: region {missing} is not in the proposals")
+        raise ValueError(f"{region_path}: region {missing} is not in the proposals file")
     is_gt = regions.is_gt[proposal_row]
     phrase_ids, phrase_matrix = feature_rows(phrase_path)
     phrase_info = phrases.set_index("phrase_id")[["split", "phrase_type", *GT_COLUMNS]]
