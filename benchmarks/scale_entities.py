@@ -237,7 +237,6 @@ def _train_config(network: str, steps: int):
 def run_stage(stage: str, folder: Path, steps: int) -> None:
     """One stage, in this process (its peak RSS is the stage's own)."""
     from ops.data.dataset_store import load_dataset_table
-    from ops.storage.parquet_io import read_table
 
     manifest = json.loads((folder / "entities.json").read_text())
     files, root = manifest["files"], folder / "data"
@@ -252,7 +251,7 @@ def run_stage(stage: str, folder: Path, steps: int) -> None:
 
         phrase_region_splits(
             files["region_features"],
-            read_table(files["region_proposals"]),
+            files["region_proposals"],
             files["phrase_features"],
             load_dataset_table(root, DATASET, "phrases"),
         )
@@ -265,9 +264,10 @@ def run_stage(stage: str, folder: Path, steps: int) -> None:
         (folder / f"{network}.json").write_text(json.dumps(run.manifest, default=str))
     elif stage == "localization_eval":
         from ops.evaluation.trained import evaluate_localization
+        from ops.features.region_table import region_table
         from ops.training.inputs import phrase_region_splits
 
-        proposals = read_table(files["region_proposals"])
+        proposals = region_table(files["region_proposals"])
         phrases = load_dataset_table(root, DATASET, "phrases")
         splits = phrase_region_splits(
             files["region_features"], proposals, files["phrase_features"], phrases, ("test",)

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.trained import evaluate_localization, random_proposal_accuracy
+from ops.features.region_table import region_table
 from ops.storage.input_fingerprints import check_trained_inputs
-from ops.storage.parquet_io import read_table
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import phrase_region_splits
 
@@ -52,7 +52,7 @@ def evaluate_localization_runs(
     dataset = embedding_run["dataset"]
     features = embedding_run["features"]
     phrases = load_dataset_table(root, dataset, "phrases")
-    proposals = read_table(features["region_proposals"])
+    proposals = region_table(features["region_proposals"])
     split = phrase_region_splits(
         features["region_features"], proposals, features["phrase_features"], phrases, ("test",)
     )["test"]

@@ -4,6 +4,7 @@ phrase localization, as rows of the DESIGN.md result tables."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from ops.device import autocast_context
+from ops.features.region_table import RegionTable
 from ops.geometry import pairwise_iou
 from ops.metrics.grounding import evaluate_grounding
 from ops.metrics.retrieval_protocols import (
@@ -176,7 +178,7 @@ def evaluate_localization(
     checkpoint: str | Path,
     split: PhraseRegionSplit,
     phrases: pd.DataFrame,
-    proposals: pd.DataFrame,
+    proposals: pd.DataFrame | RegionTable,
     device_name: str = "auto",
 ) -> LocalizationEvaluation:
     """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
@@ -194,26 +196,33 @@ def evaluate_localization(
     chosen = pd.Series(
         np.where(
             predictions.chosen_region >= 0,
-            split.region_ids[np.maximum(predictions.chosen_region, 0)],
+            split.region_ids[np.maximum(predictions.chosen_region, 0)].astype(object),
             None,
         ),
         index=split.phrase_ids,
     )
     evaluated = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
-    image_proposals = proposals[
-        proposals["image_id"].isin(set(split.image_ids)) & (proposals["source"] == "proposal")
-    ]
+    image_proposals = proposals_of(proposals, split.image_ids)
     result = evaluate_grounding(evaluated, image_proposals, chosen_region=chosen)
     return LocalizationEvaluation(
         result.summary, result.per_type, result.per_phrase, time.perf_counter() - started
     )
 
 
-def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame) -> float:
+def proposals_of(proposals: pd.DataFrame | RegionTable, image_ids: Iterable[str]) -> pd.DataFrame:
+    """The ``source == "proposal"`` rows of ``image_ids`` (what localization chooses from)."""
+    if isinstance(proposals, RegionTable):
+        return proposals.proposal_frame(image_ids)
+    return proposals[
+        proposals["image_id"].isin(set(image_ids)) & (proposals["source"] == "proposal")
+    ]
+
+
+def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame | RegionTable) -> float:
     """Expected accuracy (percent) of picking one of the image's proposals uniformly: the
     chance level that a grounding model must beat."""
     boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
-    candidates = proposals[proposals["source"] == "proposal"]
+    candidates = proposals_of(proposals, boxed["image_id"].unique())
     groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
     hits = []
     for image_id, image_phrases in boxed.groupby("image_id", sort=False):

@@ -46,19 +46,27 @@ def feature_rows(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, RowSubset]
     file): nothing of the matrix is read until rows are taken, and nothing stays mapped.
     The rows are known to be finite (the cache is checked as it is written), and come back as
     float32 whatever the file stores."""
-    path = Path(path)
     parquet = parquet_file(path)
     id_columns = [name for name in parquet.schema_arrow.names if name != FEATURE_COLUMN]
     ids = read_table(path, id_columns)
+    return ids, feature_matrix(path, len(ids))
+
+
+def feature_matrix(path: str | os.PathLike[str], rows: int | None = None) -> RowSubset:
+    """Every row of the feature file (``rows`` of them, when the caller read its ids) as a
+    :class:`RowSubset` over its cache file, which is written on first use."""
+    path = Path(path)
+    parquet = parquet_file(path)
+    rows = parquet.metadata.num_rows if rows is None else rows
     target = cache_path(path)
     if not target.exists():
         with _building(target):
             if not target.exists():  # another process may have built it meanwhile
                 _write_cache(parquet, path, target)
-    rows = NpyRowFile(target)
-    if rows.shape[0] != len(ids):
-        raise ValueError(f"{target}: {rows.shape[0]} rows but {path} has {len(ids)}")
-    return ids, RowSubset(rows, finite_checked=True, dtype=np.float32)
+    matrix = NpyRowFile(target)
+    if matrix.shape[0] != rows:
+        raise ValueError(f"{target}: {matrix.shape[0]} rows but {path} has {rows}")
+    return RowSubset(matrix, finite_checked=True, dtype=np.float32)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ops.features.proposals import GROUND_TRUTH_COLUMNS, boxed_phrases
+from ops.features.region_table import RegionTable, region_table
 from ops.geometry import pairwise_iou
 from ops.setting_sources import source
 
@@ -37,7 +38,6 @@ REGION_REGION = "region_region"
 KNN_IMAGE = "knn_image"
 KNN_SENTENCE = "knn_sentence"
 EDGE_COLUMNS = ["relation", "source_id", "target_id", "weight"]
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 TRAIN = "train"
 
 
@@ -119,28 +119,31 @@ def positive_regions(
 
 def region_edges(
     phrases: pd.DataFrame,
-    regions: pd.DataFrame,
+    regions: pd.DataFrame | RegionTable,
     positive_iou: float,
     images_per_block: int = 1_000,
 ) -> Iterator[pd.DataFrame]:
     """``phrase_region`` edges (IoU ≥ ``positive_iou``) of the boxed, visual ``phrases`` and
     ``region_region`` edges (regions positive for the same phrase, no self loops), a block of
-    images at a time: memory follows the block's proposals, not the dataset's."""
+    images at a time: memory follows the block's proposals, not the dataset's. ``regions``
+    is the proposals table (a :class:`RegionTable` holds it without a Python object a row)."""
     boxed = boxed_phrases(phrases)
-    region_rows = regions[regions["image_id"].isin(set(boxed["image_id"]))]
-    by_image = dict(tuple(region_rows.groupby("image_id", sort=False)))
+    table = region_table(regions)
+    order, starts = table.image_rows()
+    code_of = {image_id: code for code, image_id in enumerate(table.image_ids)}
     for block in _image_blocks(boxed, images_per_block):
         frames = []
         for image_id, image_phrases in block.groupby("image_id", sort=False):
-            image_regions = by_image.get(image_id)
-            if image_regions is None:
+            code = code_of.get(image_id)
+            if code is None:
                 continue
+            image_rows = order[starts[code] : starts[code + 1]]
             rows, cols, iou = positive_regions(
                 image_phrases[list(GROUND_TRUTH_COLUMNS)].to_numpy(),
-                image_regions[BOX_COLUMNS].to_numpy(),
+                table.boxes[image_rows],
                 positive_iou,
             )
-            region_ids = image_regions["region_id"].to_numpy()
+            region_ids = table.region_ids[image_rows].astype(object)
             frames.append(
                 _edges(
                     PHRASE_REGION,
@@ -149,7 +152,7 @@ def region_edges(
                     iou,
                 )
             )
-            positive = np.zeros((len(image_phrases), len(image_regions)), dtype=bool)
+            positive = np.zeros((len(image_phrases), len(image_rows)), dtype=bool)
             positive[rows, cols] = True
             shared = positive.T.astype(np.int32) @ positive.astype(np.int32) > 0
             np.fill_diagonal(shared, False)
@@ -229,16 +232,11 @@ def train_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["split"].astype(str) == TRAIN]
 
 
-def train_regions(regions: pd.DataFrame, train_phrases: pd.DataFrame) -> pd.DataFrame:
-    """The regions (proposals and ground-truth boxes) of images with training phrases."""
-    return regions[regions["image_id"].isin(set(train_phrases["image_id"]))]
-
-
 def graph_edges(
     settings: GraphSettings,
     captions: pd.DataFrame,
     phrases: pd.DataFrame | None = None,
-    regions: pd.DataFrame | None = None,
+    regions: pd.DataFrame | RegionTable | None = None,
     image_features: tuple[pd.DataFrame, np.ndarray] | None = None,
     text_features: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> Iterator[pd.DataFrame]:
@@ -248,9 +246,8 @@ def graph_edges(
     yield from caption_edges(train_rows(captions))
     if regions is not None and phrases is not None and len(phrases):
         train_phrases = train_rows(phrases)
-        yield from region_edges(
-            train_phrases, train_regions(regions, train_phrases), settings.positive_iou
-        )
+        # Only training phrases' images are looked up: other images' regions are never read.
+        yield from region_edges(train_phrases, regions, settings.positive_iou)
     if settings.knn_k <= 0:
         return
     for relation, pair, id_column in (

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ops.data.dataset_store import load_dataset_table
+from ops.features.region_table import region_table
 from ops.graph.build import GraphSettings, graph_edges
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import iter_batches, read_features, read_table
@@ -142,7 +143,7 @@ def build_graph(
     """Build the dataset's graph from its tables, its proposals file (None: no phrase task)
     and, for the kNN relations, its feature files; write it; return its summary."""
     started = time.perf_counter()
-    regions = None if region_proposals is None else read_table(region_proposals)
+    regions = None if region_proposals is None else region_table(region_proposals)
     wants_knn = settings.knn_k > 0
     blocks = graph_edges(
         settings,

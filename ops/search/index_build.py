@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +32,7 @@ from ops.features.text.encoder_store import encoder_path
 from ops.features.text.text_features import TextEncoders
 from ops.search.encoding import encode_texts, image_extractor
 from ops.search.errors import SearchError
+from ops.search.flat_file import FlatIndexFile
 from ops.search.manifest import (
     INDEX_FORMAT,
     MANIFEST,
@@ -140,7 +142,14 @@ def _build_part(
     n_rows = len(splits)
     if n_rows == 0:
         raise SearchError(f"{part.features} has no rows to index")
-    index = new_index(settings, dim, n_rows)
+    index_path = folder / f"{part.name}.faiss"
+    # An exact index is written as the embeddings come (memory does not grow with the rows);
+    # an approximate one is built in memory, as faiss builds it.
+    index: faiss.Index | FlatIndexFile
+    if settings.index_type == "flat":
+        index = FlatIndexFile(index_path, dim, n_rows)
+    else:
+        index = new_index(settings, dim, n_rows)
     sample = training_rows(settings, n_rows)
     if sample is not None:
         vectors = _training_sample(part.features, ranges, sample, settings.chunk_rows)
@@ -155,7 +164,10 @@ def _build_part(
             done += len(ids)
             if progress is not None:
                 progress(done, n_rows)
-    write_index(index, folder / f"{part.name}.faiss")
+    if isinstance(index, FlatIndexFile):
+        index.close()
+    else:
+        write_index(index, index_path)
     return {"rows": n_rows, "splits": ranges}
 
 

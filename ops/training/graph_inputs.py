@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ops.features.region_table import positions
 from ops.graph.build import IMAGE_SENTENCE, KNN_SENTENCE, PHRASE_REGION
 from ops.graph.store import read_relation
+from ops.storage.parquet_io import read_arrow
 from ops.training.data import ImageSentenceData
 from ops.training.inputs import ImageSentenceSplit, PhraseRegionSplit
 
@@ -65,9 +67,12 @@ def _knn_csr(edges: pd.DataFrame, caption_ids: np.ndarray) -> tuple[np.ndarray, 
 def phrase_region_from_graph(split: PhraseRegionSplit, graph_path: str | Path) -> PhraseRegionSplit:
     """The training split with the graph's ``phrase_region`` edges as its positive pairs
     (edges whose phrase or region the split lacks are left out)."""
-    edges = read_relation(graph_path, PHRASE_REGION)
-    phrase_rows = _positions(split.phrase_ids, edges["source_id"])
-    region_rows = _positions(split.region_ids, edges["target_id"])
+    # As Arrow columns: a Python string per edge would grow with the training split.
+    edges = read_arrow(
+        graph_path, ["source_id", "target_id"], filters=[("relation", "=", PHRASE_REGION)]
+    )
+    phrase_rows = positions(split.phrase_ids, edges.column("source_id"))
+    region_rows = positions(split.region_ids, edges.column("target_id"))
     known = (phrase_rows >= 0) & (region_rows >= 0)
     data = replace(
         split.data, positive_phrase=phrase_rows[known], positive_region=region_rows[known]

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from ops.features.feature_cache import feature_rows
+from ops.features.feature_cache import feature_matrix, feature_rows
+from ops.features.region_table import (
+    STRINGS,
+    ImageCodes,
+    RegionTable,
+    positions,
+    region_table,
+    strings,
+)
+from ops.storage.parquet_io import iter_batches
 from ops.training.data import ImageSentenceData, PhraseRegionData
 
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 GT_COLUMNS = ["gt_x1", "gt_y1", "gt_x2", "gt_y2"]
 
 
@@ -72,21 +81,41 @@ def image_sentence_splits(
     return result
 
 
+def region_feature_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the region feature file's image ids, sorted; each row's code into them; each row's
+    region id as ``StringDType``), read batch by batch: no Python object per region row."""
+    codes = ImageCodes()
+    images, region_ids = [], []
+    for batch in iter_batches(path, columns=["image_id", "region_id"]):
+        images.append(codes.encode(batch.column("image_id").cast(pa.string())))
+        region_ids.append(strings(batch.column("region_id").cast(pa.string())))
+    image = np.concatenate(images) if images else np.zeros(0, dtype=np.int32)
+    image_ids, (image,) = codes.sorted(image)
+    ids = np.concatenate(region_ids) if region_ids else np.zeros(0, dtype=STRINGS)
+    return image_ids, image, ids
+
+
 def phrase_region_splits(
     region_path: str | Path,
-    proposals: pd.DataFrame,
+    proposals: str | Path | pd.DataFrame | RegionTable,
     phrase_path: str | Path,
     phrases: pd.DataFrame,
     splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, PhraseRegionSplit]:
     """Per split: region features with boxes, and the visual phrases with a ground-truth box.
+    ``proposals`` is the proposals file (or its table), which gives each region its box.
 
     Ground-truth regions are only kept in the training split (they are candidates for
     training only)."""
-    region_ids, region_matrix = feature_rows(region_path)
+    regions = region_table(proposals)
+    feature_images, region_image, region_ids = region_feature_ids(region_path)
+    region_matrix = feature_matrix(region_path, len(region_ids))
+    proposal_row = positions(regions.region_ids, region_ids)
+    if (proposal_row < 0).any():
+        missing = region_ids[int(np.flatnonzero(proposal_row < 0)[0])]
+        raise ValueError(f"{region_path}: region {missing} is not in the proposals file")
+    is_gt = regions.is_gt[proposal_row]
     phrase_ids, phrase_matrix = feature_rows(phrase_path)
-    boxes = proposals.set_index("region_id")[[*BOX_COLUMNS, "source"]]
-    region_info = boxes.loc[region_ids["region_id"].to_numpy()]
     phrase_info = phrases.set_index("phrase_id")[["split", "phrase_type", *GT_COLUMNS]]
     phrase_info = phrase_info.loc[phrase_ids["phrase_id"].to_numpy()]
     phrase_chain = _chain_numbers(phrases, phrase_ids)
@@ -97,25 +126,29 @@ def phrase_region_splits(
     for split in splits:
         phrase_rows = np.flatnonzero(visual & (phrase_info["split"].to_numpy() == split))
         split_images = np.unique(phrase_ids["image_id"].to_numpy()[phrase_rows])
-        is_gt = (region_info["source"] == "ground_truth").to_numpy()
-        keep_region = is_member(region_ids["image_id"].to_numpy(), split_images)
+        in_split = np.zeros(len(feature_images), dtype=bool)
+        found = positions(feature_images, split_images)
+        in_split[found[found >= 0]] = True
+        keep_region = in_split[region_image]
         if split != "train":
             keep_region &= ~is_gt
         region_rows = np.flatnonzero(keep_region)
-        images_with_regions = np.unique(region_ids["image_id"].to_numpy()[region_rows])
+        # Codes follow the ids' sorted order, so these are the images np.unique would give.
+        present = np.unique(region_image[region_rows])
+        images_with_regions = feature_images[present]
         phrase_rows = phrase_rows[
             is_member(phrase_ids["image_id"].to_numpy()[phrase_rows], images_with_regions)
         ]
         if not len(phrase_rows):
             continue
+        image_position = np.full(len(feature_images), -1, dtype=np.int64)
+        image_position[present] = np.arange(len(present))
         position = pd.Series(np.arange(len(images_with_regions)), index=images_with_regions)
         result[split] = PhraseRegionSplit(
             data=PhraseRegionData(
                 region_features=region_matrix[region_rows],
-                region_image=position.loc[
-                    region_ids["image_id"].to_numpy()[region_rows]
-                ].to_numpy(),
-                region_boxes=region_info[BOX_COLUMNS].to_numpy(np.float64)[region_rows],
+                region_image=image_position[region_image[region_rows]],
+                region_boxes=regions.boxes[proposal_row[region_rows]],
                 phrase_features=phrase_matrix[phrase_rows],
                 phrase_image=position.loc[
                     phrase_ids["image_id"].to_numpy()[phrase_rows]
@@ -125,7 +158,7 @@ def phrase_region_splits(
                 phrase_chain=phrase_chain[phrase_rows] if phrase_chain.size else phrase_chain,
             ),
             image_ids=images_with_regions,
-            region_ids=region_ids["region_id"].to_numpy()[region_rows],
+            region_ids=region_ids[region_rows],
             phrase_ids=phrase_ids["phrase_id"].to_numpy()[phrase_rows],
             phrase_types=phrase_info["phrase_type"].to_numpy()[phrase_rows],
         )

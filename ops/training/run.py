@@ -13,7 +13,6 @@ from typing import Any
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.store import graph_identity
 from ops.storage.input_fingerprints import input_fingerprints, run_input_paths
-from ops.storage.parquet_io import read_table
 from ops.storage.paths import checkpoint_dir
 from ops.storage.results_store import publish_catalogue, utc_now
 from ops.storage.run_records import (
@@ -88,7 +87,7 @@ def load_training_splits(
         return splits
     splits = phrase_region_splits(
         inputs["region_features"],
-        read_table(inputs["region_proposals"]),
+        inputs["region_proposals"],
         inputs["phrase_features"],
         load_dataset_table(root, dataset, "phrases"),
     )
