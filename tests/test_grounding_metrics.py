@@ -86,6 +86,18 @@ def test_tiny_example_accuracy_and_upper_bound() -> None:
     assert per_type["n_phrases"].tolist() == [1, 1, 1, 1, 1]
 
 
+def test_the_threshold_moves_accuracy_and_upper_bound_together() -> None:
+    phrases, proposals = tiny_example()
+    chosen = pd.Series({"p1": 1, "p2": 2, "p5": 1, "p3": 0})
+    # p1's choice has IoU 0.5 exactly; the best proposals reach 1.0 (p1), 0.5 (p5, p6).
+    strict = evaluate_grounding(phrases, proposals, chosen_region=chosen, iou_threshold=0.6)
+    assert strict.summary["accuracy"] == 0.0
+    assert strict.summary["upper_bound"] == 25.0
+    loose = evaluate_grounding(phrases, proposals, chosen_region=chosen, iou_threshold=0.2)
+    assert loose.summary["accuracy"] == 50.0  # p1 and p5 (0.25)
+    assert loose.per_phrase["correct"].tolist() == [True, False, True, False]
+
+
 def test_chosen_boxes_and_errors() -> None:
     phrases, proposals = tiny_example()
     boxes = pd.DataFrame(

@@ -57,10 +57,15 @@ def evaluate_localization_runs(
         features["region_features"], proposals, features["phrase_features"], phrases, ("test",)
     )["test"]
     test_phrases = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
-    chance = random_proposal_accuracy(test_phrases, proposals)
+    # The chance level at each run's own threshold (its localization_iou).
+    chance_at: dict[float, float] = {}
     metrics, per_phrase, rows, per_type_tables = {}, {}, [], {}
     for run in runs:
         evaluation = evaluate_localization(run["checkpoint"], split, phrases, proposals, device)
+        threshold = evaluation.iou_threshold
+        if threshold not in chance_at:
+            chance_at[threshold] = random_proposal_accuracy(test_phrases, proposals, threshold)
+        chance = chance_at[threshold]
         summary = evaluation.summary
         overall = {
             "phrase_type": "all",
@@ -92,7 +97,7 @@ def evaluate_localization_runs(
         per_type=pd.concat(
             [t.assign(network=n) for n, t in per_type_tables.items()], ignore_index=True
         ),
-        random_proposal_accuracy=chance,
+        random_proposal_accuracy=next(iter(chance_at.values())),
         n_phrases=len(split.phrase_ids),
     )
 

@@ -171,6 +171,7 @@ class LocalizationEvaluation:
     per_type: pd.DataFrame
     per_phrase: pd.DataFrame
     seconds: float
+    iou_threshold: float
 
 
 @torch.no_grad()
@@ -181,7 +182,8 @@ def evaluate_localization(
     proposals: pd.DataFrame | RegionTable,
     device_name: str = "auto",
 ) -> LocalizationEvaluation:
-    """Top-1 proposal per test phrase, scored by IoU ≥ 0.5 with the phrase's (union) box."""
+    """Top-1 proposal per test phrase, correct at IoU ≥ the run's ``localization_iou`` (the
+    paper: 0.5) with the phrase's (union) box: the threshold its validation used."""
     trained = load_two_branch(checkpoint, device_name)
     trained.check_feature_dims(split.data.image_dim, split.data.text_dim)
     config = trained.config
@@ -191,7 +193,9 @@ def evaluate_localization(
         split.data,
         DeviceFeatures.of(split.data, trained.device),
         config.network,
+        chunk=config.eval_chunk,
         amp=config.amp,
+        iou_threshold=config.localization_iou,
     )
     chosen = pd.Series(
         np.where(
@@ -203,9 +207,15 @@ def evaluate_localization(
     )
     evaluated = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
     image_proposals = proposals_of(proposals, split.image_ids)
-    result = evaluate_grounding(evaluated, image_proposals, chosen_region=chosen)
+    result = evaluate_grounding(
+        evaluated, image_proposals, chosen_region=chosen, iou_threshold=config.localization_iou
+    )
     return LocalizationEvaluation(
-        result.summary, result.per_type, result.per_phrase, time.perf_counter() - started
+        result.summary,
+        result.per_type,
+        result.per_phrase,
+        time.perf_counter() - started,
+        config.localization_iou,
     )
 
 
@@ -218,9 +228,11 @@ def proposals_of(proposals: pd.DataFrame | RegionTable, image_ids: Iterable[str]
     ]
 
 
-def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame | RegionTable) -> float:
-    """Expected accuracy (percent) of picking one of the image's proposals uniformly: the
-    chance level that a grounding model must beat."""
+def random_proposal_accuracy(
+    phrases: pd.DataFrame, proposals: pd.DataFrame | RegionTable, iou_threshold: float
+) -> float:
+    """Expected accuracy (percent) of picking one of the image's proposals uniformly, correct
+    at ``iou_threshold``: the chance level that a grounding model must beat."""
     boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
     candidates = proposals_of(proposals, boxed["image_id"].unique())
     groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
@@ -234,5 +246,5 @@ def random_proposal_accuracy(phrases: pd.DataFrame, proposals: pd.DataFrame | Re
             image_phrases[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(),
             regions[["x1", "y1", "x2", "y2"]].to_numpy(),
         )
-        hits.extend((iou >= 0.5).mean(axis=1).tolist())
+        hits.extend((iou >= iou_threshold).mean(axis=1).tolist())
     return float(100.0 * np.mean(hits)) if hits else 0.0

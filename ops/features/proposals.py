@@ -42,6 +42,7 @@ from PIL import Image
 
 from ops.features.settings import ProposalSettings
 from ops.geometry import pairwise_iou
+from ops.metrics.localization_rule import IOU_THRESHOLD
 from ops.storage.atomic import atomic_path
 
 Progress = Callable[[int, int], None]
@@ -441,7 +442,8 @@ def phrase_task_images(
 
 
 def proposal_upper_bound(phrases: pd.DataFrame, proposals: pd.DataFrame) -> pd.DataFrame:
-    """Per split: share of boxed, visual phrases with a proposal at IoU ≥ 0.5.
+    """Per split: share of boxed, visual phrases with a proposal at IoU ≥ the localization
+    threshold (:data:`~ops.metrics.localization_rule.IOU_THRESHOLD`).
 
     Only ``source == "proposal"`` rows count, so added ground truth never inflates the bound.
     Columns: ``split, phrases, covered, upper_bound``.
@@ -470,7 +472,7 @@ def proposal_upper_bound(phrases: pd.DataFrame, proposals: pd.DataFrame) -> pd.D
             continue
         rows = order[start:end]
         iou = pairwise_iou(scored_boxes[rows], candidate_boxes[span[0] : span[1]])
-        covered[rows] = (iou >= 0.5).any(axis=1)
+        covered[rows] = (iou >= IOU_THRESHOLD).any(axis=1)
     table = pd.DataFrame({"split": scored["split"].astype(str).to_numpy(), "covered": covered})
     summary = table.groupby("split", sort=True)["covered"].agg(["size", "sum"]).reset_index()
     summary.columns = ["split", "phrases", "covered"]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ops.data.tables import CAPTIONS_PER_IMAGE, DatasetFormatError
+from ops.metrics.localization_rule import IOU_THRESHOLD
 from ops.metrics.protocol_names import PROTOCOLS
 
 PREDICTIONS_HELP = """\
@@ -157,7 +158,8 @@ def run_eval_retrieval(args: argparse.Namespace) -> int:
 
 def add_eval_grounding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Phrase localization accuracy (IoU >= 0.5) of predicted boxes on Flickr30K Entities."
+        f"Phrase localization accuracy (IoU >= {IOU_THRESHOLD} by default) of predicted boxes "
+        "on Flickr30K Entities."
     )
     parser.epilog = PREDICTIONS_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -179,6 +181,12 @@ def add_eval_grounding_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="text file of image ids to evaluate, one per line (default: the predicted images)",
+    )
+    parser.add_argument(
+        "--iou",
+        type=float,
+        default=IOU_THRESHOLD,
+        help="a box is correct at this IoU with the ground truth or more (default: %(default)s)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -299,7 +307,9 @@ def run_eval_grounding(args: argparse.Namespace) -> int:
                 f"{int(unknown.sum())} record(s) name phrases not in {args.annotations} "
                 f"for the evaluated images, e.g. {first}",
             )
-        result = evaluate_grounding(phrases, chosen_boxes=predictions)
+        if not 0.0 < args.iou <= 1.0:
+            raise ValueError(f"--iou {args.iou} is outside (0, 1]")
+        result = evaluate_grounding(phrases, chosen_boxes=predictions, iou_threshold=args.iou)
     except (DatasetFormatError, ValueError) as error:
         return _fail(command, str(error))
     summary = {key: _json_ready(value) for key, value in result.summary.items()}

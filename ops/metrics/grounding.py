@@ -1,6 +1,7 @@
 """Phrase localization accuracy (Flickr30K Entities protocol).
 
-A phrase is localized correctly when its chosen box has IoU ≥ 0.5 with the ground truth. The
+A phrase is localized correctly when its chosen box has IoU ≥ a threshold with the ground truth
+(:data:`IOU_THRESHOLD`, the paper's 0.5: the one declaration every stage's default reads). The
 ground truth of a phrase with several boxes is their union box, computed upstream by the
 dataset loader (``gt_x1..gt_y2`` of the phrases table); phrases of type ``notvisual`` and
 phrases without a box are excluded and counted apart. Boxes are 0-based with exclusive
@@ -17,8 +18,8 @@ import pandas as pd
 import torch
 
 from ops.geometry import matched_iou, pairwise_iou
+from ops.metrics.localization_rule import IOU_THRESHOLD
 
-IOU_THRESHOLD = 0.5
 PHRASE_TYPES = (
     "people",
     "clothing",
@@ -76,7 +77,9 @@ def _phrase_types(phrases: pd.DataFrame) -> pd.Series:
     return phrases["phrase_type"].astype(str).map(lambda kind: [kind])
 
 
-def _upper_bound_hits(phrases: pd.DataFrame, gt: np.ndarray, proposals: pd.DataFrame) -> np.ndarray:
+def _upper_bound_hits(
+    phrases: pd.DataFrame, gt: np.ndarray, proposals: pd.DataFrame, iou_threshold: float
+) -> np.ndarray:
     """Whether any proposal of the phrase's image reaches the IoU threshold, image by image."""
     hits = np.zeros(len(phrases), dtype=bool)
     boxes_by_image = {
@@ -89,7 +92,7 @@ def _upper_bound_hits(phrases: pd.DataFrame, gt: np.ndarray, proposals: pd.DataF
         if candidates is None or len(candidates) == 0:
             continue
         index = members.to_numpy()
-        hits[index] = box_iou(gt[index], candidates).max(axis=1) >= IOU_THRESHOLD
+        hits[index] = box_iou(gt[index], candidates).max(axis=1) >= iou_threshold
     return hits
 
 
@@ -158,6 +161,7 @@ def evaluate_grounding(
     proposals: pd.DataFrame | None = None,
     chosen_region: pd.Series | None = None,
     chosen_boxes: pd.DataFrame | None = None,
+    iou_threshold: float = IOU_THRESHOLD,
 ) -> GroundingResult:
     """Localization accuracy of one choice per phrase.
 
@@ -200,8 +204,10 @@ def evaluate_grounding(
     iou = np.full(len(evaluated), np.nan)
     if predicted.any():
         iou[predicted] = paired_iou(boxes[predicted], gt[predicted])
-    correct = predicted & (np.nan_to_num(iou, nan=0.0) >= IOU_THRESHOLD)
-    upper = None if proposals is None else _upper_bound_hits(evaluated, gt, proposals)
+    correct = predicted & (np.nan_to_num(iou, nan=0.0) >= iou_threshold)
+    upper = (
+        None if proposals is None else _upper_bound_hits(evaluated, gt, proposals, iou_threshold)
+    )
 
     per_phrase = pd.DataFrame(
         {

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.losses import EmbeddingLossConfig, LossKind
+from ops.metrics.localization_rule import IOU_THRESHOLD
 from ops.setting_sources import source
 
 # The loss's defaults live with the loss (models/ cannot import ops/); read here, not retyped.
@@ -153,7 +154,7 @@ class TrainConfig(BaseModel):
     negative_iou: float = Field(0.3, ge=0, le=1, json_schema_extra=source("lab"))
     cross_image_negatives: bool = Field(False, json_schema_extra=source("project"))
     localization_iou: float = Field(
-        0.5, gt=0, le=1, json_schema_extra=source("paper", "accuracy at IoU ≥ 0.5")
+        IOU_THRESHOLD, gt=0, le=1, json_schema_extra=source("paper", "accuracy at IoU ≥ 0.5")
     )
 
     early_stopping_patience: int | None = Field(5, ge=1, json_schema_extra=source("lab"))

@@ -134,11 +134,12 @@ class PhrasePredictions:
     chosen_score: np.ndarray
     chosen_iou: np.ndarray
     reachable: np.ndarray
+    iou_threshold: float
 
-    def accuracy(self, iou_threshold: float = 0.5) -> float:
+    def accuracy(self) -> float:
         if self.chosen_iou.size == 0:
             return 0.0
-        return float(100.0 * np.mean(self.chosen_iou >= iou_threshold))
+        return float(100.0 * np.mean(self.chosen_iou >= self.iou_threshold))
 
     def upper_bound(self) -> float:
         return float(100.0 * np.mean(self.reachable)) if self.reachable.size else 0.0
@@ -150,9 +151,9 @@ def predict_phrase_regions(
     data: PhraseRegionData,
     features: DeviceFeatures,
     network: str,
-    chunk: int = 1024,
-    amp: bool = True,
-    iou_threshold: float = 0.5,
+    chunk: int,
+    amp: bool,
+    iou_threshold: float,
 ) -> PhrasePredictions:
     """For each phrase, score every proposal (not ground-truth region) of its image and take
     the best: highest dot product of unit vectors (embedding network) or logit (similarity)."""
@@ -179,7 +180,11 @@ def _predict(
     if proposals.size == 0 or n_phrases == 0:
         empty = np.zeros(n_phrases)
         return PhrasePredictions(
-            np.full(n_phrases, -1, dtype=np.int64), empty - np.inf, empty, empty.astype(bool)
+            np.full(n_phrases, -1, dtype=np.int64),
+            empty - np.inf,
+            empty,
+            empty.astype(bool),
+            iou_threshold,
         )
     proposal_t = torch.from_numpy(proposals).to(device)
     region_emb = embed_rows(model.embed_image, features.image_features, chunk, amp, proposal_t)
@@ -220,6 +225,7 @@ def _predict(
         torch.cat(best_scores).cpu().numpy(),
         torch.cat(chosen_iou).cpu().numpy(),
         torch.cat(reachable).cpu().numpy(),
+        iou_threshold,
     )
 
 
@@ -250,13 +256,13 @@ def validate_phrase_region(
     data: PhraseRegionData,
     features: DeviceFeatures,
     network: str,
-    chunk: int = 1024,
-    amp: bool = True,
-    iou_threshold: float = 0.5,
+    chunk: int,
+    amp: bool,
+    iou_threshold: float,
 ) -> tuple[float, dict[str, float]]:
     """(accuracy %, {accuracy, upper_bound, n_phrases}) over the split's phrases."""
     predictions = predict_phrase_regions(model, data, features, network, chunk, amp, iou_threshold)
-    accuracy = predictions.accuracy(iou_threshold)
+    accuracy = predictions.accuracy()
     return accuracy, {
         "accuracy": accuracy,
         "upper_bound": predictions.upper_bound(),
@@ -269,11 +275,12 @@ def validate(
     data: SplitData,
     features: DeviceFeatures,
     network: str,
-    chunk: int = 1024,
-    amp: bool = True,
-    iou_threshold: float = 0.5,
+    chunk: int,
+    amp: bool,
+    iou_threshold: float,
 ) -> tuple[float, dict[str, float]]:
-    """The validation score of the task of ``data`` and its metrics."""
+    """The validation score of the task of ``data`` and its metrics; phrases count as
+    localized at ``iou_threshold`` (the run's ``localization_iou``)."""
     if isinstance(data, ImageSentenceData):
         return validate_image_sentence(model, data, features, network, chunk, amp)
     return validate_phrase_region(model, data, features, network, chunk, amp, iou_threshold)
