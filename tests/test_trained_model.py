@@ -43,7 +43,15 @@ def test_a_trained_checkpoint_scores_as_it_did_in_training(trained_run) -> None:
     for name, tensor in trained.network.state_dict().items():
         assert torch.equal(tensor, result.model_state[name])
     features = DeviceFeatures.of(val_data, trained.device)
-    score, _ = validate(trained.network, val_data, features, config.network, amp=config.amp)
+    score, _ = validate(
+        trained.network,
+        val_data,
+        features,
+        config.network,
+        chunk=config.eval_chunk,
+        amp=config.amp,
+        iou_threshold=config.localization_iou,
+    )
     assert score == result.best_val_score
     # Rows embedded from numpy (the index and query path) are the network's own embeddings.
     with torch.no_grad():

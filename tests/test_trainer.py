@@ -170,7 +170,9 @@ def test_checkpoints_hold_full_state_and_load_with_weights_only(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, result.model_state[name])
     features = DeviceFeatures.of(val_data, torch.device("cpu"))
-    score, _ = validate(model, val_data, features, "embedding", amp=False)
+    score, _ = validate(
+        model, val_data, features, "embedding", chunk=1024, amp=False, iou_threshold=0.5
+    )
     assert score == result.best_val_score
 
 
@@ -184,9 +186,13 @@ def test_similarity_retrieval_scored_in_blocks_matches_the_stored_matrix(monkeyp
     for _ in range(3):
         model(torch.randn(40, 64), torch.randn(40, 48))
     features = DeviceFeatures.of(val_data, torch.device("cpu"))
-    stored = validate(model, val_data, features, "similarity", chunk=16, amp=False)
+    stored = validate(
+        model, val_data, features, "similarity", chunk=16, amp=False, iou_threshold=0.5
+    )
     monkeypatch.setattr(validate_module, "MAX_STORED_SCORES", 0)
-    blocked = validate(model, val_data, features, "similarity", chunk=16, amp=False)
+    blocked = validate(
+        model, val_data, features, "similarity", chunk=16, amp=False, iou_threshold=0.5
+    )
     assert stored == blocked
     assert 0 < stored[0] < 600
 
