@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops import cli as plain_cli
+from ops.data.purge import remove_dataset
 from ops.data.registry import (
     SOURCES,
     DatasetRegistryError,
     add_dataset,
     load_registry,
-    remove_dataset,
 )
 from ops.storage.paths import data_root
 

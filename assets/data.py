@@ -15,7 +15,7 @@ from ops.data.registered import acquire_dataset
 from ops.data.registry import DatasetRegistryError, get_dataset
 from ops.data.settings import DatasetSettings
 from ops.data.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
-from ops.features.proposals import boxed_phrases
+from ops.metrics.localization_rule import evaluable_phrases
 
 DATA_GROUP = "data"
 
@@ -113,7 +113,7 @@ def dataset_tables(
             "seconds": seconds,
         },
     )
-    no_phrases = boxed_phrases(tables.phrases).empty
+    no_phrases = not evaluable_phrases(tables.phrases, every_listed_type=False).any()
     reason = no_phrases_reason(tables.dataset) if no_phrases else None
     if reason:
         context.log.info(f"{reason}: the phrase localization assets will be skipped")

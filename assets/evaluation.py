@@ -14,7 +14,7 @@ from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
 from ops.evaluation.settings import RetrievalEvalSettings
-from ops.report.html import recall_curves
+from ops.report.plots import recall_curves
 from ops.storage.input_fingerprints import InputsChanged
 
 EVALUATION_GROUP = "evaluation"

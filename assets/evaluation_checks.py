@@ -5,7 +5,7 @@ import dagster as dg
 from assets.data_checks import outcome_result
 from assets.partitions import load_partition_output
 from assets.skips import skip_reason, skipped_check
-from ops.data.checks import check_accuracy_above_random, check_recall_above_chance
+from ops.evaluation.checks import check_accuracy_above_random, check_recall_above_chance
 
 
 @dg.asset_check(asset="retrieval_eval", required_resource_keys={"io_manager"})

@@ -10,7 +10,7 @@ from assets.settings_config import dagster_config, settings_from
 from assets.skips import skip_reason
 from ops.graph.build import GraphSettings, knn_method
 from ops.graph.store import build_graph, graph_preview
-from ops.report.html import degree_histogram
+from ops.report.plots import degree_histogram
 from ops.storage.results_store import publish_catalogue
 
 GRAPH_GROUP = "graph"

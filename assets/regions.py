@@ -28,7 +28,6 @@ from ops.features.backbones import family_of
 from ops.features.fast_rcnn import resolve_region_path
 from ops.features.proposals import (
     phrase_task_images,
-    proposal_upper_bound,
     propose_regions,
     resolve_method,
 )
@@ -39,6 +38,7 @@ from ops.features.region_features import (
 )
 from ops.features.settings import ProposalSettings, RegionFeatureSettings, RegionPath
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
+from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import derived_table_file, features_path
 from ops.storage.results_store import publish_catalogue

@@ -9,13 +9,13 @@ import pytest
 
 from assets.cli import main
 from assets.partitions import DATASETS
+from ops.data.purge import remove_dataset
 from ops.data.registry import (
     DatasetRegistryError,
     add_dataset,
     get_dataset,
     load_registry,
     registry_path,
-    remove_dataset,
 )
 from ops.storage.results_store import publish_catalogue, utc_now
 from ops.storage.run_records import promote_if_better, write_epochs, write_run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops.data.checks import check_accuracy_above_random, check_recall_above_chance
+from ops.evaluation.checks import check_accuracy_above_random, check_recall_above_chance
 
 
 def _row(direction: str, r1: float, r5: float, r10: float) -> dict:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from ops.data.dataset_store import load_dataset_table
-from ops.features.proposals import proposal_upper_bound
 from ops.geometry import pairwise_iou
 from ops.graph.build import nearest_neighbors
 from ops.graph.store import read_relation
 from ops.metrics.grounding import evaluate_grounding
+from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.sql import run_query
 from ops.training.batch_plans import BatchPlan
 from ops.training.config import TrainConfig

@@ -12,8 +12,47 @@ import pytest
 
 from ops.metrics import eval_cli
 from ops.metrics.grounding import box_iou, evaluate_grounding, paired_iou
+from ops.metrics.localization_rule import evaluable_phrases
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "samples" / "flickr30k_entities"
+
+
+def test_evaluable_phrases_are_visual_with_a_box() -> None:
+    nan = float("nan")
+    phrases = pd.DataFrame(
+        {
+            "phrase_type": ["people", "notvisual", "people", "people", "scene"],
+            "all_types": ["people", "notvisual", "people/notvisual", "people", None],
+            "gt_x1": [0.0, 0.0, 0.0, nan, 1.0],
+            "gt_y1": [0.0, 0.0, 0.0, nan, 1.0],
+            "gt_x2": [2.0, 2.0, 2.0, nan, 3.0],
+            "gt_y2": [2.0, 2.0, 2.0, 2.0, nan],
+        }
+    )
+    # A phrase listing notvisual after its first type counts only when every type is read.
+    assert evaluable_phrases(phrases, every_listed_type=True).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert evaluable_phrases(phrases, every_listed_type=False).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert evaluable_phrases(
+        phrases.drop(columns="all_types"), every_listed_type=True
+    ).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_box_iou_hand_computed() -> None:

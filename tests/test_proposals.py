@@ -13,11 +13,11 @@ from ops.features import proposals as proposals_module
 from ops.features.proposals import (
     exactly_n,
     fill_windows,
-    proposal_upper_bound,
     propose_regions,
 )
 from ops.features.settings import ProposalSettings as Settings
 from ops.geometry import pairwise_iou
+from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.parquet_io import read_table
 
 SQUARE = (16, 12, 44, 40)  # x1, y1, x2 (exclusive), y2 (exclusive)

@@ -267,3 +267,24 @@ def load_entities_phrases(
                 for name, value in zip(PHRASE_COLUMNS, row, strict=True):
                     columns[name].append(value)
     return conform(pd.DataFrame(columns), PHRASE_COLUMNS)
+
+
+def entities_phrases(root: Path, image_ids: list[str]) -> pd.DataFrame:
+    """Phrases of the images' sentences with their union ground-truth boxes (NaN if none)."""
+    rows = []
+    for image_id in image_ids:
+        sentences = parse_sentence_file(root / "Sentences" / f"{image_id}.txt")
+        annotation = parse_annotation_file(root / "Annotations" / f"{image_id}.xml")
+        for caption_index, sentence in enumerate(sentences):
+            for phrase_index, phrase in enumerate(sentence.phrases):
+                rows.append(
+                    (
+                        f"{image_id}#{caption_index}:{phrase_index}",
+                        image_id,
+                        phrase.types[0],
+                        "/".join(phrase.types),
+                        *union_box(annotation.boxes.get(phrase.chain_id, [])),
+                    )
+                )
+    columns = ["phrase_id", "image_id", "phrase_type", "all_types"]
+    return pd.DataFrame(rows, columns=columns + ["gt_x1", "gt_y1", "gt_x2", "gt_y2"])

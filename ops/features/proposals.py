@@ -41,8 +41,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from ops.features.settings import ProposalSettings
-from ops.geometry import pairwise_iou
-from ops.metrics.localization_rule import IOU_THRESHOLD
+from ops.metrics.localization_rule import GROUND_TRUTH_COLUMNS, evaluable_phrases
 from ops.storage.atomic import atomic_path
 
 Progress = Callable[[int, int], None]
@@ -287,7 +286,7 @@ def _init_worker() -> None:
 def _ground_truth_by_image(phrases: pd.DataFrame | None) -> dict[str, np.ndarray]:
     if phrases is None or phrases.empty:
         return {}
-    columns = ["gt_x1", "gt_y1", "gt_x2", "gt_y2"]
+    columns = list(GROUND_TRUTH_COLUMNS)
     train = phrases[phrases["split"].astype(str) == "train"].dropna(subset=columns)
     result: dict[str, np.ndarray] = {}
     for image_id, group in train.groupby(train["image_id"].astype(str), sort=False):
@@ -420,62 +419,17 @@ def propose_regions(
     )
 
 
-GROUND_TRUTH_COLUMNS = ("gt_x1", "gt_y1", "gt_x2", "gt_y2")
-
-
-def boxed_phrases(phrases: pd.DataFrame) -> pd.DataFrame:
-    """The phrases the localization task scores: visual, with a ground-truth box."""
-    boxed = phrases.dropna(subset=list(GROUND_TRUTH_COLUMNS))
-    return boxed[boxed["phrase_type"].astype(str) != "notvisual"]
-
-
 def phrase_task_images(
     images: pd.DataFrame, phrases: pd.DataFrame, max_per_split: int
 ) -> pd.DataFrame:
     """Images that have at least one boxed, visual phrase (the first ``max_per_split`` per
     split, 0: all), grouped by split: each split's proposals and region features are then one
     contiguous run of rows, which training maps from disk without copying."""
-    chosen = images[images["image_id"].isin(set(boxed_phrases(phrases)["image_id"]))]
+    chosen = images[
+        images["image_id"].isin(
+            set(phrases["image_id"][evaluable_phrases(phrases, every_listed_type=False)])
+        )
+    ]
     if max_per_split:
         chosen = chosen.groupby("split", sort=False).head(max_per_split)
     return chosen.sort_values("split", kind="stable").reset_index(drop=True)
-
-
-def proposal_upper_bound(phrases: pd.DataFrame, proposals: pd.DataFrame) -> pd.DataFrame:
-    """Per split: share of boxed, visual phrases with a proposal at IoU ≥ the localization
-    threshold (:data:`~ops.metrics.localization_rule.IOU_THRESHOLD`).
-
-    Only ``source == "proposal"`` rows count, so added ground truth never inflates the bound.
-    Columns: ``split, phrases, covered, upper_bound``.
-    """
-    columns = list(GROUND_TRUTH_COLUMNS)
-    scored = boxed_phrases(phrases)
-    candidates = proposals[proposals["source"].astype(str) == "proposal"]
-    candidates = candidates.sort_values("image_id", kind="stable")
-    candidate_ids = candidates["image_id"].astype(str).to_numpy()
-    candidate_boxes = candidates[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
-    unique_ids, starts, counts = np.unique(candidate_ids, return_index=True, return_counts=True)
-    where = {
-        image_id: (start, start + count)
-        for image_id, start, count in zip(unique_ids, starts, counts, strict=True)
-    }
-    covered = np.zeros(len(scored), dtype=bool)
-    scored_ids = scored["image_id"].astype(str).to_numpy()
-    scored_boxes = scored[columns].to_numpy(dtype=np.float64)
-    order = np.argsort(scored_ids, kind="stable")
-    phrase_ids, phrase_starts = np.unique(scored_ids[order], return_index=True)
-    # No phrases at all gives no starts, and so no ends either.
-    phrase_ends = np.append(phrase_starts[1:], len(order))[: len(phrase_starts)]
-    for image_id, start, end in zip(phrase_ids, phrase_starts, phrase_ends, strict=True):
-        span = where.get(image_id)
-        if span is None:
-            continue
-        rows = order[start:end]
-        iou = pairwise_iou(scored_boxes[rows], candidate_boxes[span[0] : span[1]])
-        covered[rows] = (iou >= IOU_THRESHOLD).any(axis=1)
-    table = pd.DataFrame({"split": scored["split"].astype(str).to_numpy(), "covered": covered})
-    summary = table.groupby("split", sort=True)["covered"].agg(["size", "sum"]).reset_index()
-    summary.columns = ["split", "phrases", "covered"]
-    summary["covered"] = summary["covered"].astype("int64")
-    summary["upper_bound"] = summary["covered"] / summary["phrases"]
-    return summary

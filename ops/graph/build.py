@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ops.features.proposals import GROUND_TRUTH_COLUMNS, boxed_phrases
 from ops.features.region_table import RegionTable, region_table
 from ops.geometry import pairwise_iou
+from ops.metrics.localization_rule import GROUND_TRUTH_COLUMNS, evaluable_phrases
 from ops.setting_sources import source
 
 IMAGE_SENTENCE = "image_sentence"
@@ -127,7 +127,7 @@ def region_edges(
     ``region_region`` edges (regions positive for the same phrase, no self loops), a block of
     images at a time: memory follows the block's proposals, not the dataset's. ``regions``
     is the proposals table (a :class:`RegionTable` holds it without a Python object a row)."""
-    boxed = boxed_phrases(phrases)
+    boxed = phrases[evaluable_phrases(phrases, every_listed_type=False)]
     table = region_table(regions)
     order, starts = table.image_rows()
     code_of = {image_id: code for code, image_id in enumerate(table.image_ids)}

@@ -253,33 +253,6 @@ def _parse_predictions(path: Path) -> pd.DataFrame:
     return frame
 
 
-def entities_phrases(root: Path, image_ids: list[str]) -> pd.DataFrame:
-    """Phrases of the images' sentences with their union ground-truth boxes (NaN if none)."""
-    from ops.data.flickr30k_entities import (
-        parse_annotation_file,
-        parse_sentence_file,
-        union_box,
-    )
-
-    rows = []
-    for image_id in image_ids:
-        sentences = parse_sentence_file(root / "Sentences" / f"{image_id}.txt")
-        annotation = parse_annotation_file(root / "Annotations" / f"{image_id}.xml")
-        for caption_index, sentence in enumerate(sentences):
-            for phrase_index, phrase in enumerate(sentence.phrases):
-                rows.append(
-                    (
-                        f"{image_id}#{caption_index}:{phrase_index}",
-                        image_id,
-                        phrase.types[0],
-                        "/".join(phrase.types),
-                        *union_box(annotation.boxes.get(phrase.chain_id, [])),
-                    )
-                )
-    columns = ["phrase_id", "image_id", "phrase_type", "all_types"]
-    return pd.DataFrame(rows, columns=columns + ["gt_x1", "gt_y1", "gt_x2", "gt_y2"])
-
-
 def _image_list(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -289,6 +262,7 @@ def _image_list(path: Path) -> list[str]:
 
 
 def run_eval_grounding(args: argparse.Namespace) -> int:
+    from ops.data.flickr30k_entities import entities_phrases
     from ops.metrics.grounding import evaluate_grounding
 
     command = "eval-grounding"

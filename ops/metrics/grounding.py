@@ -18,7 +18,14 @@ import pandas as pd
 import torch
 
 from ops.geometry import matched_iou, pairwise_iou
-from ops.metrics.localization_rule import IOU_THRESHOLD
+from ops.metrics.localization_rule import (
+    GROUND_TRUTH_COLUMNS,
+    IOU_THRESHOLD,
+    evaluable_phrases,
+    is_notvisual,
+    listed_types,
+)
+from ops.metrics.proposal_coverage import BOX_COLUMNS, covered_by_proposals
 
 PHRASE_TYPES = (
     "people",
@@ -30,9 +37,7 @@ PHRASE_TYPES = (
     "scene",
     "other",
 )
-NOTVISUAL = "notvisual"
-GT_COLUMNS = ["gt_x1", "gt_y1", "gt_x2", "gt_y2"]
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
+GT_COLUMNS = list(GROUND_TRUTH_COLUMNS)
 PER_PHRASE_COLUMNS = ["phrase_id", "phrase_type", "chosen_region_id", "iou", "correct"]
 PER_TYPE_COLUMNS = ["phrase_type", "n_phrases", "accuracy", "upper_bound"]
 
@@ -68,32 +73,6 @@ class GroundingResult:
     summary: dict[str, float | int | None]
     per_type: pd.DataFrame
     per_phrase: pd.DataFrame
-
-
-def _phrase_types(phrases: pd.DataFrame) -> pd.Series:
-    """Every type a phrase lists (``all_types`` "a/b") or its first type alone."""
-    if "all_types" in phrases.columns:
-        return phrases["all_types"].fillna(phrases["phrase_type"]).astype(str).str.split("/")
-    return phrases["phrase_type"].astype(str).map(lambda kind: [kind])
-
-
-def _upper_bound_hits(
-    phrases: pd.DataFrame, gt: np.ndarray, proposals: pd.DataFrame, iou_threshold: float
-) -> np.ndarray:
-    """Whether any proposal of the phrase's image reaches the IoU threshold, image by image."""
-    hits = np.zeros(len(phrases), dtype=bool)
-    boxes_by_image = {
-        image_id: group[BOX_COLUMNS].to_numpy(np.float64)
-        for image_id, group in proposals.groupby(proposals["image_id"].astype(str), sort=False)
-    }
-    positions = pd.Series(np.arange(len(phrases)))
-    for image_id, members in positions.groupby(phrases["image_id"].astype(str).to_numpy()):
-        candidates = boxes_by_image.get(image_id)
-        if candidates is None or len(candidates) == 0:
-            continue
-        index = members.to_numpy()
-        hits[index] = box_iou(gt[index], candidates).max(axis=1) >= iou_threshold
-    return hits
 
 
 def _chosen_boxes_from_regions(
@@ -185,10 +164,10 @@ def evaluate_grounding(
     if phrases["phrase_id"].astype(str).duplicated().any():
         raise ValueError("phrases repeat a phrase_id")
 
-    types = _phrase_types(phrases)
-    notvisual = types.map(lambda kinds: NOTVISUAL in kinds).to_numpy(bool)
-    no_box = phrases[GT_COLUMNS].isna().any(axis=1).to_numpy() & ~notvisual
-    keep = ~notvisual & ~no_box
+    types = listed_types(phrases)
+    notvisual = is_notvisual(phrases, every_listed_type=True)
+    keep = evaluable_phrases(phrases, every_listed_type=True)
+    no_box = ~keep & ~notvisual
     evaluated = phrases.loc[keep].reset_index(drop=True)
     evaluated_types = types[keep].reset_index(drop=True)
     gt = _as_boxes(evaluated[GT_COLUMNS].to_numpy(np.float64), "ground-truth boxes")
@@ -206,7 +185,15 @@ def evaluate_grounding(
         iou[predicted] = paired_iou(boxes[predicted], gt[predicted])
     correct = predicted & (np.nan_to_num(iou, nan=0.0) >= iou_threshold)
     upper = (
-        None if proposals is None else _upper_bound_hits(evaluated, gt, proposals, iou_threshold)
+        None
+        if proposals is None
+        else covered_by_proposals(
+            evaluated["image_id"].astype(str).to_numpy(),
+            gt,
+            proposals["image_id"].astype(str).to_numpy(),
+            _as_boxes(proposals[BOX_COLUMNS].to_numpy(np.float64), "proposals"),
+            iou_threshold,
+        )
     )
 
     per_phrase = pd.DataFrame(

@@ -13,16 +13,13 @@ import torch
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.trained import split_embeddings
-from ops.report.html import (
-    ReportContent,
+from ops.report.html import ReportContent, img_tag, two_stage_section, write_report
+from ops.report.plots import (
     grounding_gallery,
-    img_tag,
     per_type_bars,
     recall_curves,
     retrieval_gallery,
     training_curves,
-    two_stage_section,
-    write_report,
 )
 from ops.report.settings import ReportSettings
 from ops.storage.parquet_io import read_table

@@ -18,10 +18,11 @@ from ops.features.region_table import (
     region_table,
     strings,
 )
+from ops.metrics.localization_rule import GROUND_TRUTH_COLUMNS, evaluable_phrases
 from ops.storage.parquet_io import iter_batches
 from ops.training.data import ImageSentenceData, PhraseRegionData
 
-GT_COLUMNS = ["gt_x1", "gt_y1", "gt_x2", "gt_y2"]
+GT_COLUMNS = list(GROUND_TRUTH_COLUMNS)
 
 
 def is_member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
@@ -119,9 +120,7 @@ def phrase_region_splits(
     phrase_info = phrases.set_index("phrase_id")[["split", "phrase_type", *GT_COLUMNS]]
     phrase_info = phrase_info.loc[phrase_ids["phrase_id"].to_numpy()]
     phrase_chain = _chain_numbers(phrases, phrase_ids)
-    visual = (phrase_info["phrase_type"] != "notvisual").to_numpy() & phrase_info[
-        GT_COLUMNS
-    ].notna().all(axis=1).to_numpy()
+    visual = evaluable_phrases(phrase_info, every_listed_type=False)
     result: dict[str, PhraseRegionSplit] = {}
     for split in splits:
         phrase_rows = np.flatnonzero(visual & (phrase_info["split"].to_numpy() == split))

@@ -12,13 +12,13 @@ import pytest
 
 from assets.cli import main
 from assets.partitions import PARTITION_TAG
+from ops.data.purge import remove_dataset
 from ops.data.registry import (
     DatasetRegistryError,
     add_dataset,
     check_name,
     load_registry,
     registry_path,
-    remove_dataset,
 )
 from tests.hardening.custom_dataset import write_custom_dataset
 from tests.hardening.test_sql import _run_row
