@@ -17,6 +17,7 @@ from ops.device import autocast_context
 from ops.features.region_table import RegionTable
 from ops.geometry import pairwise_iou
 from ops.metrics.grounding import evaluate_grounding
+from ops.metrics.localization_rule import evaluable_phrases
 from ops.metrics.retrieval_protocols import (
     ProtocolResult,
     evaluate_protocol,
@@ -233,7 +234,7 @@ def random_proposal_accuracy(
 ) -> float:
     """Expected accuracy (percent) of picking one of the image's proposals uniformly, correct
     at ``iou_threshold``: the chance level that a grounding model must beat."""
-    boxed = phrases[(phrases["phrase_type"] != "notvisual") & phrases["gt_x1"].notna()]
+    boxed = phrases[evaluable_phrases(phrases, every_listed_type=False)]
     candidates = proposals_of(proposals, boxed["image_id"].unique())
     groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
     hits = []
