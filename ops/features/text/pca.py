@@ -74,22 +74,27 @@ def _fit_covariance_pca(chunks: Iterator[np.ndarray], out_dim: int) -> PCA:
     """Exact PCA from the streamed covariance; the same fit as ``PCA(svd_solver="full")``
     up to floating-point error and the sign of each component."""
     shift: np.ndarray | None = None
-    gram = offset_sum = None
+    gram = product = offset_sum = None
     rows = 0
-    dtype = np.float32
+    dtype: type[np.floating] = np.float32
     for chunk in chunks:
         chunk = np.asarray(chunk)
-        dtype = chunk.dtype if chunk.dtype == np.float64 else np.float32
         if shift is None:
+            dtype = np.float64 if chunk.dtype == np.float64 else np.float32
             # Accumulating about the first chunk's mean, not zero, keeps the final
             # centering from cancelling two large numbers.
-            shift = chunk.mean(axis=0, dtype=np.float64)
+            shift = chunk.mean(axis=0, dtype=np.float64).astype(dtype)
             gram = np.zeros((chunk.shape[1], chunk.shape[1]))
+            # One d x d product buffer for every chunk, and the centering done in the
+            # chunk's dtype: no float64 copy of the chunk.
+            product = np.empty_like(gram, dtype=dtype)
             offset_sum = np.zeros(chunk.shape[1])
-        centered = (chunk - shift).astype(dtype, copy=False)
-        gram += centered.T @ centered
+        centered = np.subtract(chunk, shift, dtype=dtype)
+        np.matmul(centered.T, centered, out=product)
+        gram += product
         offset_sum += centered.sum(axis=0, dtype=np.float64)
         rows += len(centered)
+    del product
     assert shift is not None and gram is not None and offset_sum is not None
     dims = gram.shape[0]
     if rows <= out_dim or dims < out_dim:
@@ -115,7 +120,7 @@ def _fit_covariance_pca(chunks: Iterator[np.ndarray], out_dim: int) -> PCA:
     pca.n_components_ = out_dim
     pca.n_features_in_ = dims
     pca.n_samples_ = rows
-    pca.mean_ = (shift + offset).astype(dtype)
+    pca.mean_ = (shift.astype(np.float64) + offset).astype(dtype)
     pca.components_ = np.ascontiguousarray(components, dtype=dtype)
     pca.explained_variance_ = values.astype(dtype)
     pca.explained_variance_ratio_ = (values / total_variance).astype(dtype)
