@@ -107,8 +107,10 @@ def _fit_covariance_pca(chunks: Iterator[np.ndarray], out_dim: int) -> PCA:
         block = slice(start, start + _BLOCK_ROWS)
         gram[block] -= np.outer(offset[block], offset) * (rows / (rows - 1))
     total_variance = float(np.trace(gram))
+    # The transpose of the symmetric matrix is the same matrix in Fortran order, which LAPACK
+    # overwrites in place; the C-ordered matrix would be copied first (2.6 GB at 18,000 dims).
     values, vectors = scipy.linalg.eigh(
-        gram, subset_by_index=(dims - out_dim, dims - 1), overwrite_a=True, check_finite=False
+        gram.T, subset_by_index=(dims - out_dim, dims - 1), overwrite_a=True, check_finite=False
     )
     del gram
     values = np.clip(values[::-1], 0.0, None)
