@@ -88,14 +88,14 @@ class HighWaterSampler(threading.Thread):
         self.root_pid = root_pid
         self.peaks: dict[int, int] = {}
         self.peak_total = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             total = 0
             for pid in self._tree():
                 high, current = _memory(pid)
