@@ -59,13 +59,14 @@ def write_word2vec_binary(path: Path, seed: int = 0) -> None:
             handle.write(f"w{n} ".encode() + vector.tobytes() + b"\n")
 
 
-def run_config(word_vectors: Path, protocols: list[str]) -> dict:
+def run_config(word_vectors: Path, protocols: list[str], pca_fit_texts: int | None) -> dict:
     fisher = {
         "method": "fisher",
         "fisher_components": 30,
         "word_dim": WORD_DIM,
         "word_transform": "ica",
         "pca_dim": 6_000,
+        "pca_fit_texts": pca_fit_texts,
     }
     training = {"config": {"epochs": 1, "amp": False}}
     return {
@@ -83,9 +84,11 @@ def run_config(word_vectors: Path, protocols: list[str]) -> dict:
 class HighWaterSampler(threading.Thread):
     """Polls the high-water RSS of a process and all its descendants until stopped."""
 
-    def __init__(self, root_pid: int) -> None:
+    def __init__(self, root_pid: int, record: Path) -> None:
         super().__init__(daemon=True)
         self.root_pid = root_pid
+        # Rewritten as the run goes, so an interrupted run still has its finished steps' peaks.
+        self.record = record
         self.peaks: dict[int, int] = {}
         self.peak_total = 0
         self._halt = threading.Event()
@@ -103,7 +106,13 @@ class HighWaterSampler(threading.Thread):
                     self.peaks[pid] = max(self.peaks.get(pid, 0), high)
                 total += current
             self.peak_total = max(self.peak_total, total)
+            self._write()
             time.sleep(SAMPLE_SECONDS)
+
+    def _write(self) -> None:
+        partial = self.record.with_suffix(".tmp")
+        partial.write_text(json.dumps({"total": self.peak_total, "pids": self.peaks}))
+        partial.replace(self.record)
 
     def _tree(self) -> list[int]:
         children: dict[int, list[int]] = {}
@@ -159,15 +168,36 @@ def step_costs(home: Path, peaks: dict[int, int]) -> list[StepCost]:
     return costs
 
 
+def print_costs(costs: list[StepCost], peak_total: int) -> None:
+    print(f"peak RSS of all processes together: {peak_total / 2**30:.2f} GiB")
+    print("| asset | seconds | peak RSS GiB |")
+    print("|---|---|---|")
+    for cost in costs:
+        print(f"| {cost.step} | {cost.seconds:.0f} | {cost.peak_rss_bytes / 2**30:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=sorted(PAPER_SIZES), default="flickr30k")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--fraction", type=float, default=1.0, help="of the full size (smoke runs)")
+    parser.add_argument(
+        "--pca-fit-texts", type=int, default=None, help="the text PCA's fit sample; default all"
+    )
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="only print the steps finished so far in --work (a run still going, or stopped)",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     folder, root, home = work / "precomp", work / "data", work / "dagster_home"
+    if args.summarize:
+        record = json.loads((work / "peaks.json").read_text())
+        peaks = {int(pid): peak for pid, peak in record["pids"].items()}
+        print_costs(step_costs(home, peaks), record["total"])
+        return
     home.mkdir(parents=True, exist_ok=True)
     sizes = write_precomp(folder, args.kind, args.fraction)
     words = work / "word2vec.bin.gz"
@@ -182,7 +212,7 @@ def main() -> None:
         subprocess.run([twobranch, *command], env=env, check=True, stdout=sys.stderr)
     protocols = ["1k", "5fold_1k", "5k"] if args.kind == "coco" else ["1k"]
     config = work / "run.yaml"
-    config.write_text(yaml.safe_dump(run_config(words, protocols)))
+    config.write_text(yaml.safe_dump(run_config(words, protocols, args.pca_fit_texts)))
     command = [
         str(BIN / "dagster"),
         *("job", "execute", "-m", "assets.definitions", "-j", "full_pipeline"),
@@ -190,19 +220,15 @@ def main() -> None:
     ]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr)
-    sampler = HighWaterSampler(process.pid)
+    sampler = HighWaterSampler(process.pid, work / "peaks.json")
     sampler.start()
     code = process.wait()
     wall = time.perf_counter() - started
     sampler.stop()
     costs = step_costs(home, sampler.peaks)
     print(f"{args.kind}: {sizes} images; wall {wall:.0f} s, exit {code}")
-    print(f"peak RSS of all processes together: {sampler.peak_total / 2**30:.2f} GiB")
     print(f"data root: {disk_bytes(root) / 1e9:.1f} GB")
-    print("| asset | seconds | peak RSS GiB |")
-    print("|---|---|---|")
-    for cost in costs:
-        print(f"| {cost.step} | {cost.seconds:.0f} | {cost.peak_rss_bytes / 2**30:.2f} |")
+    print_costs(costs, sampler.peak_total)
     if args.json:
         rows = {
             "kind": args.kind,

@@ -332,3 +332,25 @@ def test_count_weighted_gmm_equals_sklearn_on_the_expanded_data():
     fitted = fit_diagonal_gmm(points, counts, 2, seed=0)
     assert fitted.converged
     np.testing.assert_allclose(np.sort(fitted.means[:, 0]), [-2, 2], atol=0.6)
+
+
+def test_pca_fit_texts_fits_a_seeded_sample_of_the_training_texts():
+    wv = random_vectors(4, seed=5)
+    train = random_sentences(120, seed=8)
+    full = TextFeatureSettings(method="fisher", fisher_components=2, pca_dim=5)
+    everything = fit_text_encoders(train, wv, full)
+    sampled = fit_text_encoders(train, wv, full.model_copy(update={"pca_fit_texts": 40}))
+    assert everything.pca.n_samples_ == 120 and sampled.pca.n_samples_ == 40
+    # The same mixture, a PCA of 40 of its Fisher vectors: those the seed picks.
+    assert sampled.fisher.fingerprint() == everything.fisher.fingerprint()
+    chosen = np.sort(np.random.default_rng(full.seed).choice(120, 40, False))
+    vectors = sampled.fisher.transform([tokenize(train[i]) for i in chosen])
+    np.testing.assert_allclose(
+        np.abs(sampled.pca.components_),
+        np.abs(fit_pca(vectors, 5).components_),
+        atol=1e-4,
+    )
+    assert sampled.fingerprint() != everything.fingerprint()
+    # A cap at or above the training texts is no cap.
+    capped = fit_text_encoders(train, wv, full.model_copy(update={"pca_fit_texts": 120}))
+    assert capped.fingerprint() == everything.fingerprint()

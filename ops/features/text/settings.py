@@ -83,6 +83,14 @@ class TextFeatureSettings(BaseModel):
         description="fisher: how word_dim reduces the word vectors (pca whitening or ica)",
         json_schema_extra=default_source("project", "paper: ica"),
     )
+    pca_fit_texts: int | None = Field(
+        None,
+        ge=1,
+        description="PCA: fitted on a seeded sample of this many training texts; none: all",
+        json_schema_extra=default_source(
+            "project", "paper: all; the fit's cost grows with the texts, not its memory"
+        ),
+    )
     max_fit_words: int = Field(
         200_000,
         ge=1,
