@@ -38,9 +38,10 @@ import pandas as pd
 import torch
 
 from ops.data.dataset_store import load_dataset_table
+from ops.evaluation.localization_model import evaluate_localization
 from ops.evaluation.retrieval import sentence_retrieval_rows
 from ops.evaluation.settings import RetrievalEvalSettings
-from ops.evaluation.trained import evaluate_localization, evaluate_retrieval_single
+from ops.evaluation.single_stage import evaluate_retrieval_single
 from ops.evaluation.two_stage import (
     choose_weight,
     evaluate_two_stage,

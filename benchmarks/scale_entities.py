@@ -263,7 +263,7 @@ def run_stage(stage: str, folder: Path, steps: int) -> None:
         run = run_training(root, DATASET, files, _train_config(network, steps), graph)
         (folder / f"{network}.json").write_text(json.dumps(run.manifest, default=str))
     elif stage == "localization_eval":
-        from ops.evaluation.trained import evaluate_localization
+        from ops.evaluation.localization_model import evaluate_localization
         from ops.features.region_table import region_table
         from ops.training.inputs import phrase_region_splits
 
@@ -333,6 +333,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.imports:
         import ops.evaluation.trained  # noqa: F401
+
         import ops.graph.store  # noqa: F401
         import ops.training.run  # noqa: F401
     if args.write is not None:

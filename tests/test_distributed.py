@@ -18,8 +18,8 @@ from ops.training import distributed as dist_utils
 from ops.training.batch_plans import BatchPlan
 from ops.training.checkpoint import load_checkpoint
 from ops.training.config import TrainConfig
-from ops.training.data import DeviceFeatures
 from ops.training.loss_step import _loss
+from ops.training.placement import DeviceFeatures
 from ops.training.trained_model import build_model
 from ops.training.trainer import train
 from tests.training_problems import SMALL, make_image_sentence, make_phrase_region

@@ -19,7 +19,7 @@ from ops.data.registry import add_dataset
 from ops.evaluation import eccv_caption
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
 from ops.evaluation.settings import RetrievalEvalSettings
-from ops.evaluation.trained import split_embeddings
+from ops.evaluation.single_stage import split_embeddings
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig
 from ops.training.inputs import image_sentence_splits

@@ -15,7 +15,7 @@ from ops.evaluation.retrieval import (
     tune_two_stage,
 )
 from ops.evaluation.settings import RetrievalEvalSettings as Settings
-from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.single_stage import evaluate_retrieval_single
 from ops.report.build import runs_table
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig

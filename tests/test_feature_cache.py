@@ -16,8 +16,8 @@ import torch
 
 from ops.features.feature_cache import cache_path, feature_rows
 from ops.storage.parquet_io import FeatureWriter, read_features
-from ops.training.data import DeviceFeatures
 from ops.training.inputs import phrase_region_splits
+from ops.training.placement import DeviceFeatures
 
 SPLITS = {"train": 300, "val": 50, "test": 50}
 REGIONS_PER_IMAGE = 50

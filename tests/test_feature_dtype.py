@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.single_stage import evaluate_retrieval_single
 from ops.features.feature_cache import cache_path, feature_rows
 from ops.features.shards import merge_shard_files
 from ops.storage.parquet_io import (

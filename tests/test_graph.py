@@ -19,8 +19,8 @@ from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.sql import run_query
 from ops.training.batch_plans import BatchPlan
 from ops.training.config import TrainConfig
-from ops.training.data import PhraseBatchSampler
 from ops.training.inputs import phrase_region_splits
+from ops.training.phrase_batches import PhraseBatchSampler
 from ops.training.run import load_training_splits
 from tests.pipeline_helpers import FEATURE_ASSETS, materialize
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ops.storage.row_files import NpyRowFile, RowSubset
-from ops.training.data import DeviceFeatures, HostRows, ImageSentenceData
+from ops.training.data import ImageSentenceData
+from ops.training.placement import DeviceFeatures, HostRows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from ops.features.text.text_features import fit_text_encoders
 from ops.features.text.word_vectors import WordVectors
 from ops.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ops.training.config import TrainConfig
-from ops.training.data import DeviceFeatures
+from ops.training.placement import DeviceFeatures
 from ops.training.trained_model import TrainedTwoBranch, load_two_branch
 from ops.training.trainer import train
 from ops.training.validate import validate

@@ -17,13 +17,9 @@ from ops.training import trainer as trainer_module
 from ops.training import validate as validate_module
 from ops.training.checkpoint import load_checkpoint
 from ops.training.config import TrainConfig
-from ops.training.data import (
-    DeviceFeatures,
-    ImageSentenceData,
-    PhraseBatchSampler,
-    PhraseRegionData,
-    sample_phrase_pairs,
-)
+from ops.training.data import ImageSentenceData, PhraseRegionData
+from ops.training.phrase_batches import PhraseBatchSampler, sample_phrase_pairs
+from ops.training.placement import DeviceFeatures
 from ops.training.trained_model import build_model, load_two_branch
 from ops.training.trainer import train
 from ops.training.validate import validate

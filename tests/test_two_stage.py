@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.similarity_net import SimilarityNet
-from ops.evaluation.trained import SimilaritySource, similarity_fold_source
+from ops.evaluation.single_stage import SimilaritySource, similarity_fold_source
 from ops.evaluation.two_stage import TwoStageCandidates, choose_weight, tuning_protocol
 from ops.metrics.retrieval_protocols import evaluate_protocol_scores, evaluate_protocol_source
 from ops.metrics.score_sources import MatrixSource

@@ -31,7 +31,7 @@ from ops.data.custom import custom_dataset_json
 from ops.data.karpathy import sentence_ids
 from ops.data.registry import load_registry
 from ops.evaluation.retrieval import RetrievalEvalResult
-from ops.evaluation.trained import split_embeddings
+from ops.evaluation.single_stage import split_embeddings
 from ops.storage.paths import raw_dir
 from ops.training.inputs import image_sentence_splits
 from ops.training.trained_model import load_two_branch

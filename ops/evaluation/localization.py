@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 from ops.data.dataset_store import load_dataset_table
-from ops.evaluation.trained import evaluate_localization, random_proposal_accuracy
+from ops.evaluation.chance_level import random_proposal_accuracy
+from ops.evaluation.localization_model import evaluate_localization
 from ops.features.region_table import region_table
 from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.results_store import publish_catalogue, write_result

@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ops.evaluation.settings import RetrievalEvalSettings
-from ops.evaluation.trained import (
+from ops.evaluation.single_stage import (
     RetrievalEvaluation,
     evaluate_retrieval_single,
-    protocols_for,
     split_embeddings,
 )
 from ops.evaluation.two_stage import (
@@ -29,6 +28,7 @@ from ops.evaluation.two_stage import (
     tuning_protocol,
     two_stage_candidates,
 )
+from ops.metrics.retrieval_protocols import protocols_for
 from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
 from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.results_store import publish_catalogue, write_result

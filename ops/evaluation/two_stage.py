@@ -18,12 +18,7 @@ import pandas as pd
 import torch
 
 from ops.device import autocast_context, resolve_device
-from ops.evaluation.trained import (
-    RetrievalEvaluation,
-    merge_directions,
-    split_embeddings,
-    split_ids,
-)
+from ops.evaluation.single_stage import RetrievalEvaluation, split_embeddings, split_ids
 from ops.metrics.retrieval_protocols import (
     ProtocolResult,
     evaluate_protocol_source,
@@ -285,3 +280,17 @@ def evaluate_two_stage(
         candidates.seconds,
         candidates.seconds / queries,
     )
+
+
+def merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
+    """i2t rows from one evaluation and t2i rows from the other, with R-sum recomputed."""
+    metrics = [m for m in i2t.metrics if m["direction"] == "i2t"]
+    metrics += [m for m in t2i.metrics if m["direction"] == "t2i"]
+    frame = pd.DataFrame(metrics)
+    recall = frame[["r1", "r5", "r10"]].sum(axis=1)
+    frame["rsum"] = recall.groupby([frame["protocol"], frame["fold"]]).transform("sum")
+    ranks = pd.concat(
+        [i2t.ranks[i2t.ranks["direction"] == "i2t"], t2i.ranks[t2i.ranks["direction"] == "t2i"]],
+        ignore_index=True,
+    )
+    return ProtocolResult(metrics=frame.to_dict("records"), ranks=ranks)

@@ -150,3 +150,12 @@ def region_table(
         if is_proposal
         else np.zeros(0, dtype=bool),
     )
+
+
+def proposals_of(proposals: pd.DataFrame | RegionTable, image_ids: Iterable[str]) -> pd.DataFrame:
+    """The ``source == "proposal"`` rows of ``image_ids`` (what localization chooses from)."""
+    if isinstance(proposals, RegionTable):
+        return proposals.proposal_frame(image_ids)
+    return proposals[
+        proposals["image_id"].isin(set(image_ids)) & (proposals["source"] == "proposal")
+    ]

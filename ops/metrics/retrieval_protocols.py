@@ -283,3 +283,13 @@ def evaluate_protocol_scores(
         image_ids,
         caption_ids,
     )
+
+
+def protocols_for(n_images: int) -> list[str]:
+    """The field's protocols for a test set of ``n_images``: COCO-sized sets are reported as
+    the mean of five 1K folds and on the whole 5K; a 1K set as ``1k``; others as ``all``."""
+    if n_images >= 5000:
+        return ["5fold_1k", "5k"]
+    if n_images == 1000:
+        return ["1k"]
+    return ["all"]

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ops.data.dataset_store import load_dataset_table
-from ops.evaluation.trained import split_embeddings
+from ops.evaluation.single_stage import split_embeddings
 from ops.report.html import ReportContent, img_tag, two_stage_section, write_report
 from ops.report.plots import (
     grounding_gallery,

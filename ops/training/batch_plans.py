@@ -15,12 +15,8 @@ import numpy as np
 
 from models.samplers import NeighborhoodSampler, PairSampler, TripletSampler
 from ops.training.config import TrainConfig
-from ops.training.data import (
-    ImageSentenceData,
-    PhraseBatchSampler,
-    SplitData,
-    sample_phrase_pairs,
-)
+from ops.training.data import ImageSentenceData, SplitData
+from ops.training.phrase_batches import PhraseBatchSampler, sample_phrase_pairs
 
 
 @dataclass(frozen=True)

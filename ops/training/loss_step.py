@@ -13,7 +13,7 @@ from ops.device import autocast_context
 from ops.training import distributed as dist_utils
 from ops.training.batch_plans import StepBatch
 from ops.training.config import TrainConfig
-from ops.training.data import DeviceFeatures
+from ops.training.placement import DeviceFeatures
 
 
 def has_rows_for_batch_norm(batch: StepBatch) -> bool:

@@ -27,8 +27,9 @@ from ops.training import distributed as dist_utils
 from ops.training.batch_plans import BatchPlan
 from ops.training.checkpoint import load_checkpoint, save_checkpoint
 from ops.training.config import TrainConfig
-from ops.training.data import DeviceFeatures, SplitData, data_signature, task_of
+from ops.training.data import SplitData, data_signature, task_of
 from ops.training.loss_step import has_rows_for_batch_norm, train_step
+from ops.training.placement import DeviceFeatures
 from ops.training.resume import (
     EpochRecord,
     RunState,

@@ -17,13 +17,8 @@ from ops.device import autocast_context
 from ops.geometry import matched_iou
 from ops.metrics.ranking import rank_scores
 from ops.metrics.retrieval_protocols import evaluate_retrieval_embeddings, retrieval_metrics
-from ops.training.data import (
-    DeviceFeatures,
-    Grouping,
-    ImageSentenceData,
-    PhraseRegionData,
-    SplitData,
-)
+from ops.training.data import Grouping, ImageSentenceData, PhraseRegionData, SplitData
+from ops.training.placement import DeviceFeatures
 
 # The similarity network's full validation score matrix is kept when it has at most this many
 # entries; larger splits are scored block by block on the fly (twice, but in bounded memory).

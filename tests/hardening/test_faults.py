@@ -21,7 +21,7 @@ from PIL import Image
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.data.dataset_store import load_dataset_table
-from ops.evaluation.trained import evaluate_retrieval_single
+from ops.evaluation.single_stage import evaluate_retrieval_single
 from ops.features.image_features import extract_image_features
 from ops.features.settings import ImageFeatureSettings
 from ops.storage.parquet_io import FeatureWriter, read_features

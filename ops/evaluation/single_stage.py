@@ -1,33 +1,27 @@
-"""Evaluation of trained networks on the test split: retrieval (single- and two-stage) and
-phrase localization, as rows of the DESIGN.md result tables."""
+"""Single-stage retrieval evaluation of a trained network on a split: its embeddings (and, for
+the similarity network, its scores) ranked under one protocol."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from ops.device import autocast_context
-from ops.features.region_table import RegionTable
-from ops.geometry import pairwise_iou
-from ops.metrics.grounding import evaluate_grounding
-from ops.metrics.localization_rule import evaluable_phrases
 from ops.metrics.retrieval_protocols import (
     ProtocolResult,
     evaluate_protocol,
     evaluate_protocol_source,
 )
 from ops.metrics.score_sources import MatrixSource, ScoreSource
-from ops.training.data import DeviceFeatures
-from ops.training.inputs import ImageSentenceSplit, PhraseRegionSplit
+from ops.training.inputs import ImageSentenceSplit
+from ops.training.placement import DeviceFeatures
 from ops.training.trained_model import EMBED_CHUNK, TrainedTwoBranch, load_two_branch
-from ops.training.validate import embed_rows, predict_phrase_regions
+from ops.training.validate import embed_rows
 
 
 @dataclass
@@ -36,16 +30,6 @@ class RetrievalEvaluation:
     result: ProtocolResult
     seconds: float
     seconds_per_query: float
-
-
-def protocols_for(n_images: int) -> list[str]:
-    """The field's protocols for a test set of ``n_images``: COCO-sized sets are reported as
-    the mean of five 1K folds and on the whole 5K; a 1K set as ``1k``; others as ``all``."""
-    if n_images >= 5000:
-        return ["5fold_1k", "5k"]
-    if n_images == 1000:
-        return ["1k"]
-    return ["all"]
 
 
 @torch.no_grad()
@@ -150,102 +134,3 @@ def evaluate_retrieval_single(
     seconds = time.perf_counter() - started
     queries = len(split.image_ids) + len(split.caption_ids)
     return RetrievalEvaluation("single_stage", result, seconds, seconds / queries)
-
-
-def merge_directions(i2t: ProtocolResult, t2i: ProtocolResult) -> ProtocolResult:
-    """i2t rows from one evaluation and t2i rows from the other, with R-sum recomputed."""
-    metrics = [m for m in i2t.metrics if m["direction"] == "i2t"]
-    metrics += [m for m in t2i.metrics if m["direction"] == "t2i"]
-    frame = pd.DataFrame(metrics)
-    recall = frame[["r1", "r5", "r10"]].sum(axis=1)
-    frame["rsum"] = recall.groupby([frame["protocol"], frame["fold"]]).transform("sum")
-    ranks = pd.concat(
-        [i2t.ranks[i2t.ranks["direction"] == "i2t"], t2i.ranks[t2i.ranks["direction"] == "t2i"]],
-        ignore_index=True,
-    )
-    return ProtocolResult(metrics=frame.to_dict("records"), ranks=ranks)
-
-
-@dataclass
-class LocalizationEvaluation:
-    summary: dict
-    per_type: pd.DataFrame
-    per_phrase: pd.DataFrame
-    seconds: float
-    iou_threshold: float
-
-
-@torch.no_grad()
-def evaluate_localization(
-    checkpoint: str | Path,
-    split: PhraseRegionSplit,
-    phrases: pd.DataFrame,
-    proposals: pd.DataFrame | RegionTable,
-    device_name: str = "auto",
-) -> LocalizationEvaluation:
-    """Top-1 proposal per test phrase, correct at IoU ≥ the run's ``localization_iou`` (the
-    paper: 0.5) with the phrase's (union) box: the threshold its validation used."""
-    trained = load_two_branch(checkpoint, device_name)
-    trained.check_feature_dims(split.data.image_dim, split.data.text_dim)
-    config = trained.config
-    started = time.perf_counter()
-    predictions = predict_phrase_regions(
-        trained.network,
-        split.data,
-        DeviceFeatures.of(split.data, trained.device),
-        config.network,
-        chunk=config.eval_chunk,
-        amp=config.amp,
-        iou_threshold=config.localization_iou,
-    )
-    chosen = pd.Series(
-        np.where(
-            predictions.chosen_region >= 0,
-            split.region_ids[np.maximum(predictions.chosen_region, 0)].astype(object),
-            None,
-        ),
-        index=split.phrase_ids,
-    )
-    evaluated = phrases[phrases["phrase_id"].isin(set(split.phrase_ids))]
-    image_proposals = proposals_of(proposals, split.image_ids)
-    result = evaluate_grounding(
-        evaluated, image_proposals, chosen_region=chosen, iou_threshold=config.localization_iou
-    )
-    return LocalizationEvaluation(
-        result.summary,
-        result.per_type,
-        result.per_phrase,
-        time.perf_counter() - started,
-        config.localization_iou,
-    )
-
-
-def proposals_of(proposals: pd.DataFrame | RegionTable, image_ids: Iterable[str]) -> pd.DataFrame:
-    """The ``source == "proposal"`` rows of ``image_ids`` (what localization chooses from)."""
-    if isinstance(proposals, RegionTable):
-        return proposals.proposal_frame(image_ids)
-    return proposals[
-        proposals["image_id"].isin(set(image_ids)) & (proposals["source"] == "proposal")
-    ]
-
-
-def random_proposal_accuracy(
-    phrases: pd.DataFrame, proposals: pd.DataFrame | RegionTable, iou_threshold: float
-) -> float:
-    """Expected accuracy (percent) of picking one of the image's proposals uniformly, correct
-    at ``iou_threshold``: the chance level that a grounding model must beat."""
-    boxed = phrases[evaluable_phrases(phrases, every_listed_type=False)]
-    candidates = proposals_of(proposals, boxed["image_id"].unique())
-    groups = {key: g for key, g in candidates.groupby("image_id", sort=False)}
-    hits = []
-    for image_id, image_phrases in boxed.groupby("image_id", sort=False):
-        regions = groups.get(image_id)
-        if regions is None:
-            hits.extend([0.0] * len(image_phrases))
-            continue
-        iou = pairwise_iou(
-            image_phrases[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(),
-            regions[["x1", "y1", "x2", "y2"]].to_numpy(),
-        )
-        hits.extend((iou >= iou_threshold).mean(axis=1).tolist())
-    return float(100.0 * np.mean(hits)) if hits else 0.0
