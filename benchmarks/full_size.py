@@ -186,6 +186,13 @@ def main() -> None:
         "--pca-fit-texts", type=int, default=None, help="the text PCA's fit sample; default all"
     )
     parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=None,
+        help="retrieval_eval's protocols (default: COCO 1k 5fold_1k 5k, Flickr30K 1k); the "
+        "similarity network scores every pair, so 5K costs five times 5fold_1k",
+    )
+    parser.add_argument(
         "--summarize",
         action="store_true",
         help="only print the steps finished so far in --work (a run still going, or stopped)",
@@ -210,7 +217,7 @@ def main() -> None:
         ["dataset", "sync"],
     ):
         subprocess.run([twobranch, *command], env=env, check=True, stdout=sys.stderr)
-    protocols = ["1k", "5fold_1k", "5k"] if args.kind == "coco" else ["1k"]
+    protocols = args.protocols or (["1k", "5fold_1k", "5k"] if args.kind == "coco" else ["1k"])
     config = work / "run.yaml"
     config.write_text(yaml.safe_dump(run_config(words, protocols, args.pca_fit_texts)))
     command = [
