@@ -47,6 +47,10 @@ PAPER_SIZES = {
     "flickr30k": {"train": 29_783, "dev": 1_000, "test": 1_000},
     "coco": {"train": 113_287, "dev": 5_000, "testall": 5_000},
 }
+# Datasets whose validation and test splits keep their full size at every fraction: COCO's
+# Karpathy val and test are 5,000 images however much training data there is, and its 5-fold
+# 1K and 5K protocols need all of them.
+FIXED_EVAL_SPLITS = {"coco"}
 IMAGE_DIM = 4_096
 # Flickr30K and COCO captions average 12.3 and 10.5 words.
 WORDS_PER_CAPTION = {"flickr30k": 12, "coco": 10}
@@ -78,7 +82,8 @@ class StageCost:
 
 def write_precomp(folder: Path, kind: str, fraction: float, seed: int = 0) -> dict[str, int]:
     """A precomp folder at ``fraction`` of ``kind``'s splits (every split at least 1,000
-    images, as the 1K protocol needs); features are written in blocks, never whole."""
+    images, as the 1K protocol needs; the evaluation splits of :data:`FIXED_EVAL_SPLITS`
+    whole); features are written in blocks, never whole."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     words = np.array([f"w{n}" for n in range(VOCABULARY)])
@@ -87,7 +92,12 @@ def write_precomp(folder: Path, kind: str, fraction: float, seed: int = 0) -> di
     frequency /= frequency.sum()
     sizes = {}
     for prefix, full in PAPER_SIZES[kind].items():
-        n = max(1_000, round(full * fraction)) if prefix != "train" else round(full * fraction)
+        if prefix == "train":
+            n = round(full * fraction)
+        elif kind in FIXED_EVAL_SPLITS:
+            n = full
+        else:
+            n = max(1_000, round(full * fraction))
         sizes[prefix] = n
         matrix = np.lib.format.open_memmap(
             folder / f"{prefix}_ims.npy", "w+", np.float32, (n, IMAGE_DIM)
@@ -158,7 +168,13 @@ def _stage_items(stage: str, sizes: dict[str, int], steps: int, batch: int) -> i
 
 
 def measure_fraction(
-    kind: str, fraction: float, work: Path, text: str, steps: int, feature_dtype: str = "float32"
+    kind: str,
+    fraction: float,
+    work: Path,
+    text: str,
+    steps: int,
+    feature_dtype: str = "float32",
+    protocols: list[str] | None = None,
 ) -> list[StageCost]:
     folder = work / f"{kind}_{fraction:g}"
     sizes = write_precomp(folder / "precomp", kind, fraction)
@@ -174,9 +190,7 @@ def measure_fraction(
         stdout=sys.stderr,
     )
     subprocess.run([twobranch, "dataset", "sync"], env=env, check=True, stdout=sys.stderr)
-    # 5-fold 1K and 5K need COCO's whole 5,000-image test split, which fractions shrink.
-    test_images = sizes.get("testall", sizes.get("test", 0))
-    protocols = ["1k", "5fold_1k", "5k"] if kind == "coco" and test_images >= 5_000 else ["1k"]
+    protocols = protocols or (["1k", "5fold_1k", "5k"] if kind == "coco" else ["1k"])
     config = folder / "run.yaml"
     config.write_text(yaml.safe_dump(_run_config(text, steps, protocols, feature_dtype)))
     costs = [
@@ -238,6 +252,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=None,
+        help="retrieval_eval's protocols (default: COCO 1k 5fold_1k 5k, Flickr30K 1k)",
+    )
+    parser.add_argument(
         "--feature-dtype",
         choices=["float32", "float16"],
         default=None,
@@ -261,7 +281,9 @@ def main() -> None:
             costs += measure_entities(fraction, work, args.steps, dtype)
         else:
             dtype = args.feature_dtype or "float32"
-            costs += measure_fraction(args.kind, fraction, work, args.text, args.steps, dtype)
+            costs += measure_fraction(
+                args.kind, fraction, work, args.text, args.steps, dtype, args.protocols
+            )
     print_table(costs)
     if args.json:
         args.json.write_text(json.dumps([asdict(cost) for cost in costs], indent=2) + "\n")
