@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from assets.handoff_types import dagster_type, typed_handoffs
 from assets.metadata import counts_by, preview
 from assets.partitions import DATASETS, dataset_of
 from assets.resources import TwobranchStorage
@@ -15,6 +16,7 @@ from ops.data.registered import acquire_dataset
 from ops.data.registry import DatasetRegistryError, get_dataset
 from ops.data.settings import DatasetSettings
 from ops.data.tables import CAPTIONS_PER_IMAGE, beyond_caption_limit
+from ops.handoffs import PublishedTables, RawDatasetFiles, Skipped
 from ops.metrics.localization_rule import evaluable_phrases
 
 DATA_GROUP = "data"
@@ -26,9 +28,10 @@ PARSE_SETTINGS = ("restval_to_train", "check_images", "min_images_per_split")
 
 
 @dg.asset(group_name=DATA_GROUP, kinds={"python", "files"}, partitions_def=DATASETS)
+@typed_handoffs
 def raw_dataset(
     context: dg.AssetExecutionContext, config: DatasetConfig, storage: TwobranchStorage
-) -> dg.Output[dict]:
+) -> dg.Output[RawDatasetFiles]:
     """The dataset's raw files on disk, in their public formats (Karpathy JSON, Flickr30K
     Entities Sentences/Annotations, COCO caption JSON, JPEG images), as registered."""
     root = storage.root
@@ -40,7 +43,9 @@ def raw_dataset(
     raw = acquire_dataset(entry, root, settings, log=context.log.info)
     context.log.info(f"raw dataset {raw.dataset} ({entry.source}) at {raw.karpathy_json}")
     return dg.Output(
-        raw.to_dict() | {name: getattr(settings, name) for name in PARSE_SETTINGS},
+        RawDatasetFiles(
+            **raw.to_dict(), **{name: getattr(settings, name) for name in PARSE_SETTINGS}
+        ),
         metadata={
             "dataset": raw.dataset,
             "source": entry.source,
@@ -54,34 +59,44 @@ def raw_dataset(
 
 @dg.multi_asset(
     outs={
-        "images": dg.AssetOut(group_name=DATA_GROUP, description="Valid images, one row each."),
-        "captions": dg.AssetOut(group_name=DATA_GROUP, description="Captions of valid images."),
+        "images": dg.AssetOut(
+            group_name=DATA_GROUP,
+            description="Valid images, one row each.",
+            dagster_type=dagster_type(PublishedTables),
+        ),
+        "captions": dg.AssetOut(
+            group_name=DATA_GROUP,
+            description="Captions of valid images.",
+            dagster_type=dagster_type(PublishedTables),
+        ),
         "phrases": dg.AssetOut(
             group_name=DATA_GROUP,
+            dagster_type=dagster_type(PublishedTables | Skipped),
             description="Noun phrases with entity types and boxes (none for a dataset "
             "without phrase annotations: the phrase task is then skipped).",
         ),
     },
     partitions_def=DATASETS,
 )
+@typed_handoffs
 def dataset_tables(
     context: dg.AssetExecutionContext,
-    raw_dataset: dict,
+    raw_dataset: RawDatasetFiles,
     storage: TwobranchStorage,
 ):
     """Parse the raw files with the real-format loaders; bad images are skipped and listed in
     the ``rejects`` table; the four tables are published together."""
     started = time.perf_counter()
-    fields = {k: raw_dataset[k] for k in RawDataset.__dataclass_fields__}
-    raw = RawDataset(**fields)
-    # A raw_dataset materialized before a setting existed takes that setting's default.
-    settings = DatasetSettings(**{k: raw_dataset[k] for k in PARSE_SETTINGS if k in raw_dataset})
+    raw = RawDataset(**raw_dataset.model_dump(include=set(RawDataset.__dataclass_fields__)))
+    settings = DatasetSettings(**raw_dataset.model_dump(include=set(PARSE_SETTINGS)))
     tables = parse_raw_dataset(raw, settings)
     root = storage.root
     folder = publish_dataset_tables(root, tables)
     seconds = round(time.perf_counter() - started, 2)
     fingerprint = tables_fingerprint(tables)
-    manifest = {"dataset": tables.dataset, "tables_dir": str(folder), "fingerprint": fingerprint}
+    manifest = PublishedTables(
+        dataset=tables.dataset, tables_dir=str(folder), fingerprint=fingerprint
+    )
     n_rejects = len(tables.rejects)
     if n_rejects:
         context.log.warning(f"{n_rejects} items rejected; see the rejects table")
@@ -118,7 +133,7 @@ def dataset_tables(
     if reason:
         context.log.info(f"{reason}: the phrase localization assets will be skipped")
     yield dg.Output(
-        manifest | ({SKIPPED: reason} if reason else {}),
+        Skipped(dataset=tables.dataset, reason=reason) if reason else manifest,
         output_name="phrases",
         metadata={
             **({SKIPPED: reason} if reason else {}),

@@ -12,6 +12,7 @@ from ops.data.checks import (
     check_unique_ids,
 )
 from ops.data.dataset_store import load_dataset_table
+from ops.handoffs import RawDatasetFiles
 
 
 def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
@@ -30,14 +31,14 @@ def outcome_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
 def split_counts_as_declared(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Images per split as the dataset declares, and enough captions per image."""
     root, dataset = context.resources.storage.root, check_dataset(context)
-    raw_dataset = load_partition_output(context, "raw_dataset")
+    raw_dataset = load_partition_output(context, "raw_dataset", RawDatasetFiles)
     rejects = load_dataset_table(root, dataset, "rejects")
     return outcome_result(
         check_split_counts(
             load_dataset_table(root, dataset, "images"),
             load_dataset_table(root, dataset, "captions"),
-            raw_dataset.get("declared_images"),
-            int(raw_dataset.get("min_captions_per_image", 1)),
+            raw_dataset.declared_images,
+            raw_dataset.min_captions_per_image,
             rejected_images=int((rejects["stage"] == "images").sum()),
         )
     )

@@ -5,15 +5,23 @@ import time
 
 import dagster as dg
 
+from assets.handoff_types import typed_handoffs
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.settings_config import dagster_config, settings_from
-from assets.skips import skip_reason, skipped_output, waiting_for_retraining
+from assets.skips import skipped_output, waiting_for_retraining
 from ops.evaluation.eccv_caption import eccv_caption_evaluation, with_eccv_rows
 from ops.evaluation.localization import evaluate_localization_runs, store_localization_results
 from ops.evaluation.retrieval import evaluate_retrieval_runs, store_retrieval_results
 from ops.evaluation.settings import RetrievalEvalSettings
+from ops.handoffs import (
+    LocalizationEvalSummary,
+    RetrievalEvalSummary,
+    Skipped,
+    TrainedModel,
+    skip_reason,
+)
 from ops.report.plots import recall_curves
 from ops.storage.input_fingerprints import InputsChanged
 
@@ -24,14 +32,15 @@ RetrievalEvalConfig = dagster_config(RetrievalEvalSettings, "RetrievalEvalConfig
 
 
 @dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
+@typed_handoffs
 def retrieval_eval(
     context: dg.AssetExecutionContext,
     config: RetrievalEvalConfig,
-    image_sentence_embedding_net: dict,
-    image_sentence_similarity_net: dict,
+    image_sentence_embedding_net: TrainedModel,
+    image_sentence_similarity_net: TrainedModel,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
+) -> dg.Output[RetrievalEvalSummary | Skipped]:
     """Recall@1/5/10 both directions, median/mean rank, R-sum, R-Precision and mAP@R of the
     models it is given, per protocol; two-stage retrieval rescores the embedding network's
     top-k by embedding + w × similarity score, w chosen on the validation split
@@ -47,7 +56,7 @@ def retrieval_eval(
             device=compute.device_name,
         )
     except InputsChanged as error:
-        return waiting_for_retraining(context, image_sentence_embedding_net["dataset"], error)
+        return waiting_for_retraining(context, image_sentence_embedding_net.dataset, error)
     eccv = eccv_caption_evaluation(
         storage.root, image_sentence_embedding_net, config.split, compute.device_name
     )
@@ -79,17 +88,18 @@ def retrieval_eval(
 
 
 @dg.asset(group_name=EVALUATION_GROUP, kinds={"pytorch", "duckdb"}, partitions_def=DATASETS)
+@typed_handoffs
 def localization_eval(
     context: dg.AssetExecutionContext,
-    phrase_region_embedding_net: dict,
-    phrase_region_similarity_net: dict,
+    phrase_region_embedding_net: TrainedModel | Skipped,
+    phrase_region_similarity_net: TrainedModel | Skipped,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
+) -> dg.Output[LocalizationEvalSummary | Skipped]:
     """Phrase localization accuracy (top-1 proposal at IoU ≥ 0.5 with the ground truth),
     with the proposals' upper bound, per phrase type, for the models it is given."""
     if reason := skip_reason(phrase_region_embedding_net, phrase_region_similarity_net):
-        return skipped_output(phrase_region_embedding_net["dataset"], reason)
+        return skipped_output(phrase_region_embedding_net.dataset, reason)
     started = time.perf_counter()
     try:
         result = evaluate_localization_runs(
@@ -99,7 +109,7 @@ def localization_eval(
             compute.device_name,
         )
     except InputsChanged as error:
-        return waiting_for_retraining(context, phrase_region_embedding_net["dataset"], error)
+        return waiting_for_retraining(context, phrase_region_embedding_net.dataset, error)
     store_localization_results(storage.root, result)
     context.log.info("\n" + result.summary.round(2).to_string(index=False))
     return dg.Output(

@@ -3,11 +3,13 @@
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pandas as pd
 
 from assets.deployment import accelerator_step_tags
+from assets.handoff_types import dagster_type, typed_handoffs
 from assets.metadata import counts_by, feature_preview, preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
@@ -20,7 +22,7 @@ from assets.sharding import (
     shard_result,
     shard_spec,
 )
-from assets.skips import skip_reason, skipped_output
+from assets.skips import skipped_output
 from ops.data.dataset_store import load_dataset_table
 from ops.data.precomp import PRECOMP_VARIANT, write_precomp_image_features
 from ops.data.registry import get_dataset
@@ -37,13 +39,21 @@ from ops.features.text.text_features import (
 )
 from ops.features.text.word_store import load_word_vectors_file, save_word_vectors
 from ops.features.text.word_vectors import load_word_vectors, oov_rate
+from ops.handoffs import (
+    EncodedTextFile,
+    FeatureShard,
+    ImageFeatureFile,
+    PhraseFeatureFile,
+    PublishedTables,
+    ShardResult,
+    Skipped,
+    TextFeatureFile,
+    WordVectorFile,
+    skip_reason,
+)
 from ops.storage.paths import features_path
 
 FEATURES_GROUP = "features"
-
-
-def _manifest(dataset: str, path, rows: int, dim: int, variant: str) -> dict:
-    return {"dataset": dataset, "path": str(path), "rows": rows, "dim": dim, "variant": variant}
 
 
 ImageFeatureConfig = dagster_config(ImageFeatureSettings, "ImageFeatureConfig", __name__)
@@ -63,25 +73,27 @@ def _image_feature_file(root, dataset: str, config: ImageFeatureConfig):
     return variant, features_path(root, dataset, "image", variant)
 
 
-@dg.op(out=dg.DynamicOut(dict))
+@dg.op(out=dg.DynamicOut(dagster_type(FeatureShard)))
+@typed_handoffs
 def image_features_plan(
-    config: ImageFeatureConfig, images: dict, storage: TwobranchStorage
+    config: ImageFeatureConfig, images: PublishedTables, storage: TwobranchStorage
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the images table."""
-    table = load_dataset_table(storage.root, images["dataset"], "images")
-    yield from shard_outputs(len(table), config.shards, dataset=images["dataset"])
+    table = load_dataset_table(storage.root, images.dataset, "images")
+    yield from shard_outputs(len(table), config.shards, images.dataset)
 
 
 @dg.op(tags=accelerator_step_tags())
+@typed_handoffs
 def image_features_shard(
     context: dg.OpExecutionContext,
     config: ImageFeatureConfig,
-    shard: dict,
+    shard: FeatureShard,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dict:
+) -> ShardResult:
     """CNN features of one shard's images, to that shard's own file."""
-    root, dataset = storage.root, shard["dataset"]
+    root, dataset = storage.root, shard.dataset
     images = load_dataset_table(root, dataset, "images")
     spec = shard_spec(shard, len(images))
     table = images.iloc[spec.start : spec.stop]
@@ -113,24 +125,31 @@ def image_features_shard(
 
 
 @dg.op
+@typed_handoffs
 def image_features_merge(
-    config: ImageFeatureConfig, shards: list[dict], storage: TwobranchStorage
-) -> dg.Output[dict]:
+    config: ImageFeatureConfig, shards: list[ShardResult], storage: TwobranchStorage
+) -> dg.Output[ImageFeatureFile]:
     """The shards' files joined, in order, into ``features/<dataset>/image_<variant>.parquet``."""
-    dataset = shards[0]["dataset"]
+    dataset = shards[0].shard.dataset
     variant, path = _image_feature_file(storage.root, dataset, config)
     precomp = _precomp_folder(storage.root, dataset)
     if precomp is None:
         return merged_features(
-            shards, path, variant, config.feature_dtype, feature_source=config.backbone
+            shards,
+            path,
+            variant,
+            ImageFeatureFile,
+            config.feature_dtype,
+            feature_source=config.backbone,
         )
     return merged_features(
         shards,
         path,
         variant,
+        ImageFeatureFile,
         config.feature_dtype,
         feature_source=f"precomputed, from {precomp} (no CNN ran)",
-        region_pooling=str(shards[0]["pooling"]),
+        region_pooling=str(shards[0].pooling),
     )
 
 
@@ -147,7 +166,8 @@ def _image_features_config(values: ImageFeatureConfig) -> dict:
     kinds={"pytorch", "parquet"},
     partitions_def=DATASETS,
 )
-def image_features(images: dict) -> dict:
+@typed_handoffs
+def image_features(images: PublishedTables) -> ImageFeatureFile:
     """One CNN vector per image (the backbone's penultimate representation), extracted in
     ``shards`` parallel steps and joined into ``features/<dataset>/image_<variant>.parquet``."""
     shards = image_features_plan(images).map(image_features_shard)
@@ -158,15 +178,16 @@ WordVectorConfig = dagster_config(WordVectorSettings, "WordVectorConfig", __name
 
 
 @dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
+@typed_handoffs
 def word_vectors(
     context: dg.AssetExecutionContext,
     config: WordVectorConfig,
-    captions: dict,
+    captions: PublishedTables,
     storage: TwobranchStorage,
-) -> dg.Output[dict]:
+) -> dg.Output[WordVectorFile]:
     """Word vectors for the dataset's vocabulary, with out-of-vocabulary rates per split."""
     started = time.perf_counter()
-    root, dataset = storage.root, captions["dataset"]
+    root, dataset = storage.root, captions.dataset
     caption_rows = load_dataset_table(root, dataset, "captions")
     train_tokens = [tokenize(t) for t in caption_rows.loc[caption_rows["split"] == "train", "text"]]
     wv = load_word_vectors(
@@ -182,7 +203,7 @@ def word_vectors(
     }
     context.log.info(f"{len(wv)} words, dim {wv.dim}, OOV rate per split {oov}")
     return dg.Output(
-        _manifest(dataset, path, len(wv), wv.dim, wv.name),
+        WordVectorFile(dataset=dataset, path=str(path), rows=len(wv), dim=wv.dim, variant=wv.name),
         metadata={
             "rows": len(wv),
             "dim": wv.dim,
@@ -197,6 +218,9 @@ def word_vectors(
 
 
 TextFeatureConfig = dagster_config(TextFeatureSettings, "TextFeatureConfig", __name__)
+T = TypeVar("T", TextFeatureFile, PhraseFeatureFile)
+# The file name each kind of text features is stored under.
+KIND: dict[type[EncodedTextFile], str] = {TextFeatureFile: "text", PhraseFeatureFile: "phrase"}
 
 
 def _text_features(
@@ -204,15 +228,16 @@ def _text_features(
     config: TextFeatureConfig,
     rows: pd.DataFrame,
     id_columns: list[str],
-    kind: str,
-    word_vectors: dict,
+    handoff: type[T],
+    word_vectors: WordVectorFile,
     root,
     dataset: str,
-) -> dg.Output[dict]:
-    wv = load_word_vectors_file(word_vectors["path"])
+) -> dg.Output[T]:
+    wv = load_word_vectors_file(word_vectors.path)
     train_texts = rows.loc[rows["split"] == "train", "text"].tolist()
     settings = settings_from(config, TextFeatureSettings)
     encoders = fit_text_encoders(train_texts, wv, settings)
+    kind = KIND[handoff]
     path = features_path(root, dataset, kind, encoders.variant)
     stats = build_text_features(
         rows,
@@ -225,8 +250,15 @@ def _text_features(
     # Saved so that a search query is encoded exactly as these rows were.
     encoder = save_text_encoders(encoders, encoder_path(path))
     return dg.Output(
-        _manifest(dataset, path, stats.rows, stats.dim, encoders.variant)
-        | {"fingerprint": encoders.fingerprint(), "encoder": str(encoder)},
+        handoff(
+            dataset=dataset,
+            path=str(path),
+            rows=stats.rows,
+            dim=stats.dim,
+            variant=encoders.variant,
+            fingerprint=encoders.fingerprint(),
+            encoder=str(encoder),
+        ),
         metadata={
             "rows": stats.rows,
             "dim": stats.dim,
@@ -243,31 +275,40 @@ def _text_features(
 
 
 @dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
+@typed_handoffs
 def text_features(
     context: dg.AssetExecutionContext,
     config: TextFeatureConfig,
-    captions: dict,
-    word_vectors: dict,
+    captions: PublishedTables,
+    word_vectors: WordVectorFile,
     storage: TwobranchStorage,
-) -> dg.Output[dict]:
+) -> dg.Output[TextFeatureFile]:
     """One vector per caption, encoders fitted on training captions only."""
-    root, dataset = storage.root, captions["dataset"]
+    root, dataset = storage.root, captions.dataset
     rows = load_dataset_table(root, dataset, "captions")
     return _text_features(
-        context, config, rows, ["caption_id", "image_id"], "text", word_vectors, root, dataset
+        context,
+        config,
+        rows,
+        ["caption_id", "image_id"],
+        TextFeatureFile,
+        word_vectors,
+        root,
+        dataset,
     )
 
 
 @dg.asset(group_name=FEATURES_GROUP, kinds={"parquet"}, partitions_def=DATASETS)
+@typed_handoffs
 def phrase_features(
     context: dg.AssetExecutionContext,
     config: TextFeatureConfig,
-    phrases: dict,
-    word_vectors: dict,
+    phrases: PublishedTables | Skipped,
+    word_vectors: WordVectorFile,
     storage: TwobranchStorage,
-) -> dg.Output[dict]:
+) -> dg.Output[PhraseFeatureFile | Skipped]:
     """One vector per noun phrase, encoders fitted on training phrases only."""
-    root, dataset = storage.root, phrases["dataset"]
+    root, dataset = storage.root, phrases.dataset
     if reason := skip_reason(phrases):
         return skipped_output(dataset, reason)
     rows = load_dataset_table(root, dataset, "phrases")
@@ -276,7 +317,7 @@ def phrase_features(
         config,
         rows,
         ["phrase_id", "caption_id", "image_id"],
-        "phrase",
+        PhraseFeatureFile,
         word_vectors,
         root,
         dataset,

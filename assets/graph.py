@@ -3,13 +3,21 @@ training assets learn from."""
 
 import dagster as dg
 
+from assets.handoff_types import typed_handoffs
 from assets.metadata import png_bytes_value, preview
 from assets.partitions import DATASETS
 from assets.resources import TwobranchStorage
 from assets.settings_config import dagster_config, settings_from
-from assets.skips import skip_reason
 from ops.graph.build import GraphSettings, knn_method
 from ops.graph.store import build_graph, graph_preview
+from ops.handoffs import (
+    ImageFeatureFile,
+    NeighborhoodGraphFile,
+    PublishedTables,
+    RegionProposalFile,
+    Skipped,
+    TextFeatureFile,
+)
 from ops.report.plots import degree_histogram
 from ops.storage.results_store import publish_catalogue
 
@@ -19,30 +27,31 @@ GraphConfig = dagster_config(GraphSettings, "GraphConfig", __name__)
 
 
 @dg.asset(group_name=GRAPH_GROUP, kinds={"parquet", "duckdb"}, partitions_def=DATASETS)
+@typed_handoffs
 def neighborhood_graph(
     config: GraphConfig,
-    captions: dict,
-    phrases: dict,
-    region_proposals: dict,
-    image_features: dict,
-    text_features: dict,
+    captions: PublishedTables,
+    phrases: PublishedTables | Skipped,
+    region_proposals: RegionProposalFile | Skipped,
+    image_features: ImageFeatureFile,
+    text_features: TextFeatureFile,
     storage: TwobranchStorage,
-) -> dg.Output[dict]:
+) -> dg.Output[NeighborhoodGraphFile]:
     """The training split's image→sentence positives, sentence→sentence neighbors (same
     image), phrase→region positives (IoU ≥ ``positive_iou``) and region→region neighbors (when
     the dataset has phrase boxes), and with ``knn_k`` > 0 each training image's and sentence's
     nearest neighbors by feature. The training assets take their positives and neighborhoods
     from it; queryable as ``neighbors``."""
-    root, dataset = storage.root, captions["dataset"]
+    root, dataset = storage.root, captions.dataset
     settings = settings_from(config, GraphSettings)
-    regions_skipped = skip_reason(region_proposals)
+    regions_skipped = region_proposals.reason if isinstance(region_proposals, Skipped) else None
     summary = build_graph(
         root,
         dataset,
         settings,
-        None if regions_skipped else region_proposals["path"],
-        image_features["path"],
-        text_features["path"],
+        None if isinstance(region_proposals, Skipped) else region_proposals.path,
+        image_features.path,
+        text_features.path,
     )
     publish_catalogue(root)
     knn_items = {

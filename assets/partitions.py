@@ -8,11 +8,17 @@ the instance's dynamic partitions mirror it (``sync_dataset_partitions``), which
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import dagster as dg
 
+from assets.handoff_types import handoff_type_of
 from ops.data.registry import DEFAULT_DATASET
+from ops.handoffs import Handoff, Skipped
+
+H = TypeVar("H", bound=Handoff)
 
 DATASETS = dg.DynamicPartitionsDefinition(name="datasets")
 PARTITION_TAG = "dagster/partition"
@@ -63,11 +69,9 @@ def runs_in_progress(instance: dg.DagsterInstance, dataset: str) -> list[str]:
     return [f"{run.run_id} ({run.job_name}, {run.status.value})" for run in runs]
 
 
-def load_partition_output(context: dg.AssetCheckExecutionContext, asset: str) -> dict:
-    """The stored output (manifest) of ``asset`` for the check's dataset partition.
-
-    An asset check is not partitioned itself: given the asset as an input, Dagster would load
-    every partition's output. This loads the one this run materialized."""
+def _load_partition_output(
+    context: dg.AssetCheckExecutionContext, asset: str, expected: type | types.UnionType
+) -> Any:
     step = context.op_execution_context
     input_context = dg.build_input_context(
         asset_key=dg.AssetKey(asset),
@@ -75,4 +79,25 @@ def load_partition_output(context: dg.AssetCheckExecutionContext, asset: str) ->
         asset_partitions_def=DATASETS,
         instance=step.instance,
     )
-    return context.resources.io_manager.load_input(input_context)
+    value = context.resources.io_manager.load_input(input_context)
+    if problem := handoff_type_of(expected).problem(value):
+        raise dg.Failure(f"{asset} of {step.partition_key}: {problem}")
+    return value
+
+
+def load_partition_output(
+    context: dg.AssetCheckExecutionContext, asset: str, expected: type[H]
+) -> H:
+    """The stored hand-off of ``asset`` for the check's dataset partition, checked to be an
+    ``expected`` as Dagster checks a step's input.
+
+    An asset check is not partitioned itself: given the asset as an input, Dagster would load
+    every partition's output. This loads the one this run materialized."""
+    return _load_partition_output(context, asset, expected)
+
+
+def load_skippable_output(
+    context: dg.AssetCheckExecutionContext, asset: str, expected: type[H]
+) -> H | Skipped:
+    """Like ``load_partition_output``, for an asset that may have been skipped."""
+    return _load_partition_output(context, asset, expected | Skipped)

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.deployment import accelerator_step_tags
+from assets.handoff_types import dagster_type, typed_handoffs
 from assets.metadata import preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
@@ -22,7 +23,7 @@ from assets.sharding import (
     shard_table,
     skipped_shard,
 )
-from assets.skips import skip_reason, skipped_output
+from assets.skips import skipped_output
 from ops.data.dataset_store import load_dataset_table
 from ops.features.backbones import family_of
 from ops.features.fast_rcnn import resolve_region_path
@@ -38,6 +39,17 @@ from ops.features.region_features import (
 )
 from ops.features.settings import ProposalSettings, RegionFeatureSettings, RegionPath
 from ops.features.shards import merge_shard_files, remove_abandoned_shards, shard_file
+from ops.handoffs import (
+    FeatureShard,
+    PublishedTables,
+    RegionFeatureFile,
+    RegionProposalFile,
+    RegionShard,
+    ShardResult,
+    Skipped,
+    first_skipped,
+    skip_reason,
+)
 from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.parquet_io import read_table
 from ops.storage.paths import derived_table_file, features_path
@@ -47,6 +59,11 @@ FEATURES_GROUP = "features"
 
 
 ProposalConfig = dagster_config(ProposalSettings, "ProposalConfig", __name__)
+
+
+def _extracted(shards: list[ShardResult | Skipped]) -> list[ShardResult]:
+    """The shard results of a step none of whose shards was skipped."""
+    return [shard for shard in shards if isinstance(shard, ShardResult)]
 
 
 def _proposal_inputs(
@@ -60,30 +77,35 @@ def _proposal_inputs(
     return phrase_rows, chosen
 
 
-@dg.op(out=dg.DynamicOut(dict))
+@dg.op(out=dg.DynamicOut(dagster_type(FeatureShard | Skipped)))
+@typed_handoffs
 def region_proposals_plan(
-    config: ProposalConfig, images: dict, phrases: dict, storage: TwobranchStorage
+    config: ProposalConfig,
+    images: PublishedTables,
+    phrases: PublishedTables | Skipped,
+    storage: TwobranchStorage,
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the images that have boxed phrases."""
     if reason := skip_reason(phrases):
-        yield skipped_shard(images["dataset"], reason)
+        yield skipped_shard(images.dataset, reason)
         return
-    _, chosen = _proposal_inputs(storage.root, images["dataset"], config)
-    yield from shard_outputs(len(chosen), config.shards, dataset=images["dataset"])
+    _, chosen = _proposal_inputs(storage.root, images.dataset, config)
+    yield from shard_outputs(len(chosen), config.shards, images.dataset)
 
 
 @dg.op
+@typed_handoffs
 def region_proposals_shard(
     context: dg.OpExecutionContext,
     config: ProposalConfig,
-    shard: dict,
+    shard: FeatureShard | Skipped,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dict:
+) -> ShardResult | Skipped:
     """Proposals for one shard's images, to that shard's own file."""
-    if skip_reason(shard):
-        return dict(shard)
-    root, dataset = storage.root, shard["dataset"]
+    if isinstance(shard, Skipped):
+        return shard
+    root, dataset = storage.root, shard.dataset
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
     spec = shard_spec(shard, len(chosen))
     path = shard_file(derived_table_file(root, dataset, "region_proposals"), spec, context.run_id)
@@ -99,17 +121,18 @@ def region_proposals_shard(
 
 
 @dg.op
+@typed_handoffs
 def region_proposals_merge(
-    config: ProposalConfig, shards: list[dict], storage: TwobranchStorage
-) -> dg.Output[dict]:
+    config: ProposalConfig, shards: list[ShardResult | Skipped], storage: TwobranchStorage
+) -> dg.Output[RegionProposalFile | Skipped]:
     """The shards' proposals joined, in order; reports the proposals' upper bound per split."""
-    if reason := skip_reason(*shards):
-        return skipped_output(shards[0]["dataset"], reason)
-    shards = in_shard_order(shards)
-    root, dataset = storage.root, shards[0]["dataset"]
+    if skipped := first_skipped(*shards):
+        return skipped_output(skipped.dataset, skipped.reason)
+    results = in_shard_order(_extracted(shards))
+    root, dataset = storage.root, results[0].shard.dataset
     phrase_rows, chosen = _proposal_inputs(root, dataset, config)
     path = derived_table_file(root, dataset, "region_proposals")
-    merge_shard_files([shard["path"] for shard in shards], path)
+    merge_shard_files([result.path for result in results], path)
     remove_abandoned_shards(path)
     publish_catalogue(root)  # the region_proposals view reads the catalogue's snapshot
     proposals = read_table(path)
@@ -117,10 +140,10 @@ def region_proposals_merge(
         phrase_rows[phrase_rows["image_id"].isin(set(chosen["image_id"]))], proposals
     )
     per_image = proposals[proposals["source"] == "proposal"].groupby("image_id").size()
-    filled = sum(int(shard.get("filled", 0)) for shard in shards)
+    filled = sum(result.filled for result in results)
     method = resolve_method(config.method, config.edge_model_path)
     return dg.Output(
-        {"dataset": dataset, "path": str(path), "images": len(chosen), "method": method},
+        RegionProposalFile(dataset=dataset, path=str(path), images=len(chosen), method=method),
         metadata={
             "images": len(chosen),
             "rows": len(proposals),
@@ -137,9 +160,9 @@ def region_proposals_merge(
             "images_without_regions": int(len(chosen) - proposals["image_id"].nunique()),
             "upper_bound": preview(bound),
             "preview": preview(proposals),
-            "shards": len(shards),
-            "shard_table": shard_table(shards),
-            "seconds": round(sum(float(shard["seconds"]) for shard in shards), 2),
+            "shards": len(results),
+            "shard_table": shard_table(results),
+            "seconds": round(sum(result.seconds for result in results), 2),
         },
     )
 
@@ -157,7 +180,10 @@ def _region_proposals_config(values: ProposalConfig) -> dict:
     kinds={"opencv", "parquet"},
     partitions_def=DATASETS,
 )
-def region_proposals(images: dict, phrases: dict) -> dict:
+@typed_handoffs
+def region_proposals(
+    images: PublishedTables, phrases: PublishedTables | Skipped
+) -> RegionProposalFile | Skipped:
     """Candidate boxes per image (selective search), plus the ground-truth phrase boxes of
     the training split only, searched in ``shards`` parallel steps; reports the proposals'
     upper bound per split."""
@@ -177,38 +203,40 @@ def _region_feature_file(root, dataset: str, config: RegionFeatureConfig):
     return variant, features_path(root, dataset, "region", variant)
 
 
-@dg.op(out=dg.DynamicOut(dict))
+@dg.op(out=dg.DynamicOut(dagster_type(RegionShard | Skipped)))
+@typed_handoffs
 def region_features_plan(
-    config: RegionFeatureConfig, images: dict, region_proposals: dict
+    config: RegionFeatureConfig,
+    images: PublishedTables,
+    region_proposals: RegionProposalFile | Skipped,
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the proposals file's images."""
-    if reason := skip_reason(region_proposals):
-        yield skipped_shard(images["dataset"], reason)
+    if isinstance(region_proposals, Skipped):
+        yield skipped_shard(images.dataset, region_proposals.reason)
         return
-    total = len(proposal_image_order(Path(region_proposals["path"])))
-    yield from shard_outputs(
-        total, config.shards, dataset=images["dataset"], proposals=region_proposals["path"]
-    )
+    total = len(proposal_image_order(Path(region_proposals.path)))
+    yield from shard_outputs(total, config.shards, images.dataset, region_proposals.path)
 
 
 @dg.op(tags=accelerator_step_tags())
+@typed_handoffs
 def region_features_shard(
     context: dg.OpExecutionContext,
     config: RegionFeatureConfig,
-    shard: dict,
+    shard: RegionShard | Skipped,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dict:
+) -> ShardResult | Skipped:
     """Region vectors of one shard's images, to that shard's own file."""
-    if skip_reason(shard):
-        return dict(shard)
-    root, dataset = storage.root, shard["dataset"]
-    spec = shard_spec(shard, len(proposal_image_order(Path(shard["proposals"]))))
+    if isinstance(shard, Skipped):
+        return shard
+    root, dataset = storage.root, shard.dataset
+    spec = shard_spec(shard, len(proposal_image_order(Path(shard.proposals))))
     _, final_path = _region_feature_file(root, dataset, config)
     path = shard_file(final_path, spec, context.run_id)
     stats = extract_region_features(
         load_dataset_table(root, dataset, "images"),
-        shard["proposals"],
+        shard.proposals,
         path,
         settings_from(config, RegionFeatureSettings),
         num_workers=compute.workers,
@@ -221,18 +249,21 @@ def region_features_shard(
 
 
 @dg.op
+@typed_handoffs
 def region_features_merge(
-    config: RegionFeatureConfig, shards: list[dict], storage: TwobranchStorage
-) -> dg.Output[dict]:
+    config: RegionFeatureConfig, shards: list[ShardResult | Skipped], storage: TwobranchStorage
+) -> dg.Output[RegionFeatureFile | Skipped]:
     """The shards' files joined, in order, into ``features/<dataset>/region_<variant>.parquet``."""
-    if reason := skip_reason(*shards):
-        return skipped_output(shards[0]["dataset"], reason)
-    variant, path = _region_feature_file(storage.root, shards[0]["dataset"], config)
+    if skipped := first_skipped(*shards):
+        return skipped_output(skipped.dataset, skipped.reason)
+    results = _extracted(shards)
+    variant, path = _region_feature_file(storage.root, results[0].shard.dataset, config)
     region_path = _region_path(config)
     return merged_features(
-        shards,
+        results,
         path,
         variant,
+        RegionFeatureFile,
         config.feature_dtype,
         region_path=region_path,
         roi_pooling=config.roi_pooling,
@@ -257,7 +288,10 @@ def _region_features_config(values: RegionFeatureConfig) -> dict:
     kinds={"pytorch", "parquet"},
     partitions_def=DATASETS,
 )
-def region_features(images: dict, region_proposals: dict) -> dict:
+@typed_handoffs
+def region_features(
+    images: PublishedTables, region_proposals: RegionProposalFile | Skipped
+) -> RegionFeatureFile | Skipped:
     """One vector per proposal (and per training ground-truth box), extracted in ``shards``
     parallel steps and joined into ``features/<dataset>/region_<variant>.parquet``."""
     shards = region_features_plan(images, region_proposals).map(region_features_shard)

@@ -3,12 +3,14 @@
 import dagster as dg
 import pandas as pd
 
+from assets.handoff_types import typed_handoffs
 from assets.metadata import preview
 from assets.partitions import DATASETS
 from assets.progress import progress_logger
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.settings_config import dagster_config, settings_from
 from assets.skips import waiting_for_retraining
+from ops.handoffs import RetrievalIndexFolder, Skipped, TrainedModel
 from ops.search.index_build import build_retrieval_index
 from ops.search.settings import IndexSettings
 from ops.storage.input_fingerprints import InputsChanged
@@ -34,18 +36,19 @@ def _split_rows(manifest: dict) -> pd.DataFrame:
     partitions_def=DATASETS,
     ins={"image_sentence_embedding_net": dg.AssetIn()},
 )
+@typed_handoffs
 def retrieval_index(
     context: dg.AssetExecutionContext,
     config: RetrievalIndexConfig,
-    image_sentence_embedding_net: dict,
+    image_sentence_embedding_net: TrainedModel,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
+) -> dg.Output[RetrievalIndexFolder | Skipped]:
     """Every image and caption of the dataset (all splits) embedded by the champion
     image–sentence embedding network, in Parquet and faiss (exact inner product by default),
     with the champion's text encoder: what ``twobranch search`` answers from. Training a new
     champion makes it stale; the jobs that train rebuild it."""
-    dataset = image_sentence_embedding_net["dataset"]
+    dataset = image_sentence_embedding_net.dataset
     try:
         built = build_retrieval_index(
             storage.root,
@@ -60,7 +63,9 @@ def retrieval_index(
         return waiting_for_retraining(context, dataset, error)
     manifest = built.manifest
     return dg.Output(
-        {"dataset": manifest["dataset"], "path": str(built.folder), "run_id": manifest["run_id"]},
+        RetrievalIndexFolder(
+            dataset=manifest["dataset"], path=str(built.folder), run_id=manifest["run_id"]
+        ),
         metadata={
             "rows": manifest["images"]["rows"] + manifest["captions"]["rows"],
             "images": manifest["images"]["rows"],

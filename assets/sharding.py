@@ -8,38 +8,49 @@ joins the shards' files into the asset's file. All three read the asset's one co
 """
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pandas as pd
 
 from assets.metadata import feature_preview, preview
-from assets.skips import skipped_manifest
 from ops.features.shards import (
     ShardSpec,
     merge_shard_files,
     plan_shards,
     remove_abandoned_shards,
 )
+from ops.handoffs import CnnFeatureFile, FeatureShard, RegionShard, ShardResult, Skipped
 from ops.storage.parquet_io import FeatureDtype
 
+F = TypeVar("F", bound=CnnFeatureFile)
 
-def shard_outputs(total: int, count: int, **context: object) -> Iterator[dg.DynamicOutput]:
-    """One dynamic output per shard of ``total`` items: the shard's spec plus ``context``."""
+
+def shard_outputs(
+    total: int, count: int, dataset: str, proposals: str | None = None
+) -> Iterator[dg.DynamicOutput]:
+    """One dynamic output per shard of ``total`` items of ``dataset``: a ``FeatureShard``, or
+    a ``RegionShard`` of the ``proposals`` file's images."""
     for spec in plan_shards(total, count):
-        yield dg.DynamicOutput({**context, **spec.as_dict()}, mapping_key=spec.key)
+        shard = (
+            FeatureShard(dataset=dataset, **spec.as_dict())
+            if proposals is None
+            else RegionShard(dataset=dataset, proposals=proposals, **spec.as_dict())
+        )
+        yield dg.DynamicOutput(shard, mapping_key=spec.key)
 
 
 def skipped_shard(dataset: str, reason: str) -> dg.DynamicOutput:
     """The one step of a sharded asset whose input was skipped: it carries the reason on."""
-    return dg.DynamicOutput(skipped_manifest(dataset, reason), mapping_key="skipped")
+    return dg.DynamicOutput(Skipped(dataset=dataset, reason=reason), mapping_key="skipped")
 
 
-def shard_spec(shard: Mapping, total: int) -> ShardSpec:
+def shard_spec(shard: FeatureShard, total: int) -> ShardSpec:
     """The shard's spec, after checking that the items it was planned on are still ``total``
     (the table changed between planning and extraction: the ranges would be wrong)."""
-    spec = ShardSpec.from_dict(dict(shard))
+    spec = ShardSpec.from_dict(shard.model_dump())
     if spec.total != total:
         raise dg.Failure(
             f"{spec.key} was planned on {spec.total} items but {total} are there now; "
@@ -48,11 +59,11 @@ def shard_spec(shard: Mapping, total: int) -> ShardSpec:
     return spec
 
 
-def in_shard_order(shards: list[dict]) -> list[dict]:
+def in_shard_order(shards: list[ShardResult]) -> list[ShardResult]:
     """Collected shard results, ordered by shard index (collection order is not guaranteed)."""
-    ordered = sorted(shards, key=lambda shard: int(shard["index"]))
-    indexes = [int(shard["index"]) for shard in ordered]
-    count = int(ordered[0]["count"]) if ordered else 0
+    ordered = sorted(shards, key=lambda result: result.shard.index)
+    indexes = [result.shard.index for result in ordered]
+    count = ordered[0].shard.count if ordered else 0
     if indexes != list(range(count)):
         raise ValueError(f"expected shards 0..{count - 1}, got {indexes}")
     return ordered
@@ -64,40 +75,56 @@ def same_config_for_ops(values: dg.Config, *op_names: str) -> dict:
     return {name: {"config": config} for name in op_names}
 
 
-def shard_table(shards: list[dict]) -> dg.MetadataValue:
+def shard_table(shards: list[ShardResult]) -> dg.MetadataValue:
     """Per-shard rows and seconds, as a table in the asset's metadata."""
-    columns = ["index", "start", "stop", "rows", "seconds"]
-    frame = pd.DataFrame([{name: shard.get(name) for name in columns} for shard in shards])
+    frame = pd.DataFrame(
+        [
+            {
+                "index": result.shard.index,
+                "start": result.shard.start,
+                "stop": result.shard.stop,
+                "rows": result.rows,
+                "seconds": result.seconds,
+            }
+            for result in shards
+        ]
+    )
     return preview(frame.round({"seconds": 2}), rows=len(frame))
 
 
-def shard_result(shard: Mapping, path: Path, rows: int, seconds: float, **extra: object) -> dict:
-    """What a shard step hands to the merge step: its spec, its file, rows and seconds."""
-    return {**shard, "path": str(path), "rows": int(rows), "seconds": float(seconds), **extra}
+def shard_result(
+    shard: FeatureShard, path: Path, rows: int, seconds: float, **extra: object
+) -> ShardResult:
+    """What a shard step hands to the merge step: its shard, its file, rows and seconds."""
+    return ShardResult(shard=shard, path=str(path), rows=int(rows), seconds=seconds, **extra)
 
 
 def merged_features(
-    shards: list[dict],
+    shards: list[ShardResult],
     path: Path,
     variant: str,
+    handoff: type[F],
     feature_dtype: FeatureDtype = "float32",
     **extra_metadata: object,
-) -> dg.Output[dict]:
-    """Join feature shards into ``path``, stored as ``feature_dtype``; the manifest downstream
-    assets read, with metadata."""
+) -> dg.Output[F]:
+    """Join feature shards into ``path``, stored as ``feature_dtype``; the ``handoff``
+    downstream assets read, with metadata."""
     shards = in_shard_order(shards)
     started = time.perf_counter()
-    rows = merge_shard_files([shard["path"] for shard in shards], path, dtype=feature_dtype)
+    rows = merge_shard_files([result.path for result in shards], path, dtype=feature_dtype)
     abandoned = remove_abandoned_shards(path)
-    dim = int(shards[0]["dim"])
-    extract_seconds = sum(float(shard["seconds"]) for shard in shards)
-    manifest = {
-        "dataset": shards[0]["dataset"],
-        "path": str(path),
-        "rows": rows,
-        "dim": dim,
-        "variant": variant,
-    }
+    dim = shards[0].dim
+    if dim is None:
+        raise ValueError(f"{shards[0].path}: its shard step reported no feature dimension")
+    extract_seconds = sum(result.seconds for result in shards)
+    manifest = handoff(
+        dataset=shards[0].shard.dataset,
+        path=str(path),
+        rows=rows,
+        dim=dim,
+        variant=variant,
+        feature_dtype=feature_dtype,
+    )
     return dg.Output(
         manifest,
         metadata={

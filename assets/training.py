@@ -1,17 +1,31 @@
 """Training assets: one per task × network, each a recorded, resumable training run."""
 
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Mapping
 
 import dagster as dg
 import pydantic
 
 from assets.deployment import accelerator_step_tags
+from assets.handoff_types import dagster_type, typed_handoffs
 from assets.metadata import png_bytes_value
 from assets.partitions import DATASETS
 from assets.resources import ComputeSettings, TwobranchStorage
 from assets.settings_config import dagster_config
-from assets.skips import skip_reason, skipped_output
+from assets.skips import skipped_output
 from assets.torchrun import train_with_torchrun
+from ops.handoffs import (
+    FeatureFile,
+    ImageFeatureFile,
+    NeighborhoodGraphFile,
+    PhraseFeatureFile,
+    RegionFeatureFile,
+    RegionProposalFile,
+    Skipped,
+    TextFeatureFile,
+    TrainedModel,
+    skip_reason,
+)
 from ops.training.config import DistributedSettings, Network, Task
 from ops.training.launch import TrainingRequest
 from ops.training.run import EmptyTrainingSplit, GraphMismatch, TrainingRun, run_training
@@ -51,27 +65,27 @@ TrainingConfig = pydantic.create_model(
 
 
 def _metadata(run: TrainingRun) -> dict[str, object]:
-    manifest = run.manifest
+    model = run.manifest
     return {
-        "run_id": manifest["run_id"],
+        "run_id": model.run_id,
         "rows": run.rows,
         "seconds": run.seconds,
-        "device": manifest["device"],
+        "device": model.device,
         "world_size": run.world_size,
-        "feature_placement": manifest["feature_placement"],
-        "best_epoch": manifest["best_epoch"],
-        f"best_val_{run.score_name}": manifest["best_val_score"],
-        "best_val_metrics": dg.MetadataValue.json(manifest["best_val_metrics"]),
+        "feature_placement": model.feature_placement,
+        "best_epoch": model.best_epoch,
+        f"best_val_{run.score_name}": model.best_val_score,
+        "best_val_metrics": dg.MetadataValue.json(model.best_val_metrics),
         "epochs_run": run.epochs_run,
         "resumed_from_epoch": run.resumed_from_epoch,
         "stopped_early": run.stopped_early,
-        "champion": manifest["champion"],
-        "champion_reason": manifest["champion_reason"],
-        "validation_scope": manifest["validation_scope"],
+        "champion": model.champion,
+        "champion_reason": model.champion_reason,
+        "validation_scope": model.validation_scope,
         "curves": png_bytes_value(run.curves_png),
         "config": dg.MetadataValue.json(run.config),
-        "graph": dg.MetadataValue.json(run.manifest["graph"]),
-        "checkpoint": dg.MetadataValue.path(manifest["checkpoint"]),
+        "graph": dg.MetadataValue.json(model.graph),
+        "checkpoint": dg.MetadataValue.path(model.checkpoint),
     }
 
 
@@ -81,11 +95,11 @@ def _train(
     task: Task,
     network: Network,
     inputs: dict[str, str],
-    graph: dict,
+    graph: NeighborhoodGraphFile,
     dataset: str,
     storage: TwobranchStorage,
     compute: ComputeSettings,
-) -> dg.Output[dict]:
+) -> dg.Output[TrainedModel]:
     train_config = train_config_for(config.model_dump(), task, network, compute.device_name)
     try:
         if train_config.distributed.world_size > 1:
@@ -108,28 +122,14 @@ def _train(
     return dg.Output(run.manifest, metadata=_metadata(run))
 
 
-def _image_sentence_inputs(image_features: dict, text_features: dict) -> dict[str, str]:
-    return {"image_features": image_features["path"], "text_features": text_features["path"]}
-
-
-def _phrase_region_inputs(
-    region_features: dict, region_proposals: dict, phrase_features: dict
-) -> dict[str, str]:
-    return {
-        "region_features": region_features["path"],
-        "region_proposals": region_proposals["path"],
-        "phrase_features": phrase_features["path"],
-    }
-
-
-# Per task: its upstream assets (in the asset's parameter order) → the feature files to read.
-TASK_INPUTS: Mapping[Task, Callable[..., dict[str, str]]] = {
-    "image_sentence": _image_sentence_inputs,
-    "phrase_region": _phrase_region_inputs,
-}
-TASK_UPSTREAM: Mapping[Task, tuple[str, ...]] = {
-    "image_sentence": ("image_features", "text_features"),
-    "phrase_region": ("region_features", "region_proposals", "phrase_features"),
+# Per task: its upstream assets and what each hands on; the run reads each one's file.
+TASK_UPSTREAM: Mapping[Task, Mapping[str, type | types.UnionType]] = {
+    "image_sentence": {"image_features": ImageFeatureFile, "text_features": TextFeatureFile},
+    "phrase_region": {
+        "region_features": RegionFeatureFile | Skipped,
+        "region_proposals": RegionProposalFile | Skipped,
+        "phrase_features": PhraseFeatureFile | Skipped,
+    },
 }
 
 
@@ -143,22 +143,26 @@ def training_asset(task: Task, network: Network, description: str) -> dg.AssetsD
         description=description,
         group_name=TRAINING_GROUP,
         kinds={"pytorch"},
-        ins={name: dg.AssetIn(name) for name in (*upstream, "neighborhood_graph")},
+        ins={
+            name: dg.AssetIn(name, dagster_type=dagster_type(handoff))
+            for name, handoff in upstream.items()
+        },
         op_tags=accelerator_step_tags(),
         partitions_def=DATASETS,
     )
+    @typed_handoffs
     def _asset(
         context: dg.AssetExecutionContext,
         config: TrainingConfig,
         storage: TwobranchStorage,
         compute: ComputeSettings,
-        neighborhood_graph: dict,
-        **features: dict,
-    ) -> dg.Output[dict]:
-        dataset = features[upstream[0]]["dataset"]
+        neighborhood_graph: NeighborhoodGraphFile,
+        **features: FeatureFile | RegionProposalFile | Skipped,
+    ) -> dg.Output[TrainedModel | Skipped]:
+        dataset = features[next(iter(upstream))].dataset
         if reason := skip_reason(*features.values()):
             return skipped_output(dataset, reason)
-        inputs = TASK_INPUTS[task](*(features[name] for name in upstream))
+        inputs = {name: features[name].path for name in upstream}
         return _train(
             context, config, task, network, inputs, neighborhood_graph, dataset, storage, compute
         )

@@ -245,7 +245,7 @@ def run_stage(stage: str, folder: Path, steps: int) -> None:
         from ops.graph.store import build_graph
 
         summary = build_graph(root, DATASET, GraphSettings(), files["region_proposals"])
-        (folder / "graph.json").write_text(json.dumps(summary.manifest(DATASET), default=str))
+        (folder / "graph.json").write_text(summary.manifest(DATASET).model_dump_json())
     elif stage == "split_arrays":
         from ops.training.inputs import phrase_region_splits
 
@@ -256,12 +256,13 @@ def run_stage(stage: str, folder: Path, steps: int) -> None:
             load_dataset_table(root, DATASET, "phrases"),
         )
     elif stage.startswith("train_phrase_"):
+        from ops.handoffs import NeighborhoodGraphFile
         from ops.training.run import run_training
 
         network = stage.removeprefix("train_phrase_")
-        graph = json.loads((folder / "graph.json").read_text())
+        graph = NeighborhoodGraphFile.model_validate_json((folder / "graph.json").read_text())
         run = run_training(root, DATASET, files, _train_config(network, steps), graph)
-        (folder / f"{network}.json").write_text(json.dumps(run.manifest, default=str))
+        (folder / f"{network}.json").write_text(run.manifest.model_dump_json())
     elif stage == "localization_eval":
         from ops.evaluation.localization_model import evaluate_localization
         from ops.features.region_table import region_table

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ops.graph.build import GraphSettings, graph_edges
 from ops.graph.store import write_graph
+from ops.handoffs import NeighborhoodGraphFile
 from ops.storage.parquet_io import FeatureWriter, read_features
 from tests.training_problems import make_image_sentence
 
@@ -66,9 +67,9 @@ def write_image_sentence_features(
 
 def write_graph_for(
     root: Path, inputs: dict[str, str], settings: GraphSettings | None = None, dataset: str = "toy"
-) -> dict:
+) -> NeighborhoodGraphFile:
     """The neighborhood graph of the feature files ``inputs`` (captions from the text
-    features' ids), written under ``root``; returns the graph asset's manifest."""
+    features' ids), written under ``root``; returns the graph asset's hand-off."""
     settings = settings or GraphSettings()
     texts = read_features(inputs["text_features"])
     images = read_features(inputs["image_features"])

@@ -37,7 +37,7 @@ def test_the_checker_sees_broken_images_and_console_errors(chromium, tmp_path: P
 
 def test_the_report_loads_cleanly_and_every_plot_decodes(synthetic_pipeline, chromium) -> None:
     _, _, outputs, _ = synthetic_pipeline
-    report = Path(outputs["report"]["path"])
+    report = Path(outputs["report"].path)
     checked = check_page(report.as_uri(), chromium)
     assert checked.title == "twobranch report — synthetic"
     assert checked.errors == []

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ops.handoffs import PublishedTables, Skipped
 from ops.storage.sql import run_query
 from tests.karpathy_folder import write_karpathy_folder
 from tests.pipeline_helpers import ALL_KEYS, TRAINED, materialize, register_custom
@@ -97,9 +98,16 @@ def test_a_dataset_without_phrase_boxes_runs_the_whole_pipeline(two_datasets) ->
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
     assert materialized == set(ALL_KEYS)
     reason = "no phrase annotations in photos"
+    skipped = Skipped(dataset="photos", reason=reason)
+    # Each phrase asset hands the reason on as a typed value, and shows it in the UI.
+    assert second.output_for_node("dataset_tables", "phrases") == skipped
+    for asset in PHRASE_ASSETS:
+        assert second.output_for_node(asset) == skipped, asset
     for asset in ["phrases", *PHRASE_ASSETS]:
         assert _metadata(second, asset)["skipped"].value == reason, asset
     assert "skipped" not in _metadata(first, "phrases")
+    phrases = first.output_for_node("dataset_tables", "phrases")
+    assert isinstance(phrases, PublishedTables) and phrases.dataset == "synthetic"
     checks = {e.check_name: e for e in second.get_asset_check_evaluations()}
     for check in ("phrase_features_valid", "region_features_valid", "localization_above_random"):
         assert checks[check].passed and reason in checks[check].description, check
@@ -116,6 +124,6 @@ def test_a_dataset_without_phrase_boxes_runs_the_whole_pipeline(two_datasets) ->
     )
     assert recalls.values.tolist() == [["photos", "test"]]
     assert run_query(root, "SELECT count(*) AS n FROM localization_metrics")["n"][0] == 0
-    report = Path(second.output_for_node("report")["path"]).read_text()
+    report = Path(second.output_for_node("report").path).read_text()
     assert "Retrieval (this run)" in report and "Phrase localization" not in report
     assert "Grounding" not in report

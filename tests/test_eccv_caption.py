@@ -150,9 +150,9 @@ def test_the_package_scores_the_embedding_rankings(coco_like, fake_metrics) -> N
     assert set(rows) == {"i2t", "t2i"} and rows["i2t"]["protocol"] == "eccv_caption"
 
     split = image_sentence_splits(
-        embedding["features"]["image_features"], embedding["features"]["text_features"], ("test",)
+        embedding.features["image_features"], embedding.features["text_features"], ("test",)
     )["test"]
-    trained = load_two_branch(embedding["checkpoint"], "cpu")
+    trained = load_two_branch(embedding.checkpoint, "cpu")
     image_emb, text_emb = split_embeddings(trained, split)
     image_ids = [int(i) for i in split.image_ids]
     caption_ids = [sentid(int(c.split("#")[0]), int(c.split("#")[1])) for c in split.caption_ids]
@@ -192,7 +192,7 @@ def test_the_rows_are_stored_as_their_own_protocol(coco_like, fake_metrics) -> N
         "SELECT run_id, method, direction, r1, r5, r10, rsum, r_precision, map_at_r "
         "FROM retrieval_metrics WHERE protocol = 'eccv_caption' ORDER BY direction",
     )
-    assert stored["run_id"].tolist() == [runs["embedding"]["run_id"]] * 2
+    assert stored["run_id"].tolist() == [runs["embedding"].run_id] * 2
     assert stored["direction"].tolist() == ["i2t", "t2i"]
     assert stored[["r5", "r10", "rsum"]].isna().all().all()
     rows = {row["direction"]: row for row in outcome.rows}

@@ -16,6 +16,7 @@ from ops.evaluation.retrieval import (
 )
 from ops.evaluation.settings import RetrievalEvalSettings as Settings
 from ops.evaluation.single_stage import evaluate_retrieval_single
+from ops.handoffs import TrainedModel
 from ops.report.build import runs_table
 from ops.storage.sql import run_query
 from ops.training.config import TrainConfig
@@ -39,7 +40,7 @@ def test_recall_at_k_curve_hand_computed() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[TrainedModel]]:
     folder = tmp_path_factory.mktemp("runs")
     inputs = write_image_sentence_features(folder / "features")
     graph = write_graph_for(folder / "data", inputs)
@@ -66,7 +67,7 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
     result = evaluate_retrieval_runs(embedding, similarity, Settings(rerank_k=5), device="cpu")
 
     assert result.protocols == ["all"] and (result.n_images, result.n_captions) == (40, 200)
-    assert result.runs == {"embedding": embedding["run_id"], "similarity": similarity["run_id"]}
+    assert result.runs == {"embedding": embedding.run_id, "similarity": similarity.run_id}
     methods = {(row["network"], row["method"]) for row in result.summary.to_dict("records")}
     assert methods == {
         ("embedding", "single_stage"),
@@ -92,10 +93,10 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
     }
     output = result.output()
     summary = result.summary.astype(object).where(result.summary.notna(), None)
-    assert output["metrics"] == summary.to_dict("records")
-    t2t_output = [row for row in output["metrics"] if row["direction"] == "t2t"]
+    assert output.metrics == summary.to_dict("records")
+    t2t_output = [row for row in output.metrics if row["direction"] == "t2t"]
     assert t2t_output[0]["r_precision"] is None
-    assert output["recall_curves"] == result.curves
+    assert output.recall_curves == result.curves
 
     store_retrieval_results(root, result)
     stored = run_query(root, "SELECT run_id, method, direction, r1, r10 FROM retrieval_metrics")
@@ -106,14 +107,14 @@ def test_retrieval_of_both_runs_single_and_two_stage(trained) -> None:
 
     no_rerank = evaluate_retrieval_runs(embedding, similarity, Settings(rerank_k=0), device="cpu")
     assert set(no_rerank.summary["method"]) == {"single_stage"}
-    assert no_rerank.output()["two_stage"] is None
+    assert no_rerank.output().two_stage is None
 
 
 def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(trained) -> None:
     root, (embedding, similarity) = trained
-    features = embedding["features"]
+    features = embedding.features
     val = image_sentence_splits(features["image_features"], features["text_features"], ("val",))
-    single = evaluate_retrieval_single(embedding["checkpoint"], val["val"], "all", "cpu")
+    single = evaluate_retrieval_single(embedding.checkpoint, val["val"], "all", "cpu")
     single_rsum = pd.DataFrame(single.result.metrics)["rsum"].iloc[0]
     for weights in ((0.1, 1.0, 10.0), (1e3,), ()):
         (choice,) = tune_two_stage(
@@ -133,15 +134,15 @@ def test_two_stage_weight_is_chosen_on_validation_and_never_below_single_stage(t
     result = evaluate_retrieval_runs(
         embedding, similarity, Settings(rerank_k=10, two_stage_weights=[0.1, 1.0]), device="cpu"
     )
-    two_stage = result.output()["two_stage"]
+    two_stage = result.output().two_stage
     assert two_stage["tuned_on"] == "val" and two_stage["rerank_k"] == 10
     assert two_stage["val_rsum_two_stage"] >= two_stage["val_rsum_single_stage"]
     assert [row["weight"] for row in two_stage["grid"]] == [0.0, 0.1, 1.0]
     store_retrieval_results(root, result)
     stored = run_query(root, "SELECT * FROM two_stage_weights WHERE chosen")
     assert stored["weight"].tolist() == [two_stage["weight"]]
-    assert stored["run_id"].tolist() == [similarity["run_id"]]
-    assert stored["embedding_run_id"].tolist() == [embedding["run_id"]]
+    assert stored["run_id"].tolist() == [similarity.run_id]
+    assert stored["embedding_run_id"].tolist() == [embedding.run_id]
 
 
 def test_runs_table_one_row_per_run(trained) -> None:

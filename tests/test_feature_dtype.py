@@ -121,7 +121,7 @@ def test_a_float16_dataset_trains_and_evaluates_like_float32(tmp_path: Path) -> 
         run = run_training(tmp_path / f"data_{name}", "toy", inputs, config, graph)
         split = image_sentence_splits(inputs["image_features"], inputs["text_features"])
         assert split["test"].data.image_features.dtype == np.float32
-        result = evaluate_retrieval_single(run.manifest["checkpoint"], split["test"], "all", "cpu")
+        result = evaluate_retrieval_single(run.manifest.checkpoint, split["test"], "all", "cpu")
         rsum[name] = float(pd.DataFrame(result.result.metrics)["rsum"].iloc[0])
     # Chance R-sum on 40 images and 200 captions is about 80 (measured here: 265 with
     # float32); training learns far beyond it with either dtype, and rounding moves it little.

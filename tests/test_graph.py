@@ -58,7 +58,7 @@ def test_the_graph_holds_training_ids_only(built) -> None:
     train_images = set(captions.loc[captions["split"] == "train", "image_id"])
     train_captions = set(captions.loc[captions["split"] == "train", "caption_id"])
     train_phrases = set(phrases.loc[phrases["split"] == "train", "phrase_id"])
-    regions = pd.read_parquet(outputs["region_proposals"]["path"])
+    regions = pd.read_parquet(outputs["region_proposals"].path)
     train_regions = set(regions.loc[regions["image_id"].isin(train_images), "region_id"])
     expected = {
         "image_sentence": (train_images, train_captions),
@@ -88,8 +88,8 @@ def test_degrees_knn_and_the_asset_metadata(built) -> None:
     root, outputs, metadata = built
     graph = outputs["neighborhood_graph"]
     counts = run_query(root, "SELECT relation, count(*) AS n FROM neighbors GROUP BY relation")
-    assert dict(zip(counts["relation"], counts["n"], strict=True)) == graph["edges"]
-    knn = read_relation(graph["path"], "knn_sentence")
+    assert dict(zip(counts["relation"], counts["n"], strict=True)) == graph.edges
+    knn = read_relation(graph.path, "knn_sentence")
     assert (knn.groupby("source_id").size() == KNN_K).all()
     assert (knn["source_id"] != knn["target_id"]).all()
     assert (knn["weight"] <= 1.0 + 1e-6).all()
@@ -99,15 +99,15 @@ def test_degrees_knn_and_the_asset_metadata(built) -> None:
     assert degrees["sentence_sentence"] == {"sources": 300, "min": 4.0, "mean": 4.0, "max": 4.0}
     assert degrees["knn_image"]["min"] == degrees["knn_image"]["max"] == KNN_K
     assert values["knn_search"].value == {"knn_image": "exact", "knn_sentence": "exact"}
-    assert values["rows"].value == sum(graph["edges"].values())
-    assert graph["settings"] == {"positive_iou": 0.6, "knn_k": KNN_K, "knn_faiss_min_items": 20000}
+    assert values["rows"].value == sum(graph.edges.values())
+    assert graph.settings == {"positive_iou": 0.6, "knn_k": KNN_K, "knn_faiss_min_items": 20000}
 
 
 def _inputs(outputs: dict, task: str) -> dict[str, str]:
     if task == "image_sentence":
-        return {name: outputs[name]["path"] for name in ("image_features", "text_features")}
+        return {name: outputs[name].path for name in ("image_features", "text_features")}
     names = ("region_features", "region_proposals", "phrase_features")
-    return {name: outputs[name]["path"] for name in names}
+    return {name: outputs[name].path for name in names}
 
 
 def test_the_positives_the_trainer_uses_are_the_graphs(built) -> None:
@@ -118,7 +118,7 @@ def test_the_positives_the_trainer_uses_are_the_graphs(built) -> None:
         config, _inputs(outputs, "image_sentence"), graph, root, "synthetic"
     )["train"]
     used = set(zip(train.image_ids[train.data.caption_image], train.caption_ids, strict=True))
-    edges = read_relation(graph["path"], "image_sentence")
+    edges = read_relation(graph.path, "image_sentence")
     assert used == set(zip(edges["source_id"], edges["target_id"], strict=True))
     plan = BatchPlan(config, train.data)
     plan.set_epoch(1)
@@ -134,7 +134,7 @@ def test_the_positives_the_trainer_uses_are_the_graphs(built) -> None:
                 strict=True,
             )
         )
-    knn = read_relation(graph["path"], "knn_sentence")
+    knn = read_relation(graph.path, "knn_sentence")
     assert neighbor_pairs and neighbor_pairs <= set(
         zip(knn["source_id"], knn["target_id"], strict=True)
     )
@@ -155,7 +155,7 @@ def test_the_positives_the_trainer_uses_are_the_graphs(built) -> None:
             )
         )
         assert not (batch.positive & batch.negative).any()
-    edges = read_relation(graph["path"], "phrase_region")
+    edges = read_relation(graph.path, "phrase_region")
     assert positives == set(zip(edges["source_id"], edges["target_id"], strict=True))
 
 
@@ -187,14 +187,14 @@ def test_faiss_and_exact_search_find_the_same_neighbors() -> None:
 
 def test_localization_scores_exactly_n_candidates_and_bounds_over_those(built) -> None:
     root, outputs, _ = built
-    proposals = pd.read_parquet(outputs["region_proposals"]["path"])
+    proposals = pd.read_parquet(outputs["region_proposals"].path)
     candidates = proposals[proposals["source"] == "proposal"]
     assert (candidates.groupby("image_id").size() == 30).all()
     phrases = load_dataset_table(root, "synthetic", "phrases")
     test = phrase_region_splits(
-        outputs["region_features"]["path"],
+        outputs["region_features"].path,
         proposals,
-        outputs["phrase_features"]["path"],
+        outputs["phrase_features"].path,
         phrases,
         ("test",),
     )["test"]

@@ -30,7 +30,7 @@ def test_every_asset_materializes_and_every_check_passes(synthetic_pipeline) -> 
 def test_results_are_queryable_per_run(synthetic_pipeline) -> None:
     root, _, outputs, _ = synthetic_pipeline
     runs = run_query(root, "SELECT run_id, status, champion FROM training_runs ORDER BY run_id")
-    assert sorted(runs["run_id"]) == sorted(outputs[name]["run_id"] for name in TRAINED)
+    assert sorted(runs["run_id"]) == sorted(outputs[name].run_id for name in TRAINED)
     assert set(runs["status"]) == {"finished"} and runs["champion"].all()
     epochs = run_query(root, "SELECT run_id, count(*) AS n FROM epoch_metrics GROUP BY run_id")
     assert (epochs["n"] >= 1).all() and len(epochs) == 4
@@ -47,8 +47,8 @@ def test_results_are_queryable_per_run(synthetic_pipeline) -> None:
     # Evaluation scored exactly the models handed to it by lineage.
     evaluated = run_query(root, "SELECT DISTINCT run_id, method FROM retrieval_metrics")
     assert set(evaluated["run_id"]) == {
-        outputs["image_sentence_embedding_net"]["run_id"],
-        outputs["image_sentence_similarity_net"]["run_id"],
+        outputs["image_sentence_embedding_net"].run_id,
+        outputs["image_sentence_similarity_net"].run_id,
     }
     assert {"single_stage", "two_stage_k20"} == set(evaluated["method"])
     recalls = run_query(root, "SELECT r1, r5, r10, rsum FROM retrieval_metrics")
@@ -66,7 +66,7 @@ def test_results_are_queryable_per_run(synthetic_pipeline) -> None:
 
 def test_report_is_self_contained_html_with_plots(synthetic_pipeline) -> None:
     _, _, outputs, _ = synthetic_pipeline
-    html = Path(outputs["report"]["path"]).read_text()
+    html = Path(outputs["report"].path).read_text()
     assert html.startswith("<!doctype html>")
     assert html.count("data:image/png;base64,") >= 5
     for heading in ("Training runs", "Recall@K", "Published numbers", "Grounding gallery"):
@@ -164,7 +164,7 @@ def test_extended_positive_metrics_are_stored_and_reported(synthetic_pipeline) -
         r["r_precision"] == r["map_at_r"] == r["r1"] for r in rows if r["direction"] == "t2i"
     )
     assert all(r["r_precision"] <= r["r5"] for r in rows if r["direction"] == "i2t")
-    html = Path(outputs["report"]["path"]).read_text()
+    html = Path(outputs["report"].path).read_text()
     assert "r_precision" in html and "map_at_r" in html
     metadata = next(
         e.materialization.metadata

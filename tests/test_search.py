@@ -27,8 +27,8 @@ def _stored_recalls(root: Path, run_id: str) -> dict[str, dict[str, float]]:
 @pytest.fixture(scope="module")
 def indexed(synthetic_pipeline):
     root, _, outputs, _ = synthetic_pipeline
-    run_id = outputs["image_sentence_embedding_net"]["run_id"]
-    assert outputs["retrieval_index"]["run_id"] == run_id  # the champion was indexed
+    run_id = outputs["image_sentence_embedding_net"].run_id
+    assert outputs["retrieval_index"].run_id == run_id  # the champion was indexed
     return root, run_id, open_index(root, "synthetic", "cpu")
 
 

@@ -45,31 +45,31 @@ def test_the_index_is_rebuilt_for_a_new_champion_and_kept_otherwise(photos, caps
     root, name, instance, first = photos
     weak = first.output_for_node(NET)
     built = _index_events(first)
-    assert weak["champion"] and built["champion_run_id"].value == weak["run_id"]
+    assert weak.champion and built["champion_run_id"].value == weak.run_id
     assert built["rebuilt"].value is True and built["index_type"].value == "flat"
     assert built["images"].value == 60 and built["captions"].value == 300
     before = search_text(open_index(root, name, "cpu"), ["a red star"], k=3)[0].hits
 
     # Nothing changed: the index on disk is kept.
     again = _index_events(materialize(["retrieval_index"], root, instance=instance, dataset=name))
-    assert again["rebuilt"].value is False and again["champion_run_id"].value == weak["run_id"]
+    assert again["rebuilt"].value is False and again["champion_run_id"].value == weak.run_id
 
     # A better model becomes champion in a training job: that job rebuilds the index with it.
     second = materialize([NET, "retrieval_index"], root, {NET: TRAINED}, instance, dataset=name)
     strong = second.output_for_node(NET)
-    assert strong["best_val_score"] > weak["best_val_score"], "precondition: a better model"
-    assert strong["champion"]
+    assert strong.best_val_score > weak.best_val_score, "precondition: a better model"
+    assert strong.champion
     rebuilt = _index_events(second)
     assert rebuilt["rebuilt"].value is True
-    assert rebuilt["champion_run_id"].value == strong["run_id"]
+    assert rebuilt["champion_run_id"].value == strong.run_id
     index = open_index(root, name, "cpu")
-    assert index.manifest["run_id"] == strong["run_id"] and index.stale is None
+    assert index.manifest["run_id"] == strong.run_id and index.stale is None
     after = search_text(index, ["a red star"], k=3)[0].hits
     assert [h.score for h in after] != [h.score for h in before]
 
     # A champion trained without rebuilding the index: search still answers, and says so.
     third = materialize([NET], root, {NET: TRAINED | {"seed": 1}}, instance, dataset=name)
-    assert third.output_for_node(NET)["champion"]
+    assert third.output_for_node(NET).champion
     code = main(["--data-root", str(root), "search", "a red star", "--dataset", name])
     err = capsys.readouterr().err
     assert code == 0 and "warning" in err and "re-materialize retrieval_index" in err

@@ -16,6 +16,7 @@ from assets.deployment import io_manager_from_env
 from assets.partitions import PARTITION_TAG, sync_dataset_partitions
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.data.dataset_store import load_dataset_table
+from ops.handoffs import ImageFeatureFile, ShardResult
 from ops.storage.parquet_io import read_features
 from ops.storage.paths import features_path
 from tests.pipeline_helpers import SMALL_SYNTHETIC
@@ -72,8 +73,11 @@ def test_shard_steps_run_in_separate_processes_through_the_shared_io_dir(
         "image_features.image_features_shard[shard_000_of_002]",
         "image_features.image_features_shard[shard_001_of_002]",
     ]
-    ids, matrix = read_features(manifest["path"])
-    assert len(ids) == manifest["rows"] == 84 and matrix.shape == (84, 512)
+    assert isinstance(manifest, ImageFeatureFile) and manifest.feature_dtype == "float32"
+    shard = pickle.loads(next(run_folder.glob("*_shard[[]*]/result")).read_bytes())
+    assert isinstance(shard, ShardResult) and (shard.shard.index, shard.shard.count) == (0, 2)
+    ids, matrix = read_features(manifest.path)
+    assert len(ids) == manifest.rows == 84 and matrix.shape == (84, 512)
     assert ids["image_id"].is_unique
 
 

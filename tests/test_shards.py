@@ -22,6 +22,7 @@ from ops.features.shards import (
     remove_abandoned_shards,
     shard_file,
 )
+from ops.handoffs import FeatureShard
 from ops.storage.parquet_io import (
     FeatureWriter,
     head_features,
@@ -180,7 +181,7 @@ def test_abandoned_shard_folders_are_removed_after_a_day_only(tmp_path: Path) ->
 
 
 def test_a_shard_refuses_to_run_when_its_input_changed_since_planning() -> None:
-    planned = plan_shards(10, 2)[1].as_dict()
+    planned = FeatureShard(dataset="toy", **plan_shards(10, 2)[1].as_dict())
     assert shard_spec(planned, 10).start == 5
     with pytest.raises(dg.Failure, match="planned on 10 items but 9 are there now"):
         shard_spec(planned, 9)

@@ -49,7 +49,7 @@ def _single_process(features, task: str, network: str, settings: dict, tmp_path:
 
     root, _, outputs = features
     shutil.copytree(root / "tables", tmp_path / "tables")
-    inputs = {name: outputs[name]["path"] for name in UPSTREAM[task]}
+    inputs = {name: outputs[name].path for name in UPSTREAM[task]}
     config = train_config_for(settings, task, network, "cpu")
     assert config.distributed.world_size == 1
     return run_training(tmp_path, "synthetic", inputs, config, outputs["neighborhood_graph"])
@@ -72,18 +72,18 @@ def test_two_processes_train_like_one(features, task, network, tmp_path, one_thr
     manifest = result.output_for_node(asset)
     (event,) = result.get_asset_materialization_events()
     assert event.materialization.metadata["world_size"].value == 2
-    assert manifest["world_size"] == 2
+    assert manifest.world_size == 2
 
     runs = run_query(
-        root, f"SELECT world_size, status FROM training_runs WHERE run_id = '{manifest['run_id']}'"
+        root, f"SELECT world_size, status FROM training_runs WHERE run_id = '{manifest.run_id}'"
     )
     assert runs.to_dict("records") == [{"world_size": 2, "status": "finished"}]
     single = _single_process(features, task, network, EQUIVALENT, tmp_path)
     # Where the ranks run does not change what is trained: the same run id.
-    assert single.manifest["run_id"] == manifest["run_id"]
+    assert single.manifest.run_id == manifest.run_id
     assert single.world_size == 1
-    distributed = _epoch_losses(root, manifest["run_id"])
-    alone = _epoch_losses(tmp_path, single.manifest["run_id"])
+    distributed = _epoch_losses(root, manifest.run_id)
+    alone = _epoch_losses(tmp_path, single.manifest.run_id)
     assert len(distributed) == len(alone) == 2
     assert distributed == pytest.approx(alone, rel=1e-5)
 
@@ -135,12 +135,12 @@ def test_a_killed_rank_fails_the_step_and_the_next_run_resumes(
     monkeypatch.delenv("KILL_RANK_ONE_AFTER")
     resumed = _train(features, asset, settings | TWO_PROCESSES)
     manifest = resumed.output_for_node(asset)
-    assert manifest["run_id"] == killed["run_id"]
+    assert manifest.run_id == killed["run_id"]
     (event,) = resumed.get_asset_materialization_events()
     resumed_from = event.materialization.metadata["resumed_from_epoch"].value
     assert 1 <= resumed_from < 6
     assert event.materialization.metadata["epochs_run"].value == 6
-    assert len(_epoch_losses(root, manifest["run_id"])) == 6
+    assert len(_epoch_losses(root, manifest.run_id)) == 6
     status = run_query(
         root, f"SELECT status FROM training_runs WHERE run_id = '{killed['run_id']}'"
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ops.data.karpathy import sentence_ids
 from ops.data.registry import load_registry
 from ops.evaluation.retrieval import RetrievalEvalResult
 from ops.evaluation.single_stage import split_embeddings
+from ops.handoffs import TrainedModel
 from ops.storage.paths import raw_dir
 from ops.training.inputs import image_sentence_splits
 from ops.training.trained_model import load_two_branch
@@ -160,14 +160,14 @@ def coco_ids(
 
 def eccv_caption_evaluation(
     root: Path,
-    embedding_run: Mapping[str, Any],
+    embedding_run: TrainedModel,
     split_name: str = "test",
     device: str = "auto",
     metrics: Any | None = None,
 ) -> EccvOutcome:
     """ECCV Caption rows for the embedding run on ``split_name``, or none with the reason."""
-    dataset = embedding_run["dataset"]
-    features = embedding_run["features"]
+    dataset = embedding_run.dataset
+    features = embedding_run.features
     split = image_sentence_splits(
         features["image_features"], features["text_features"], (split_name,)
     ).get(split_name)
@@ -184,25 +184,23 @@ def eccv_caption_evaluation(
         return EccvOutcome(
             [], f"not computed: the {split_name} split of {dataset!r} is not the Karpathy 5K test"
         )
-    image_emb, text_emb = split_embeddings(
-        load_two_branch(embedding_run["checkpoint"], device), split
-    )
+    image_emb, text_emb = split_embeddings(load_two_branch(embedding_run.checkpoint, device), split)
     rows = eccv_rows(ids[0], ids[1], image_emb, text_emb, metrics)
     queries = f"{len(metrics.eccv_gts['i2t'])} image and {len(metrics.eccv_gts['t2i'])} caption"
     return EccvOutcome(rows, f"computed for {queries} queries")
 
 
 def with_eccv_rows(
-    result: RetrievalEvalResult, embedding_run: Mapping[str, Any], outcome: EccvOutcome
+    result: RetrievalEvalResult, embedding_run: TrainedModel, outcome: EccvOutcome
 ) -> RetrievalEvalResult:
     """``result`` with the ECCV rows added to the embedding run's metrics and the summary."""
     if not outcome.rows:
         return result
-    run_id = embedding_run["run_id"]
+    run_id = embedding_run.run_id
     ids = {"run_id": run_id, "dataset": result.dataset, "split": result.split}
     rows = pd.DataFrame([ids | {"method": "single_stage"} | row for row in outcome.rows])
     metrics = dict(result.metrics)
     metrics[run_id] = pd.concat([metrics[run_id], rows], ignore_index=True)
-    summary_rows = rows.assign(network=embedding_run["network"])[result.summary.columns]
+    summary_rows = rows.assign(network=embedding_run.network)[result.summary.columns]
     summary = pd.concat([result.summary, summary_rows], ignore_index=True)
     return dataclasses.replace(result, metrics=metrics, summary=summary)

@@ -3,10 +3,8 @@ as rows of ``localization_metrics`` / ``localization_results`` plus summary tabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -14,6 +12,7 @@ from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.chance_level import random_proposal_accuracy
 from ops.evaluation.localization_model import evaluate_localization
 from ops.features.region_table import region_table
+from ops.handoffs import LocalizationEvalSummary, TrainedModel
 from ops.storage.input_fingerprints import check_trained_inputs
 from ops.storage.results_store import publish_catalogue, write_result
 from ops.training.inputs import phrase_region_splits
@@ -30,28 +29,28 @@ class LocalizationEvalResult:
     random_proposal_accuracy: float
     n_phrases: int  # test phrases, each a query
 
-    def output(self) -> dict[str, Any]:
+    def output(self) -> LocalizationEvalSummary:
         """The JSON-ready summary that downstream steps (the report) read."""
-        return {
-            "dataset": self.dataset,
-            "runs": self.runs,
-            "summary": self.summary.to_dict("records"),
-            "per_type": self.per_type.to_dict("records"),
-            "random_proposal_accuracy": self.random_proposal_accuracy,
-        }
+        return LocalizationEvalSummary(
+            dataset=self.dataset,
+            runs=self.runs,
+            summary=self.summary.to_dict("records"),
+            per_type=self.per_type.to_dict("records"),
+            random_proposal_accuracy=self.random_proposal_accuracy,
+        )
 
 
 def evaluate_localization_runs(
-    embedding_run: Mapping, similarity_run: Mapping, root: Path, device: str = "auto"
+    embedding_run: TrainedModel, similarity_run: TrainedModel, root: Path, device: str = "auto"
 ) -> LocalizationEvalResult:
-    """Evaluate two training-run manifests on the test split of the embedding run's features,
+    """Evaluate two trained models on the test split of the embedding run's features,
     beside the chance level of picking a random proposal. A run whose input files changed
     since it was trained is refused (``InputsChanged``)."""
     runs = [embedding_run, similarity_run]
     for run in runs:
         check_trained_inputs(run, "evaluated")
-    dataset = embedding_run["dataset"]
-    features = embedding_run["features"]
+    dataset = embedding_run.dataset
+    features = embedding_run.features
     phrases = load_dataset_table(root, dataset, "phrases")
     proposals = region_table(features["region_proposals"])
     split = phrase_region_splits(
@@ -62,7 +61,7 @@ def evaluate_localization_runs(
     chance_at: dict[float, float] = {}
     metrics, per_phrase, rows, per_type_tables = {}, {}, [], {}
     for run in runs:
-        evaluation = evaluate_localization(run["checkpoint"], split, phrases, proposals, device)
+        evaluation = evaluate_localization(run.checkpoint, split, phrases, proposals, device)
         threshold = evaluation.iou_threshold
         if threshold not in chance_at:
             chance_at[threshold] = random_proposal_accuracy(test_phrases, proposals, threshold)
@@ -74,24 +73,24 @@ def evaluate_localization_runs(
             "upper_bound": summary["upper_bound"],
             "n_phrases": summary["n_phrases"],
         }
-        metrics[run["run_id"]] = pd.DataFrame(
+        metrics[run.run_id] = pd.DataFrame(
             [overall] + evaluation.per_type.to_dict("records")
-        ).assign(run_id=run["run_id"], dataset=dataset, split="test")
-        per_phrase[run["run_id"]] = evaluation.per_phrase.assign(run_id=run["run_id"])
+        ).assign(run_id=run.run_id, dataset=dataset, split="test")
+        per_phrase[run.run_id] = evaluation.per_phrase.assign(run_id=run.run_id)
         rows.append(
             {
-                "network": run["network"],
-                "run_id": run["run_id"],
+                "network": run.network,
+                "run_id": run.run_id,
                 "accuracy": summary["accuracy"],
                 "upper_bound": summary["upper_bound"],
                 "random_proposal": chance,
                 "n_phrases": summary["n_phrases"],
             }
         )
-        per_type_tables[run["network"]] = evaluation.per_type
+        per_type_tables[run.network] = evaluation.per_type
     return LocalizationEvalResult(
         dataset=dataset,
-        runs={run["network"]: run["run_id"] for run in runs},
+        runs={run.network: run.run_id for run in runs},
         metrics=metrics,
         per_phrase=per_phrase,
         summary=pd.DataFrame(rows),

@@ -28,6 +28,7 @@ from ops.evaluation.two_stage import (
     tuning_protocol,
     two_stage_candidates,
 )
+from ops.handoffs import RetrievalEvalSummary, TrainedModel
 from ops.metrics.retrieval_protocols import protocols_for
 from ops.metrics.sentence_retrieval import evaluate_sentence_protocol
 from ops.storage.input_fingerprints import check_trained_inputs
@@ -90,22 +91,22 @@ class RetrievalEvalResult:
             "grid": first[["weight", "rsum"]].to_dict("records"),
         }
 
-    def output(self) -> dict[str, Any]:
+    def output(self) -> RetrievalEvalSummary:
         """The JSON-ready summary that downstream steps (the report) read."""
-        return {
-            "dataset": self.dataset,
-            "split": self.split,
-            "protocols": self.protocols,
-            "runs": self.runs,
+        return RetrievalEvalSummary(
+            dataset=self.dataset,
+            split=self.split,
+            protocols=self.protocols,
+            runs=self.runs,
             # JSON has no NaN: a metric a direction lacks (t2t has no R-Precision) is null.
-            "metrics": self.summary.astype(object)
+            metrics=self.summary.astype(object)
             .where(self.summary.notna(), None)
             .to_dict("records"),
-            "recall_curves": self.curves,
-            "n_images": self.n_images,
-            "n_captions": self.n_captions,
-            "two_stage": self.two_stage,
-        }
+            recall_curves=self.curves,
+            n_images=self.n_images,
+            n_captions=self.n_captions,
+            two_stage=self.two_stage,
+        )
 
 
 def recall_at_k_curve(ranks: pd.DataFrame, max_k: int = 50) -> dict[str, list[float]]:
@@ -121,21 +122,21 @@ def recall_at_k_curve(ranks: pd.DataFrame, max_k: int = 50) -> dict[str, list[fl
 
 
 def _evaluations(
-    embedding_run: Mapping,
-    similarity_run: Mapping,
+    embedding_run: TrainedModel,
+    similarity_run: TrainedModel,
     split: ImageSentenceSplit,
     protocol: str,
     two_stage: tuple[TwoStageCandidates, Mapping[str, float]] | None,
     device: str,
 ) -> list[tuple[str, RetrievalEvaluation]]:
     evaluations = [
-        (run["run_id"], evaluate_retrieval_single(run["checkpoint"], split, protocol, device))
+        (run.run_id, evaluate_retrieval_single(run.checkpoint, split, protocol, device))
         for run in (embedding_run, similarity_run)
     ]
     if two_stage is not None:
         candidates, weights = two_stage
         evaluation = evaluate_two_stage(candidates, split, protocol, weights[protocol])
-        evaluations.append((similarity_run["run_id"], evaluation))
+        evaluations.append((similarity_run.run_id, evaluation))
     return evaluations
 
 
@@ -154,8 +155,8 @@ def sentence_retrieval_rows(
 
 
 def tune_two_stage(
-    embedding_run: Mapping,
-    similarity_run: Mapping,
+    embedding_run: TrainedModel,
+    similarity_run: TrainedModel,
     split_name: str,
     rerank_k: int,
     weights: Sequence[float],
@@ -166,14 +167,14 @@ def tune_two_stage(
     ``split_name`` (the validation split) of the embedding run's feature files, under that
     protocol where the split has the images for it (else all of the split); weight 0
     (single-stage) is always tried."""
-    features = embedding_run["features"]
+    features = embedding_run.features
     split = image_sentence_splits(
         features["image_features"], features["text_features"], (split_name,)
     ).get(split_name)
     if split is None:
         raise ValueError(f"two-stage retrieval needs a {split_name!r} split to choose its weight")
     candidates = two_stage_candidates(
-        embedding_run["checkpoint"], similarity_run["checkpoint"], split, rerank_k, device
+        embedding_run.checkpoint, similarity_run.checkpoint, split, rerank_k, device
     )
     tuned = {protocol: tuning_protocol(protocol, len(split.image_ids)) for protocol in protocols}
     choices = {
@@ -183,13 +184,13 @@ def tune_two_stage(
 
 
 def evaluate_retrieval_runs(
-    embedding_run: Mapping,
-    similarity_run: Mapping,
+    embedding_run: TrainedModel,
+    similarity_run: TrainedModel,
     settings: RetrievalEvalSettings,
     *,
     device: str,
 ) -> RetrievalEvalResult:
-    """Evaluate two training-run manifests (as ``run_training`` returns them) on
+    """Evaluate two trained models (as ``run_training`` returns them) on
     ``settings.split`` of the embedding run's feature files, under ``settings.protocols``
     (empty: the field's protocols for the split's size). Two-stage retrieval (``rerank_k`` >
     0; 0 skips it) uses the weight among ``two_stage_weights`` that scores best on
@@ -200,14 +201,14 @@ def evaluate_retrieval_runs(
     runs = [embedding_run, similarity_run]
     for run in runs:
         check_trained_inputs(run, "evaluated")
-    features = embedding_run["features"]
+    features = embedding_run.features
     split = image_sentence_splits(
         features["image_features"], features["text_features"], (split_name,)
     )[split_name]
-    dataset = embedding_run["dataset"]
+    dataset = embedding_run.dataset
     protocols = list(settings.protocols) or protocols_for(len(split.image_ids))
-    metric_rows: dict[str, list[dict]] = {run["run_id"]: [] for run in runs}
-    rank_rows: dict[str, list[pd.DataFrame]] = {run["run_id"]: [] for run in runs}
+    metric_rows: dict[str, list[dict]] = {run.run_id: [] for run in runs}
+    rank_rows: dict[str, list[pd.DataFrame]] = {run.run_id: [] for run in runs}
     timings = {}
     two_stage, weight_rows = None, None
     if rerank_k > 0:
@@ -215,14 +216,14 @@ def evaluate_retrieval_runs(
             embedding_run, similarity_run, tune_split, rerank_k, weights, device, protocols
         )
         candidates = two_stage_candidates(
-            embedding_run["checkpoint"], similarity_run["checkpoint"], split, rerank_k, device
+            embedding_run.checkpoint, similarity_run.checkpoint, split, rerank_k, device
         )
         two_stage = (candidates, {p: choice.weight for p, choice in choices.items()})
         weight_rows = pd.concat(
             [
                 choice.table.assign(
-                    run_id=similarity_run["run_id"],
-                    embedding_run_id=embedding_run["run_id"],
+                    run_id=similarity_run.run_id,
+                    embedding_run_id=embedding_run.run_id,
                     dataset=dataset,
                     split=tune_split,
                     rerank_k=rerank_k,
@@ -246,11 +247,11 @@ def evaluate_retrieval_runs(
             timings[f"{evaluation.method} {protocol} ms/query"] = round(
                 1000 * evaluation.seconds_per_query, 3
             )
-    embedding_rows = metric_rows[embedding_run["run_id"]]
-    ids = {"run_id": embedding_run["run_id"], "dataset": dataset, "split": split_name}
-    for row in sentence_retrieval_rows(embedding_run["checkpoint"], split, protocols, device):
+    embedding_rows = metric_rows[embedding_run.run_id]
+    ids = {"run_id": embedding_run.run_id, "dataset": dataset, "split": split_name}
+    for row in sentence_retrieval_rows(embedding_run.checkpoint, split, protocols, device):
         embedding_rows.append(ids | {"method": "single_stage"} | row)
-    network_of = {run["run_id"]: run["network"] for run in runs}
+    network_of = {run.run_id: run.network for run in runs}
     metrics = pd.DataFrame([r for rows in metric_rows.values() for r in rows])
     metrics.insert(1, "network", metrics["run_id"].map(network_of))
     ranks = pd.concat([pd.concat(v) for v in rank_rows.values()], ignore_index=True)
@@ -259,7 +260,7 @@ def evaluate_retrieval_runs(
         dataset=dataset,
         split=split_name,
         protocols=protocols,
-        runs={run["network"]: run["run_id"] for run in runs},
+        runs={run.network: run.run_id for run in runs},
         metrics={run_id: pd.DataFrame(rows) for run_id, rows in metric_rows.items()},
         ranks={run_id: pd.concat(frames) for run_id, frames in rank_rows.items()},
         timings=timings,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from ops.data.dataset_store import load_dataset_table
 from ops.features.region_table import region_table
 from ops.graph.build import GraphSettings, graph_edges
+from ops.handoffs import NeighborhoodGraphFile
 from ops.storage.atomic import atomic_path
 from ops.storage.parquet_io import iter_batches, read_features, read_table
 from ops.storage.paths import derived_table_file
@@ -58,15 +59,15 @@ class GraphSummary:
             }
         return result
 
-    def manifest(self, dataset: str) -> dict:
+    def manifest(self, dataset: str) -> NeighborhoodGraphFile:
         """What the training assets read: where the graph is and what identifies it."""
-        return {
-            "dataset": dataset,
-            "path": str(self.path),
-            "fingerprint": self.fingerprint,
-            "settings": dict(self.settings),
-            "edges": dict(self.edges),
-        }
+        return NeighborhoodGraphFile(
+            dataset=dataset,
+            path=str(self.path),
+            fingerprint=self.fingerprint,
+            settings=dict(self.settings),
+            edges=dict(self.edges),
+        )
 
 
 def write_graph(
@@ -127,9 +128,9 @@ def read_relation(path: str | Path, relation: str) -> pd.DataFrame:
     return read_table(path, columns, filters=[("relation", "=", relation)])
 
 
-def graph_identity(graph: Mapping) -> dict[str, object]:
+def graph_identity(graph: NeighborhoodGraphFile) -> dict[str, object]:
     """What a training run id takes from its graph: the settings and the content hash."""
-    return {"fingerprint": graph["fingerprint"], "settings": dict(graph["settings"])}
+    return {"fingerprint": graph.fingerprint, "settings": dict(graph.settings)}
 
 
 def build_graph(

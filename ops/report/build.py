@@ -3,7 +3,7 @@ runs table, the plots and the galleries, written as ``reports/<run_id>/report.ht
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import torch
 
 from ops.data.dataset_store import load_dataset_table
 from ops.evaluation.single_stage import split_embeddings
+from ops.handoffs import LocalizationEvalSummary, RetrievalEvalSummary, TrainedModel
 from ops.report.html import ReportContent, img_tag, two_stage_section, write_report
 from ops.report.plots import (
     grounding_gallery,
@@ -37,51 +38,52 @@ class BuiltReport:
     plots: dict[str, bytes] = field(repr=False)
 
 
-def runs_table(trained: Sequence[Mapping]) -> pd.DataFrame:
-    """One row per training-run manifest: what it is, its best score, whether it leads."""
+def runs_table(trained: Sequence[TrainedModel]) -> pd.DataFrame:
+    """One row per trained model: what it is, its best score, whether it leads."""
     return pd.DataFrame(
         [
             {
-                "task": run["task"],
-                "network": run["network"],
-                "run_id": run["run_id"],
-                "device": run["device"],
-                "processes": run.get("world_size", 1),
-                "best_epoch": run["best_epoch"],
-                "best validation score": run["best_val_score"],
-                # Manifests written before scopes were recorded lack it.
-                "validated on": run.get("validation_scope"),
-                "champion": "yes" if run["champion"] else "no",
-                "why": run["champion_reason"],
+                "task": run.task,
+                "network": run.network,
+                "run_id": run.run_id,
+                "device": run.device,
+                "processes": run.world_size,
+                "best_epoch": run.best_epoch,
+                "best validation score": run.best_val_score,
+                "validated on": run.validation_scope,
+                "champion": "yes" if run.champion else "no",
+                "why": run.champion_reason,
             }
             for run in trained
         ]
     )
 
 
-def epoch_curves(root: Path, trained: Sequence[Mapping]) -> dict[str, pd.DataFrame]:
+def epoch_curves(root: Path, trained: Sequence[TrainedModel]) -> dict[str, pd.DataFrame]:
     """``epoch_metrics`` of each run in epoch order, keyed "<task> <network>"."""
     return {
-        f"{run['task']} {run['network']}": read_result(
-            root, "epoch_metrics", run["run_id"]
-        ).sort_values("epoch")
+        f"{run.task} {run.network}": read_result(root, "epoch_metrics", run.run_id).sort_values(
+            "epoch"
+        )
         for run in trained
     }
 
 
-def retrieval_gallery_png(run: Mapping, n: int, root: Path, device_name: str = "auto") -> bytes:
+def retrieval_gallery_png(
+    run: TrainedModel, n: int, root: Path, device_name: str = "auto"
+) -> bytes:
     """``n`` test captions (a fixed random draw) with the embedding run's top-5 images."""
-    features = run["features"]
+    features = run.features
     split = image_sentence_splits(features["image_features"], features["text_features"], ("test",))[
         "test"
     ]
-    image_emb, text_emb = split_embeddings(load_two_branch(run["checkpoint"], device_name), split)
+    image_emb, text_emb = split_embeddings(load_two_branch(run.checkpoint, device_name), split)
     rng = np.random.default_rng(0)
     picks = rng.choice(len(split.caption_ids), size=min(n, len(split.caption_ids)), replace=False)
     with torch.no_grad():
         top = (text_emb[torch.as_tensor(picks)] @ image_emb.T).topk(5, dim=1).indices.cpu()
-    captions = load_dataset_table(root, run["dataset"], "captions").set_index("caption_id")
-    paths = load_dataset_table(root, run["dataset"], "images").set_index("image_id")["path"]
+    captions = load_dataset_table(root, run.dataset, "captions").set_index("caption_id")
+    paths = load_dataset_table(root, run.dataset, "images").set_index("image_id")["path"]
     texts, top_paths, truth = [], [], []
     for row, pick in enumerate(picks):
         texts.append(str(captions.loc[split.caption_ids[pick], "text"]))
@@ -92,13 +94,13 @@ def retrieval_gallery_png(run: Mapping, n: int, root: Path, device_name: str = "
     return retrieval_gallery(texts, top_paths, truth)
 
 
-def grounding_items(run: Mapping, n: int, root: Path) -> list[dict]:
+def grounding_items(run: TrainedModel, n: int, root: Path) -> list[dict]:
     """``n`` of the run's localized test phrases (a fixed random draw): image path, phrase,
     true box and the chosen proposal's box (None when it chose none)."""
-    results = read_result(root, "localization_results", run["run_id"])
-    phrases = load_dataset_table(root, run["dataset"], "phrases").set_index("phrase_id")
-    proposals = read_table(run["features"]["region_proposals"]).set_index("region_id")
-    paths = load_dataset_table(root, run["dataset"], "images").set_index("image_id")["path"]
+    results = read_result(root, "localization_results", run.run_id)
+    phrases = load_dataset_table(root, run.dataset, "phrases").set_index("phrase_id")
+    proposals = read_table(run.features["region_proposals"]).set_index("region_id")
+    paths = load_dataset_table(root, run.dataset, "images").set_index("image_id")["path"]
     sample = results.sample(n=min(n, len(results)), random_state=0)
     items = []
     for row in sample.itertuples():
@@ -119,10 +121,10 @@ def grounding_items(run: Mapping, n: int, root: Path) -> list[dict]:
 
 def build_report(
     root: Path,
-    retrieval_runs: Sequence[Mapping],
-    localization_runs: Sequence[Mapping],
-    retrieval_eval: Mapping,
-    localization_eval: Mapping | None,
+    retrieval_runs: Sequence[TrainedModel],
+    localization_runs: Sequence[TrainedModel],
+    retrieval_eval: RetrievalEvalSummary,
+    localization_eval: LocalizationEvalSummary | None,
     settings: ReportSettings,
     *,
     device: str,
@@ -137,7 +139,7 @@ def build_report(
     embedding = retrieval_runs[0]
     plots = {
         "training_curves": training_curves(epoch_curves(root, trained)),
-        "recall_at_k": recall_curves(retrieval_eval["recall_curves"]),
+        "recall_at_k": recall_curves(retrieval_eval.recall_curves),
         "retrieval_gallery": retrieval_gallery_png(
             embedding, settings.gallery_captions, root, device
         ),
@@ -150,10 +152,10 @@ def build_report(
             img_tag(plots["retrieval_gallery"], "retrieval gallery"),
         ),
     ]
-    if retrieval_eval.get("two_stage"):
-        sections.insert(0, ("Two-stage retrieval", two_stage_section(retrieval_eval["two_stage"])))
+    if retrieval_eval.two_stage:
+        sections.insert(0, ("Two-stage retrieval", two_stage_section(retrieval_eval.two_stage)))
     if localization_eval is not None:
-        plots["per_type"] = per_type_bars(pd.DataFrame(localization_eval["per_type"]))
+        plots["per_type"] = per_type_bars(pd.DataFrame(localization_eval.per_type))
         plots["grounding_gallery"] = grounding_gallery(
             grounding_items(localization_runs[0], settings.gallery_phrases, root)
         )
@@ -164,15 +166,17 @@ def build_report(
                 img_tag(plots["grounding_gallery"], "grounding gallery"),
             ),
         ]
-    report_id = embedding["run_id"]
+    report_id = embedding.run_id
     path = report_dir(root, report_id) / "report.html"
     write_report(
         path,
         ReportContent(
-            title=f"twobranch report — {embedding['dataset']}",
+            title=f"twobranch report — {embedding.dataset}",
             runs=runs_table(trained),
-            retrieval=pd.DataFrame(retrieval_eval["metrics"]),
-            localization=pd.DataFrame(localization_eval["summary"]) if phrases else None,
+            retrieval=pd.DataFrame(retrieval_eval.metrics),
+            localization=(
+                pd.DataFrame(localization_eval.summary) if localization_eval is not None else None
+            ),
             sections=sections,
         ),
     )

@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ops.handoffs import TrainedModel
+
 # The name a run's neighborhood graph file is recorded under, beside its feature files.
 GRAPH_INPUT = "neighborhood_graph"
 MAGIC = b"PAR1"
@@ -99,9 +101,8 @@ def check_inputs(
         raise InputsChanged(run_id, changed, what)
 
 
-def check_trained_inputs(manifest: Mapping, what: str) -> None:
-    """Refuse (:class:`InputsChanged`) to use the run of a training manifest when the files it
-    was trained on have changed since; ``what`` says for what ("evaluated", "indexed").
-    Manifests written before fingerprints pass."""
-    paths = run_input_paths(manifest["features"], manifest.get("graph"))
-    check_inputs(manifest["run_id"], manifest.get("fingerprints") or {}, paths, what)
+def check_trained_inputs(model: TrainedModel, what: str) -> None:
+    """Refuse (:class:`InputsChanged`) to use a trained model when the files it was trained
+    on have changed since; ``what`` says for what ("evaluated", "indexed")."""
+    paths = run_input_paths(model.features, model.graph)
+    check_inputs(model.run_id, model.fingerprints, paths, what)

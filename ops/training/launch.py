@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ops.handoffs import NeighborhoodGraphFile
 from ops.storage.atomic import write_text_atomic
 from ops.training import distributed
 from ops.training.config import DistributedSettings, TrainConfig
@@ -32,7 +33,7 @@ class TrainingRequest:
     dataset: str
     inputs: dict[str, str]
     config: TrainConfig
-    graph: dict[str, Any]
+    graph: NeighborhoodGraphFile
     val_max_images: int = 0
 
     def to_json(self) -> str:
@@ -41,7 +42,7 @@ class TrainingRequest:
             "dataset": self.dataset,
             "inputs": self.inputs,
             "config": self.config.model_dump(mode="json"),
-            "graph": self.graph,
+            "graph": self.graph.model_dump(mode="json"),
             "val_max_images": self.val_max_images,
         }
         return json.dumps(values, indent=2, sort_keys=True, default=str)
@@ -49,7 +50,13 @@ class TrainingRequest:
     @classmethod
     def from_json(cls, text: str) -> TrainingRequest:
         values = json.loads(text)
-        return cls(**values | {"config": TrainConfig.model_validate(values["config"])})
+        return cls(
+            **values
+            | {
+                "config": TrainConfig.model_validate(values["config"]),
+                "graph": NeighborhoodGraphFile.model_validate(values["graph"]),
+            }
+        )
 
     def write(self, path: Path) -> Path:
         write_text_atomic(path, self.to_json())

@@ -12,6 +12,7 @@ from typing import Any
 
 from ops.data.dataset_store import load_dataset_table
 from ops.graph.store import graph_identity
+from ops.handoffs import NeighborhoodGraphFile, TrainedModel
 from ops.storage.input_fingerprints import input_fingerprints, run_input_paths
 from ops.storage.paths import checkpoint_dir
 from ops.storage.results_store import publish_catalogue, utc_now
@@ -53,7 +54,7 @@ class TrainingRun:
     """What a finished run hands on: ``manifest`` is what downstream steps read (checkpoint,
     features, scores, champion); the rest describes the run for people."""
 
-    manifest: dict[str, Any]
+    manifest: TrainedModel
     score_name: str  # "R-sum" (retrieval) or "accuracy" (localization)
     rows: int  # training sentences or phrases, each seen once per epoch
     seconds: float
@@ -66,15 +67,28 @@ class TrainingRun:
 
     def to_payload(self) -> dict[str, Any]:
         """JSON-ready form, for a run trained in another process (``from_payload`` reads it)."""
-        return asdict(self) | {"curves_png": base64.b64encode(self.curves_png).decode()}
+        return asdict(self) | {
+            "manifest": self.manifest.model_dump(mode="json"),
+            "curves_png": base64.b64encode(self.curves_png).decode(),
+        }
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> TrainingRun:
-        return cls(**{**payload, "curves_png": base64.b64decode(payload["curves_png"])})
+        return cls(
+            **{
+                **payload,
+                "manifest": TrainedModel.model_validate(payload["manifest"]),
+                "curves_png": base64.b64decode(payload["curves_png"]),
+            }
+        )
 
 
 def load_training_splits(
-    config: TrainConfig, inputs: Mapping[str, str], graph: Mapping, root: Path, dataset: str
+    config: TrainConfig,
+    inputs: Mapping[str, str],
+    graph: NeighborhoodGraphFile,
+    root: Path,
+    dataset: str,
 ) -> dict:
     """Per split the training arrays; the train split's positives and neighborhoods are the
     graph's."""
@@ -82,7 +96,7 @@ def load_training_splits(
         splits = image_sentence_splits(inputs["image_features"], inputs["text_features"])
         if "train" in splits:
             splits["train"] = image_sentence_from_graph(
-                splits["train"], graph["path"], with_knn=config.knn_sentence_neighbors
+                splits["train"], graph.path, with_knn=config.knn_sentence_neighbors
             )
         return splits
     splits = phrase_region_splits(
@@ -92,19 +106,19 @@ def load_training_splits(
         load_dataset_table(root, dataset, "phrases"),
     )
     if "train" in splits:
-        splits["train"] = phrase_region_from_graph(splits["train"], graph["path"])
+        splits["train"] = phrase_region_from_graph(splits["train"], graph.path)
     return splits
 
 
-def _check_against_graph(config: TrainConfig, graph: Mapping) -> None:
-    positive_iou = float(graph["settings"]["positive_iou"])
+def _check_against_graph(config: TrainConfig, graph: NeighborhoodGraphFile) -> None:
+    positive_iou = float(graph.settings["positive_iou"])
     if config.task == "phrase_region" and config.negative_iou > positive_iou:
         raise GraphMismatch(
             f"negative_iou ({config.negative_iou}) must not exceed the neighborhood graph's "
             f"positive_iou ({positive_iou})"
         )
     wants_knn = config.task == "image_sentence" and config.knn_sentence_neighbors
-    if wants_knn and not int(graph["settings"]["knn_k"]):
+    if wants_knn and not int(graph.settings["knn_k"]):
         raise GraphMismatch(
             "knn_sentence_neighbors needs the graph's kNN sentence edges: materialize "
             "neighborhood_graph with knn_k > 0"
@@ -131,7 +145,7 @@ def training_run_id(
     dataset: str,
     inputs: Mapping[str, str],
     config: TrainConfig,
-    graph: Mapping,
+    graph: NeighborhoodGraphFile,
     val_max_images: int,
 ) -> str:
     """The run's id: what decides the model it trains — its config less the settings a run may
@@ -175,14 +189,14 @@ def run_training(
     dataset: str,
     inputs: Mapping[str, str],
     config: TrainConfig,
-    graph: Mapping,
+    graph: NeighborhoodGraphFile,
     *,
     val_max_images: int = 0,
     log: Log = lambda message: None,
     progress_every_s: float = 15.0,
 ) -> TrainingRun:
     """Train ``config.task`` / ``config.network`` on the feature files ``inputs`` (name → path)
-    with the positives and neighborhoods of ``graph`` (the ``neighborhood_graph`` manifest:
+    with the positives and neighborhoods of ``graph`` (the ``neighborhood_graph`` hand-off:
     path, fingerprint, settings), and record the run under ``root``.
 
     The run id (:func:`training_run_id`) hashes the config (less its resumable settings),
@@ -207,7 +221,7 @@ def run_training(
     context = current_context()
     recording = context.is_main
     started_at = utc_now()
-    graph_record = graph_identity(graph) | {"path": graph["path"]}
+    graph_record = graph_identity(graph) | {"path": graph.path}
     # What the model may be applied to: the content of these files, not their paths.
     fingerprints = input_fingerprints(run_input_paths(inputs, graph_record)) if recording else {}
     record = {
@@ -276,25 +290,25 @@ def run_training(
         )
         record_run(**finished, champion_reason=reason)
         log(reason)
-    manifest = {
-        "run_id": run_id,
-        "task": task,
-        "network": network,
-        "dataset": dataset,
-        "checkpoint": str(result.best_checkpoint),
-        "features": dict(inputs),
-        "graph": graph_record,
-        "fingerprints": fingerprints,
-        "best_epoch": result.best_epoch,
-        "best_val_score": result.best_val_score,
-        "best_val_metrics": result.best_val_metrics,
-        "champion": promoted,
-        "champion_reason": reason,
-        "validation_scope": None if scope is None else scope.describe(),
-        "device": result.device,
-        "feature_placement": result.feature_placement,
-        "world_size": context.world_size,
-    }
+    manifest = TrainedModel(
+        run_id=run_id,
+        task=task,
+        network=network,
+        dataset=dataset,
+        checkpoint=str(result.best_checkpoint),
+        features=dict(inputs),
+        graph=graph_record,
+        fingerprints=fingerprints,
+        best_epoch=result.best_epoch,
+        best_val_score=result.best_val_score,
+        best_val_metrics=result.best_val_metrics,
+        champion=promoted,
+        champion_reason=reason,
+        validation_scope=None if scope is None else scope.describe(),
+        device=result.device,
+        feature_placement=result.feature_placement,
+        world_size=context.world_size,
+    )
     return TrainingRun(
         manifest=manifest,
         score_name=score_name,

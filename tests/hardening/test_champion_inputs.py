@@ -14,6 +14,7 @@ from assets.evaluation import RetrievalEvalConfig, retrieval_eval
 from assets.resources import ComputeSettings, TwobranchStorage
 from ops.evaluation.retrieval import evaluate_retrieval_runs
 from ops.evaluation.settings import RetrievalEvalSettings
+from ops.handoffs import NeighborhoodGraphFile, Skipped
 from ops.search.index_build import build_retrieval_index
 from ops.storage.input_fingerprints import InputsChanged, file_fingerprint
 from ops.storage.sql import run_query
@@ -28,12 +29,12 @@ TINY = {"hidden_dim": 32, "embed_dim": 16, "batch_images": 50, "margin": 0.2, "d
 REFIT = {"train": (120, 10), "val": (40, 11), "test": (40, 12)}
 
 
-def _champion(tmp_path: Path) -> tuple[Path, dict[str, str], dict, TrainingRun]:
+def _champion(tmp_path: Path) -> tuple[Path, dict[str, str], NeighborhoodGraphFile, TrainingRun]:
     root = tmp_path / "data"
     inputs = write_image_sentence_features(tmp_path / "features")
     graph = write_graph_for(tmp_path / "graph", inputs)
     run = run_training(root, "toy", inputs, TrainConfig(**TINY, lr=1e-2, epochs=2), graph)
-    assert run.manifest["champion"]
+    assert run.manifest.champion
     return root, inputs, graph, run
 
 
@@ -57,20 +58,20 @@ def test_a_run_on_refitted_features_replaces_the_champion_trained_on_the_old_one
         TrainConfig(**TINY, lr=1e-7, epochs=1, apply_lr_decay=False),
         graph,
     ).manifest
-    assert challenger["best_val_score"] < champion.manifest["best_val_score"]
-    assert challenger["champion"]
-    reason = challenger["champion_reason"]
-    assert f"champion {champion.manifest['run_id']} was trained on other inputs" in reason
+    assert challenger.best_val_score < champion.manifest.best_val_score
+    assert challenger.champion
+    reason = challenger.champion_reason
+    assert f"champion {champion.manifest.run_id} was trained on other inputs" in reason
     assert "(text_features changed)" in reason and "only model trained on the current" in reason
     row = run_query(root, "SELECT run_id, inputs, reason FROM champions").iloc[0]
-    assert row["run_id"] == challenger["run_id"] and row["reason"] == reason
-    assert json.loads(row["inputs"]) == challenger["fingerprints"]
-    assert challenger["fingerprints"]["text_features"] == file_fingerprint(inputs["text_features"])
-    assert challenger["fingerprints"]["neighborhood_graph"] == file_fingerprint(graph["path"])
+    assert row["run_id"] == challenger.run_id and row["reason"] == reason
+    assert json.loads(row["inputs"]) == challenger.fingerprints
+    assert challenger.fingerprints["text_features"] == file_fingerprint(inputs["text_features"])
+    assert challenger.fingerprints["neighborhood_graph"] == file_fingerprint(graph.path)
     recorded = run_query(
-        root, f"SELECT features FROM training_runs WHERE run_id = '{challenger['run_id']}'"
+        root, f"SELECT features FROM training_runs WHERE run_id = '{challenger.run_id}'"
     )["features"][0]
-    assert json.loads(recorded)["fingerprints"] == challenger["fingerprints"]
+    assert json.loads(recorded)["fingerprints"] == challenger.fingerprints
 
 
 def test_a_model_is_not_evaluated_or_indexed_on_features_it_never_saw(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_a_model_is_not_evaluated_or_indexed_on_features_it_never_saw(tmp_path: 
     with pytest.raises(InputsChanged) as refused:
         evaluate_retrieval_runs(manifest, manifest, RetrievalEvalSettings(rerank_k=0), device="cpu")
     message = str(refused.value)
-    assert f"run {manifest['run_id']} was trained on inputs that have changed since" in message
+    assert f"run {manifest.run_id} was trained on inputs that have changed since" in message
     assert f"text_features ({inputs['text_features']})" in message
     assert "image_features" not in message and "Retrain" in message
     with pytest.raises(InputsChanged, match=r"not indexed on features it never saw"):
@@ -102,6 +103,8 @@ def test_the_evaluation_step_says_why_it_waits_for_retraining(tmp_path: Path) ->
         storage=TwobranchStorage(data_root=str(root)),
         compute=ComputeSettings(device="cpu"),
     )
-    assert "trained on inputs that have changed since" in output.value["skipped"]
+    assert isinstance(output.value, Skipped) and output.value.dataset == "toy"
+    assert "trained on inputs that have changed since" in output.value.reason
+    assert output.metadata["skipped"].value == output.value.reason
     assert output.metadata["inputs_changed"].data == {"text_features": inputs["text_features"]}
     assert run_query(root, "SELECT count(*) AS n FROM retrieval_metrics")["n"][0] == 0
