@@ -23,8 +23,11 @@ DATA_GROUP = "data"
 
 
 DatasetConfig = dagster_config(DatasetSettings, "DatasetConfig", __name__)
-# The settings that reach the parse step through the raw_dataset output.
-PARSE_SETTINGS = ("restval_to_train", "check_images", "min_images_per_split")
+# The settings that reach the parse step through the raw_dataset hand-off: its fields beyond
+# the raw files'.
+PARSE_SETTINGS = tuple(
+    name for name in RawDatasetFiles.model_fields if name not in RawDataset.__dataclass_fields__
+)
 
 
 @dg.asset(group_name=DATA_GROUP, kinds={"python", "files"}, partitions_def=DATASETS)

@@ -48,7 +48,6 @@ from ops.handoffs import (
     ShardResult,
     Skipped,
     first_skipped,
-    skip_reason,
 )
 from ops.metrics.proposal_coverage import proposal_upper_bound
 from ops.storage.parquet_io import read_table
@@ -86,8 +85,8 @@ def region_proposals_plan(
     storage: TwobranchStorage,
 ) -> Iterator[dg.DynamicOutput]:
     """One shard per contiguous range of the images that have boxed phrases."""
-    if reason := skip_reason(phrases):
-        yield skipped_shard(images.dataset, reason)
+    if isinstance(phrases, Skipped):
+        yield skipped_shard(images.dataset, phrases.reason)
         return
     _, chosen = _proposal_inputs(storage.root, images.dataset, config)
     yield from shard_outputs(len(chosen), config.shards, images.dataset)

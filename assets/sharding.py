@@ -1,6 +1,6 @@
 """Dagster side of sharded extraction: one dynamic step per shard, then one merge step.
 
-A sharded asset is a graph of three ops: ``<asset>_plan`` emits one ``ShardSpec`` per shard
+A sharded asset is a graph of three ops: ``<asset>_plan`` emits one ``FeatureShard`` per shard
 as a dynamic output, ``<asset>_shard`` runs once per shard (in parallel processes with the
 multiprocess executor, in parallel pods with the Kubernetes executor), and ``<asset>_merge``
 joins the shards' files into the asset's file. All three read the asset's one config block
