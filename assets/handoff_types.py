@@ -107,7 +107,9 @@ def dagster_type(hint: object) -> object:
 
 def typed_handoffs(fn: F) -> F:
     """Give ``fn`` (an asset, op or graph function, under its Dagster decorator) the
-    signature Dagster reads, with each hand-off annotation as its ``dagster_type``."""
+    signature Dagster reads, with each hand-off annotation as its ``dagster_type``. Dagster
+    takes a step's parameters and types from ``__signature__`` when a function has one, as
+    ``inspect.signature`` does; ``fn.__annotations__`` stay as written."""
     signature = inspect.signature(fn)
     hints = typing.get_type_hints(fn)
     parameters = [
