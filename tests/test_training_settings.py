@@ -14,6 +14,7 @@ from assets.definitions import defs
 from assets.graph import GraphConfig
 from assets.training import TRAINING_ASSETS, TrainingConfig
 from models.losses import EmbeddingLossConfig
+from ops.handoffs import Handoff, ImageFeatureFile, NeighborhoodGraphFile, TextFeatureFile
 from ops.training.batch_plans import BatchPlan
 from ops.training.config import TrainConfig
 from ops.training.settings import NETWORK_DEFAULTS, SET_BY_CALLER, train_config_for
@@ -88,14 +89,28 @@ def test_invalid_settings_are_refused(values: dict, message: str) -> None:
         TrainConfig(**values)
 
 
+MISSING = {"dataset": "toy", "path": "/nonexistent.parquet"}
+# What the image–sentence training step reads, as its upstream assets hand it on.
+UPSTREAM = {
+    "image_features": ImageFeatureFile(
+        **MISSING, rows=0, dim=4, variant="toy", feature_dtype="float32"
+    ),
+    "text_features": TextFeatureFile(
+        **MISSING, rows=0, dim=4, variant="toy", fingerprint="0", encoder="/nonexistent.pkl"
+    ),
+    "neighborhood_graph": NeighborhoodGraphFile(**MISSING, fingerprint="0", settings={}, edges={}),
+}
+
+
 class _FakeFeatures(dg.IOManager):
-    """Hands every input a feature-asset manifest, so the training step gets to its config."""
+    """Hands every input its upstream asset's hand-off, so the training step gets to its
+    config."""
 
     def handle_output(self, context, obj) -> None:
         pass
 
-    def load_input(self, context) -> dict:
-        return {"path": "/nonexistent.parquet", "dataset": "toy"}
+    def load_input(self, context) -> Handoff:
+        return UPSTREAM[context.asset_key.path[-1]]
 
 
 def test_invalid_run_config_fails_the_step_before_training(monkeypatch) -> None:
