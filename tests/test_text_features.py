@@ -4,6 +4,7 @@ import pytest
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from ops.data.tokenize import tokenize
+from ops.features.text import fisher as fisher_module
 from ops.features.text import pca as text_pca
 from ops.features.text.fisher import FisherVectorEncoder, power_l2_normalize
 from ops.features.text.pca import fit_pca
@@ -154,6 +155,23 @@ def test_fisher_vector_matches_the_literal_formula(pca_words):
     # Tokens and row indices give the same vectors.
     tokens = [[wv.words[i] for i in q] for q in queries]
     np.testing.assert_array_equal(encoder.transform(tokens), normalized)
+
+
+def test_fisher_transform_in_blocks_gives_the_same_bytes(monkeypatch):
+    wv = random_vectors(3, seed=1)
+    texts = [wv.lookup(tokenize(t))[0] for t in random_sentences(50, seed=4)]
+    texts[7] = np.array([], dtype=np.int64)
+    encoder = FisherVectorEncoder(n_components=3, seed=0).fit(texts, wv)
+    whole = encoder.transform(texts)
+    monkeypatch.setattr(fisher_module, "TRANSFORM_BLOCK_ROWS", 4)
+    blocks = encoder.transform(texts)
+    assert blocks.tobytes() == whole.tobytes()
+    # The signed square root keeps no negative zero (the sign(x) * sqrt(|x|) it replaced).
+    assert not np.signbit(blocks[7]).any() and not blocks[7].any()
+    raw = encoder.raw_fisher_vectors(texts)
+    expected = np.sign(raw) * np.sqrt(np.abs(raw))
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-300)
+    np.testing.assert_array_equal(blocks, expected.astype(np.float32))
 
 
 def test_fisher_with_ica_words_and_variant_names():
